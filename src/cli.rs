@@ -1,0 +1,127 @@
+//! Command-line interface: the clap types. `main.rs` parses and dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// filtermon: filtered-loss monitor for language-model pretraining checkpoints.
+#[derive(Debug, Parser)]
+#[command(name = "filtermon", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output styles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Score a checkpoint on documents: per-token NLL, top-1 and top-5.
+    Score(ScoreArgs),
+    /// Measure scoring throughput on random-weight models.
+    Bench(BenchArgs),
+}
+
+/// Weight and activation precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    /// 32-bit float.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
+}
+
+impl DTypeArg {
+    /// The candle dtype.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            DTypeArg::F32 => candle_core::DType::F32,
+            DTypeArg::Bf16 => candle_core::DType::BF16,
+            DTypeArg::F16 => candle_core::DType::F16,
+        }
+    }
+}
+
+/// `filtermon score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Checkpoint folder (config.json, safetensors, tokenizer.json).
+    pub checkpoint: PathBuf,
+    /// Documents: JSONL with a `text` field and optional `id` and `domain`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write one JSON object per scored token.
+    #[arg(long)]
+    pub token_losses: PathBuf,
+    /// Most tokens per window; a window never spans two documents.
+    #[arg(long, default_value_t = 2048)]
+    pub window: usize,
+    /// Precision of weights and activations.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// `cpu`, or `cuda:N` (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
+
+/// Architectures the benchmark builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchArch {
+    /// Olmo 3 transformer.
+    Transformer,
+    /// 3:1 GDN : attention hybrid.
+    Hybrid,
+    /// GDN only.
+    Gdn,
+    /// All three twins.
+    All,
+}
+
+/// `filtermon bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which twin(s) to run.
+    #[arg(long, value_enum, default_value_t = BenchArch::All)]
+    pub arch: BenchArch,
+    /// Decoder layers.
+    #[arg(long, default_value_t = 12)]
+    pub layers: usize,
+    /// Residual width.
+    #[arg(long, default_value_t = 768)]
+    pub hidden: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 50_000)]
+    pub vocab: usize,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 1024)]
+    pub window: usize,
+    /// Windows scored (after one warm-up window).
+    #[arg(long, default_value_t = 4)]
+    pub windows: usize,
+    /// Precision.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,4 @@
+//! One module per subcommand: argument handling and output around the library stages.
+
+pub mod bench;
+pub mod score;

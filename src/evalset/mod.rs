@@ -1,0 +1,3 @@
+//! Evaluation sets: documents cut into windows, every token labeled (DESIGN §5).
+
+pub mod labels;

@@ -1,0 +1,16 @@
+//! filtermon: scores pretraining checkpoints on filtered subsets of an evaluation set.
+//!
+//! Stages, in data-flow order (see DESIGN and the README):
+//! [`checkpoint`] finds and loads checkpoints, [`model`] runs them, [`score`] turns windows into
+//! per-token losses, [`evalset`] labels tokens and selects them with filters.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod commands;
+pub mod device;
+pub mod error;
+pub mod evalset;
+pub mod model;
+pub mod score;
+pub mod tagset;
+pub mod tokenizer;

@@ -1,0 +1,349 @@
+//! Gated DeltaNet (the recurrent layer of Olmo Hybrid), per transformers' `OlmoHybridGatedDeltaNet`.
+//!
+//! Projections, the depthwise causal convolution and the gated output norm are candle ops; the
+//! delta-rule recurrence itself is a plain-Rust f32 kernel parallel over heads, in the chunked
+//! form (dense matmuls per chunk). The token-by-token recurrence is kept as the test oracle.
+
+use candle_core::{DType, Result, Tensor};
+use rayon::prelude::*;
+
+use super::layers::{linear, normalize_f32};
+use super::spec::GdnSpec;
+
+/// Chunk length of the chunked kernel, as in the reference.
+pub const CHUNK: usize = 64;
+
+/// One Gated DeltaNet mixer.
+#[derive(Debug, Clone)]
+pub struct GatedDeltaNet {
+    /// `[key_dim, hidden]`
+    pub q: Tensor,
+    /// `[key_dim, hidden]`
+    pub k: Tensor,
+    /// `[value_dim, hidden]`
+    pub v: Tensor,
+    /// `[v_heads, hidden]`: decay input
+    pub a: Tensor,
+    /// `[v_heads, hidden]`: β input
+    pub b: Tensor,
+    /// `[value_dim, hidden]`: output gate
+    pub g: Tensor,
+    /// `[hidden, value_dim]`
+    pub o: Tensor,
+    /// Depthwise conv weight `[2·key_dim + value_dim, kernel]`, rows q | k | v.
+    pub conv: Tensor,
+    /// `[v_heads]`, f32
+    pub a_log: Vec<f32>,
+    /// `[v_heads]`, f32
+    pub dt_bias: Vec<f32>,
+    /// Per-value-head RMSNorm weight `[head_v_dim]`, f32.
+    pub o_norm: Tensor,
+    /// Shape.
+    pub spec: GdnSpec,
+}
+
+impl GatedDeltaNet {
+    /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, Kernel::Chunked(CHUNK))
+    }
+
+    /// Forward with a chosen recurrence kernel (tests compare them).
+    pub fn forward_with(&self, x: &Tensor, kernel: Kernel) -> Result<Tensor> {
+        let (bsz, t, _) = x.dims3()?;
+        let s = &self.spec;
+        let (kd, vd) = (s.key_dim(), s.value_dim());
+        let mixed = Tensor::cat(&[linear(x, &self.q)?, linear(x, &self.k)?, linear(x, &self.v)?], 2)?;
+        let mixed = causal_depthwise_conv(&mixed, &self.conv)?.silu()?;
+        let to_f32 = |y: Tensor| -> Result<Vec<f32>> { y.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
+        let q = to_f32(mixed.narrow(2, 0, kd)?)?;
+        let k = to_f32(mixed.narrow(2, kd, kd)?)?;
+        let v = to_f32(mixed.narrow(2, 2 * kd, vd)?)?;
+        let mut beta = candle_nn::ops::sigmoid(&linear(x, &self.b)?)?;
+        if s.allow_neg_eigval {
+            beta = (beta * 2.0)?;
+        }
+        let beta = to_f32(beta)?;
+        let a = to_f32(linear(x, &self.a)?)?;
+        let nv = s.num_v_heads;
+        let g: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, &ai)| -self.a_log[i % nv].exp() * softplus(ai + self.dt_bias[i % nv]))
+            .collect();
+        let inputs = GdnInputs {
+            q: &q,
+            k: &k,
+            v: &v,
+            g: &g,
+            beta: &beta,
+            batch: bsz,
+            seq: t,
+            k_heads: s.num_k_heads,
+            v_heads: nv,
+            dk: s.head_k_dim,
+            dv: s.head_v_dim,
+        };
+        let out = match kernel {
+            Kernel::Chunked(c) => chunked(&inputs, c),
+            Kernel::Recurrent => recurrent(&inputs),
+        };
+        let out = Tensor::from_vec(out, (bsz, t, nv, s.head_v_dim), x.device())?.to_dtype(x.dtype())?;
+        let gate = linear(x, &self.g)?.reshape((bsz, t, nv, s.head_v_dim))?;
+        // Gated RMSNorm: normalise in f32, round to the model dtype, weight, then the f32 SiLU gate.
+        let normed = normalize_f32(&out, 1e-5)?.to_dtype(x.dtype())?.to_dtype(DType::F32)?;
+        let normed = normed.broadcast_mul(&self.o_norm)?;
+        let gated = (normed * gate.to_dtype(DType::F32)?.silu()?)?.to_dtype(x.dtype())?;
+        linear(&gated.reshape((bsz, t, vd))?, &self.o)
+    }
+}
+
+/// Which recurrence kernel to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Chunked form with this chunk length.
+    Chunked(usize),
+    /// Token by token (the oracle).
+    Recurrent,
+}
+
+/// `softplus` with torch's threshold, above which it is the identity.
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// Depthwise causal conv over time: `x: [b, t, c]`, `w: [c, k]`, output `[b, t, c]`.
+pub fn causal_depthwise_conv(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (_, t, _) = x.dims3()?;
+    let kernel = w.dim(1)?;
+    let padded = x.pad_with_zeros(1, kernel - 1, 0)?;
+    let wt = w.t()?.contiguous()?; // [k, c]
+    let mut acc: Option<Tensor> = None;
+    for j in 0..kernel {
+        let term = padded.narrow(1, j, t)?.broadcast_mul(&wt.get(j)?)?;
+        acc = Some(match acc {
+            None => term,
+            Some(a) => (a + term)?,
+        });
+    }
+    // `kernel` ≥ 1 is checked when the layer is loaded.
+    acc.ok_or_else(|| candle_core::Error::Msg("conv kernel of length 0".into()))
+}
+
+/// Inputs of the delta-rule kernels, all f32, row-major.
+pub struct GdnInputs<'a> {
+    /// `[batch, seq, k_heads, dk]`, after conv, before L2 norm.
+    pub q: &'a [f32],
+    /// `[batch, seq, k_heads, dk]`
+    pub k: &'a [f32],
+    /// `[batch, seq, v_heads, dv]`
+    pub v: &'a [f32],
+    /// Log decay `[batch, seq, v_heads]` (≤ 0).
+    pub g: &'a [f32],
+    /// Write strength `[batch, seq, v_heads]`.
+    pub beta: &'a [f32],
+    /// Batch size.
+    pub batch: usize,
+    /// Sequence length.
+    pub seq: usize,
+    /// Query/key heads.
+    pub k_heads: usize,
+    /// Value heads (multiple of `k_heads`).
+    pub v_heads: usize,
+    /// Query/key head width.
+    pub dk: usize,
+    /// Value head width.
+    pub dv: usize,
+}
+
+/// One value head's inputs, gathered contiguous: q (L2-normed, scaled), k (L2-normed), v, g, β.
+struct Head {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    g: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl GdnInputs<'_> {
+    fn head(&self, b: usize, h: usize) -> Head {
+        let (t, dk, dv) = (self.seq, self.dk, self.dv);
+        let kh = h / (self.v_heads / self.k_heads);
+        let scale = (dk as f32).powf(-0.5);
+        let mut head = Head {
+            q: Vec::with_capacity(t * dk),
+            k: Vec::with_capacity(t * dk),
+            v: Vec::with_capacity(t * dv),
+            g: Vec::with_capacity(t),
+            beta: Vec::with_capacity(t),
+        };
+        for i in 0..t {
+            let qk_at = ((b * t + i) * self.k_heads + kh) * dk;
+            let v_at = ((b * t + i) * self.v_heads + h) * dv;
+            let gate_at = (b * t + i) * self.v_heads + h;
+            let q = &self.q[qk_at..qk_at + dk];
+            let k = &self.k[qk_at..qk_at + dk];
+            let qn = 1.0 / (q.iter().map(|x| x * x).sum::<f32>() + 1e-6).sqrt();
+            let kn = 1.0 / (k.iter().map(|x| x * x).sum::<f32>() + 1e-6).sqrt();
+            head.q.extend(q.iter().map(|x| x * qn * scale));
+            head.k.extend(k.iter().map(|x| x * kn));
+            head.v.extend_from_slice(&self.v[v_at..v_at + dv]);
+            head.g.push(self.g[gate_at]);
+            head.beta.push(self.beta[gate_at]);
+        }
+        head
+    }
+
+    /// Runs `per_head` on every (batch, value head) in parallel and scatters `[seq, dv]` results
+    /// into `[batch, seq, v_heads, dv]`.
+    fn run(&self, per_head: impl Fn(&Head) -> Vec<f32> + Sync) -> Vec<f32> {
+        let (t, nv, dv) = (self.seq, self.v_heads, self.dv);
+        let results: Vec<Vec<f32>> = (0..self.batch * nv)
+            .into_par_iter()
+            .map(|bh| per_head(&self.head(bh / nv, bh % nv)))
+            .collect();
+        let mut out = vec![0f32; self.batch * t * nv * dv];
+        for (bh, res) in results.iter().enumerate() {
+            let (b, h) = (bh / nv, bh % nv);
+            for i in 0..t {
+                let at = ((b * t + i) * nv + h) * dv;
+                out[at..at + dv].copy_from_slice(&res[i * dv..(i + 1) * dv]);
+            }
+        }
+        out
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `out += s · row` elementwise.
+fn axpy(out: &mut [f32], s: f32, row: &[f32]) {
+    for (o, r) in out.iter_mut().zip(row) {
+        *o += s * r;
+    }
+}
+
+/// `out[dv] += xᵀ S` for a state `S: [dk, dv]`.
+fn vec_state(out: &mut [f32], x: &[f32], state: &[f32], dv: usize) {
+    for (i, &xi) in x.iter().enumerate() {
+        axpy(out, xi, &state[i * dv..(i + 1) * dv]);
+    }
+}
+
+/// Token-by-token recurrence: `S ← e^g S; S ← S + k ⊗ β(v − Sᵀk); o = Sᵀq`. The test oracle.
+pub fn recurrent(inputs: &GdnInputs) -> Vec<f32> {
+    let (t, dk, dv) = (inputs.seq, inputs.dk, inputs.dv);
+    inputs.run(|h| {
+        let mut state = vec![0f32; dk * dv];
+        let mut out = vec![0f32; t * dv];
+        let mut delta = vec![0f32; dv];
+        let mut mem = vec![0f32; dv];
+        for i in 0..t {
+            let decay = h.g[i].exp();
+            state.iter_mut().for_each(|s| *s *= decay);
+            let k = &h.k[i * dk..(i + 1) * dk];
+            delta.copy_from_slice(&h.v[i * dv..(i + 1) * dv]);
+            mem.iter_mut().for_each(|x| *x = 0.0);
+            vec_state(&mut mem, k, &state, dv);
+            for (d, m) in delta.iter_mut().zip(&mem) {
+                *d = (*d - m) * h.beta[i];
+            }
+            for (r, &kr) in k.iter().enumerate() {
+                axpy(&mut state[r * dv..(r + 1) * dv], kr, &delta);
+            }
+            vec_state(&mut out[i * dv..(i + 1) * dv], &h.q[i * dk..(i + 1) * dk], &state, dv);
+        }
+        out
+    })
+}
+
+/// Chunked delta rule (the WY form of the reference's `torch_chunk_gated_delta_rule`).
+pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
+    let (t, dk, dv) = (inputs.seq, inputs.dk, inputs.dv);
+    let chunk = chunk.max(1);
+    inputs.run(|h| {
+        let mut state = vec![0f32; dk * dv];
+        let mut out = vec![0f32; t * dv];
+        let w = dv + dk;
+        let mut x = vec![0f32; chunk * w];
+        let mut v_new = vec![0f32; chunk * dv];
+        let mut gc = vec![0f32; chunk];
+        let mut kk = vec![0f32; chunk * chunk];
+        let mut ws = vec![0f32; dv];
+        for s0 in (0..t).step_by(chunk) {
+            let n = chunk.min(t - s0);
+            let q = &h.q[s0 * dk..(s0 + n) * dk];
+            let k = &h.k[s0 * dk..(s0 + n) * dk];
+            let mut acc = 0f32;
+            for i in 0..n {
+                acc += h.g[s0 + i];
+                gc[i] = acc;
+            }
+            // kk[i, j] = k_i · k_j for j < i, reused by the triangular solve.
+            for i in 0..n {
+                for j in 0..i {
+                    kk[i * chunk + j] = dot(&k[i * dk..(i + 1) * dk], &k[j * dk..(j + 1) * dk]);
+                }
+            }
+            // Solve (I + A) X = [βv | β e^{gc} k] with A[i, j] = β_i (k_i·k_j) e^{gc_i − gc_j}, j < i.
+            for i in 0..n {
+                let beta = h.beta[s0 + i];
+                let (done, rest) = x.split_at_mut(i * w);
+                let row = &mut rest[..w];
+                for (c, &vi) in row[..dv].iter_mut().zip(&h.v[(s0 + i) * dv..(s0 + i + 1) * dv]) {
+                    *c = beta * vi;
+                }
+                let e = beta * gc[i].exp();
+                for (c, &ki) in row[dv..].iter_mut().zip(&k[i * dk..(i + 1) * dk]) {
+                    *c = e * ki;
+                }
+                for j in 0..i {
+                    let a = beta * kk[i * chunk + j] * (gc[i] - gc[j]).exp();
+                    axpy(row, -a, &done[j * w..(j + 1) * w]);
+                }
+            }
+            // v_new = U − W S
+            for i in 0..n {
+                let row = &x[i * w..(i + 1) * w];
+                let vn = &mut v_new[i * dv..(i + 1) * dv];
+                vn.copy_from_slice(&row[..dv]);
+                ws.iter_mut().for_each(|x| *x = 0.0);
+                vec_state(&mut ws, &row[dv..], &state, dv);
+                for (a, b) in vn.iter_mut().zip(&ws) {
+                    *a -= b;
+                }
+            }
+            // o_i = e^{gc_i} q_i S + Σ_{j≤i} (q_i·k_j) e^{gc_i − gc_j} v_new_j
+            for i in 0..n {
+                let qi = &q[i * dk..(i + 1) * dk];
+                let o = &mut out[(s0 + i) * dv..(s0 + i + 1) * dv];
+                vec_state(o, qi, &state, dv);
+                let e = gc[i].exp();
+                o.iter_mut().for_each(|x| *x *= e);
+                for j in 0..=i {
+                    let a = dot(qi, &k[j * dk..(j + 1) * dk]) * (gc[i] - gc[j]).exp();
+                    axpy(o, a, &v_new[j * dv..(j + 1) * dv]);
+                }
+            }
+            // S ← e^{gc_last} S + Σ_j e^{gc_last − gc_j} k_j ⊗ v_new_j
+            let last = gc[n - 1];
+            let decay = last.exp();
+            state.iter_mut().for_each(|s| *s *= decay);
+            for j in 0..n {
+                let e = (last - gc[j]).exp();
+                let kj = &k[j * dk..(j + 1) * dk];
+                let vn = &v_new[j * dv..(j + 1) * dv];
+                for (r, &kr) in kj.iter().enumerate() {
+                    axpy(&mut state[r * dv..(r + 1) * dv], e * kr, vn);
+                }
+            }
+        }
+        out
+    })
+}

@@ -1,0 +1,62 @@
+//! Next-token NLL, top-1 and top-5 from final hidden states, computed in slices of positions so
+//! that `[positions × vocab]` logits never exist at once.
+
+use candle_core::{DType, Result, Tensor};
+use rayon::prelude::*;
+
+/// f32 logits held at once (per slice), in elements.
+const LOGIT_BUDGET: usize = 16 << 20;
+
+/// Score of one target token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenScore {
+    /// −log p(target), nats.
+    pub loss: f32,
+    /// The target has the highest logit.
+    pub top1: bool,
+    /// Fewer than five logits beat the target.
+    pub top5: bool,
+}
+
+/// Scores `targets[i]` given hidden state `hidden[i]` (`[n, hidden]`), LM head `[vocab, hidden]`.
+pub fn score(hidden: &Tensor, lm_head: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
+    let vocab = lm_head.dim(0)?;
+    let n = targets.len();
+    let rows = (LOGIT_BUDGET / vocab.max(1)).clamp(1, n.max(1));
+    let head_t = lm_head.t()?;
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(rows) {
+        let len = rows.min(n - start);
+        let logits = hidden.narrow(0, start, len)?.matmul(&head_t)?;
+        let logits: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let slice = &targets[start..start + len];
+        let scored: Vec<Result<TokenScore>> = logits
+            .par_chunks(vocab)
+            .zip(slice.par_iter())
+            .map(|(row, &t)| score_row(row, t))
+            .collect();
+        for s in scored {
+            out.push(s?);
+        }
+    }
+    Ok(out)
+}
+
+fn score_row(row: &[f32], target: u32) -> Result<TokenScore> {
+    let Some(&target_logit) = row.get(target as usize) else {
+        candle_core::bail!("token id {target} is outside the vocabulary of {}", row.len())
+    };
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    let mut above = 0usize;
+    for &x in row {
+        sum += f64::from((x - max).exp());
+        above += usize::from(x > target_logit);
+    }
+    let lse = max as f64 + sum.ln();
+    Ok(TokenScore {
+        loss: (lse - target_logit as f64) as f32,
+        top1: above == 0,
+        top5: above < 5,
+    })
+}

@@ -1,0 +1,124 @@
+//! Olmo 2 / Olmo 3 softmax attention: full-width QK-norm, GQA, RoPE (optionally YaRN),
+//! sliding windows. The hybrid's attention layers are the same module without a window.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use super::layers::{linear, RmsNorm};
+use super::spec::{AttentionSpec, Rope};
+
+/// Upper bound on the f32 attention scores held at once, so long windows stay in memory.
+const SCORE_BUDGET: usize = 64 << 20;
+
+/// One attention mixer.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// `[heads·head_dim, hidden]`
+    pub q: Tensor,
+    /// `[kv_heads·head_dim, hidden]`
+    pub k: Tensor,
+    /// `[kv_heads·head_dim, hidden]`
+    pub v: Tensor,
+    /// `[hidden, heads·head_dim]`
+    pub o: Tensor,
+    /// RMSNorm over the whole q projection, before the head split.
+    pub q_norm: RmsNorm,
+    /// RMSNorm over the whole k projection.
+    pub k_norm: RmsNorm,
+    /// Head counts and width.
+    pub spec: AttentionSpec,
+    /// Sliding window (keys including the current one), `None` for full attention.
+    pub window: Option<usize>,
+    /// RoPE, `None` for NoPE layers.
+    pub rope: Option<Rope>,
+}
+
+impl Attention {
+    /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.spec.num_heads, self.spec.num_kv_heads, self.spec.head_dim);
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
+        let mut q = heads(self.q_norm.forward(&linear(x, &self.q)?)?, nh)?;
+        let mut k = heads(self.k_norm.forward(&linear(x, &self.k)?)?, nkv)?;
+        let v = heads(linear(x, &self.v)?, nkv)?;
+        if let Some(rope) = &self.rope {
+            let (cos, sin) = rope_tables(rope, hd, t, x.device())?;
+            // The reference keeps cos/sin in f32 and rounds the rotated q/k back to the model dtype.
+            let rot = |y: &Tensor| candle_nn::rotary_emb::rope(&y.to_dtype(DType::F32)?, &cos, &sin)?.to_dtype(y.dtype());
+            q = rot(&q)?;
+            k = rot(&k)?;
+        }
+        let rep = nh / nkv;
+        let expand = |y: Tensor| -> Result<Tensor> {
+            if rep == 1 {
+                return Ok(y);
+            }
+            y.unsqueeze(2)?.expand((b, nkv, rep, t, hd))?.reshape((b, nh, t, hd))
+        };
+        let (k, v) = (expand(k)?, expand(v)?);
+        let scale = (hd as f64).powf(-0.5);
+        let block = (SCORE_BUDGET / (4 * b * nh * t).max(1)).clamp(1, t.max(1));
+        let mut outs = Vec::with_capacity(t.div_ceil(block));
+        for start in (0..t).step_by(block) {
+            let len = block.min(t - start);
+            let end = start + len;
+            // Keys before `key_start` are outside every query's window in this block.
+            let key_start = self.window.map_or(0, |w| (start + 1).saturating_sub(w));
+            let qb = q.narrow(2, start, len)?;
+            let kb = k.narrow(2, key_start, end - key_start)?;
+            let vb = v.narrow(2, key_start, end - key_start)?;
+            let scores = (qb.matmul(&kb.t()?)? * scale)?;
+            let mask = causal_mask(start, len, key_start, end, self.window, x.device())?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?.broadcast_add(&mask)?)?
+                .to_dtype(x.dtype())?;
+            outs.push(probs.matmul(&vb)?);
+        }
+        let out = Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        linear(&out, &self.o)
+    }
+}
+
+/// Additive mask `[len, end - key_start]` for queries `start..start+len`: 0 where visible, −∞ elsewhere.
+fn causal_mask(
+    start: usize,
+    len: usize,
+    key_start: usize,
+    end: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
+    let cols = end - key_start;
+    let mut m = vec![0f32; len * cols];
+    for i in 0..len {
+        let qi = start + i;
+        for (c, slot) in m[i * cols..(i + 1) * cols].iter_mut().enumerate() {
+            let kj = key_start + c;
+            let too_old = window.is_some_and(|w| kj + w <= qi);
+            if kj > qi || too_old {
+                *slot = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Tensor::from_vec(m, (len, cols), device)
+}
+
+/// f32 `cos`/`sin` tables `[seq, head_dim/2]` for positions `0..seq`.
+pub fn rope_tables(rope: &Rope, head_dim: usize, seq: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let (inv_freq, scaling) = rope.inv_freq(head_dim);
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(seq * half);
+    let mut sin = Vec::with_capacity(seq * half);
+    for p in 0..seq {
+        for f in &inv_freq {
+            // f32 product like the reference, so large positions round identically.
+            let angle = p as f32 * f;
+            cos.push(angle.cos() * scaling);
+            sin.push(angle.sin() * scaling);
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (seq, half), device)?,
+        Tensor::from_vec(sin, (seq, half), device)?,
+    ))
+}
+

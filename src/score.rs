@@ -1,0 +1,93 @@
+//! Windows of token ids → per-token scores, batched, with a progress bar.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::model::nll::{self, TokenScore};
+use crate::model::CausalLm;
+
+/// A run of consecutive tokens of one document, scored in one forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// Index of the document in its source.
+    pub doc: usize,
+    /// Index of this window within its document.
+    pub index: usize,
+    /// Token ids.
+    pub tokens: Vec<u32>,
+}
+
+/// Cuts one document's tokens into consecutive windows of at most `size` tokens.
+pub fn cut_windows(doc: usize, tokens: &[u32], size: usize) -> Vec<Window> {
+    tokens
+        .chunks(size.max(1))
+        .enumerate()
+        .map(|(index, chunk)| Window {
+            doc,
+            index,
+            tokens: chunk.to_vec(),
+        })
+        .collect()
+}
+
+/// Throughput of one scoring pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    /// Tokens scored (positions ≥ 1).
+    pub tokens: usize,
+    /// Wall time of the forward passes and NLL.
+    pub seconds: f64,
+}
+
+/// Scores every window; result `i` holds positions `1..len` of window `i`.
+///
+/// Windows of a batch are right-padded: the models are causal, so padding after a window's
+/// last token cannot change its scores.
+pub fn score_windows(
+    model: &CausalLm,
+    windows: &[Window],
+    batch: usize,
+    device: &Device,
+) -> anyhow::Result<(Vec<Vec<TokenScore>>, Throughput)> {
+    let total: usize = windows.iter().map(|w| w.tokens.len().saturating_sub(1)).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} scoring {bar:30} {pos}/{len} tokens {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(windows.len());
+    for group in windows.chunks(batch.max(1)) {
+        let len = group.iter().map(|w| w.tokens.len()).max().unwrap_or(0);
+        if len < 2 {
+            out.extend(group.iter().map(|_| Vec::new()));
+            continue;
+        }
+        let mut ids = vec![0u32; group.len() * len];
+        for (row, w) in group.iter().enumerate() {
+            ids[row * len..row * len + w.tokens.len()].copy_from_slice(&w.tokens);
+        }
+        let ids = Tensor::from_vec(ids, (group.len(), len), device)?;
+        let hidden = model.hidden_states(&ids)?;
+        for (row, w) in group.iter().enumerate() {
+            let n = w.tokens.len();
+            if n < 2 {
+                out.push(Vec::new());
+                continue;
+            }
+            let h = hidden.get(row)?.narrow(0, 0, n - 1)?;
+            out.push(nll::score(&h, &model.lm_head, &w.tokens[1..])?);
+            bar.inc((n - 1) as u64);
+        }
+    }
+    bar.finish_and_clear();
+    Ok((
+        out,
+        Throughput {
+            tokens: total,
+            seconds: start.elapsed().as_secs_f64(),
+        },
+    ))
+}
