@@ -347,3 +347,81 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
         out
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    struct Owned {
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        g: Vec<f32>,
+        beta: Vec<f32>,
+    }
+
+    fn random(seq: usize, seed: u64) -> Owned {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (b, nk, nv, dk, dv) = (2, 2, 4, 16, 12);
+        let mut n = |len: usize, lo: f32, hi: f32| -> Vec<f32> { (0..len).map(|_| rng.random_range(lo..hi)).collect() };
+        Owned {
+            q: n(b * seq * nk * dk, -1.0, 1.0),
+            k: n(b * seq * nk * dk, -1.0, 1.0),
+            v: n(b * seq * nv * dv, -1.0, 1.0),
+            g: n(b * seq * nv, -0.7, 0.0),
+            beta: n(b * seq * nv, 0.0, 2.0),
+        }
+    }
+
+    fn inputs(o: &Owned, seq: usize) -> GdnInputs<'_> {
+        GdnInputs {
+            q: &o.q,
+            k: &o.k,
+            v: &o.v,
+            g: &o.g,
+            beta: &o.beta,
+            batch: 2,
+            seq,
+            k_heads: 2,
+            v_heads: 4,
+            dk: 16,
+            dv: 12,
+        }
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn chunked_matches_recurrence() {
+        for (i, seq) in [1, 63, 64, 65, 200].into_iter().enumerate() {
+            let o = random(seq, i as u64);
+            let d = max_diff(&chunked(&inputs(&o, seq), CHUNK), &recurrent(&inputs(&o, seq)));
+            assert!(d <= 1e-5, "seq {seq}: max diff {d}");
+        }
+    }
+
+    #[test]
+    fn chunk_size_does_not_change_outputs() {
+        let seq = 300;
+        let o = random(seq, 7);
+        let reference = chunked(&inputs(&o, seq), 64);
+        for c in [16, 32, 128] {
+            let d = max_diff(&chunked(&inputs(&o, seq), c), &reference);
+            assert!(d <= 1e-5, "chunk {c}: max diff {d}");
+        }
+    }
+
+    #[test]
+    fn zero_decay_and_beta_keep_state_empty() {
+        // β = 0 writes nothing, so every output must be exactly zero.
+        let seq = 70;
+        let mut o = random(seq, 3);
+        o.beta.iter_mut().for_each(|b| *b = 0.0);
+        assert!(chunked(&inputs(&o, seq), CHUNK).iter().all(|x| *x == 0.0));
+    }
+}

@@ -130,7 +130,7 @@ impl CausalLm {
                         window: *window,
                         rope: rope.clone(),
                     };
-                    let (first, second) = norm_names(layer.norm, false);
+                    let (first, second) = norm_names(layer.norm);
                     (
                         Mixer::Attention(attn),
                         RmsNorm::new(w.get(&name_list(&p, first), &[h])?, eps)?,
@@ -164,7 +164,7 @@ impl CausalLm {
                         o_norm: w.get_as(&[&la("o_norm.weight"), &la("norm.weight")], &[g.head_v_dim], DType::F32)?,
                         spec: g.clone(),
                     };
-                    let (first, second) = norm_names(layer.norm, true);
+                    let (first, second) = norm_names(layer.norm);
                     (
                         Mixer::GatedDeltaNet(gdn),
                         RmsNorm::new(w.get(&name_list(&p, first), &[h])?, eps)?,
@@ -190,15 +190,14 @@ impl CausalLm {
     }
 }
 
-/// HF names (with aliases) of a block's two norms.
-fn norm_names(placement: NormPlacement, gdn: bool) -> (&'static [&'static str], &'static [&'static str]) {
-    match (placement, gdn) {
-        (NormPlacement::Post, _) => (&["post_attention_layernorm"], &["post_feedforward_layernorm"]),
-        (NormPlacement::Pre, true) => (
-            &["input_layernorm", "attention_layer_norm"],
-            &["post_attention_layernorm", "feedforward_layer_norm"],
-        ),
-        (NormPlacement::Pre, false) => (&["input_layernorm"], &["post_attention_layernorm"]),
+/// HF names of a block's two norms. transformers saves `post_attention_layernorm` as
+/// `feedforward_layer_norm` and `input_layernorm` as `attention_layer_norm`, on every layer.
+fn norm_names(placement: NormPlacement) -> (&'static [&'static str], &'static [&'static str]) {
+    const INPUT: &[&str] = &["input_layernorm", "attention_layer_norm"];
+    const POST_ATTN: &[&str] = &["post_attention_layernorm", "feedforward_layer_norm"];
+    match placement {
+        NormPlacement::Post => (POST_ATTN, &["post_feedforward_layernorm"]),
+        NormPlacement::Pre => (INPUT, POST_ATTN),
     }
 }
 

@@ -1,0 +1,176 @@
+//! `filtermon score` end to end: output format, and one-line exit-2 errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let p = e.expect("entry").path();
+        std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
+    }
+}
+
+fn docs(dir: &Path, lines: &[&str]) -> PathBuf {
+    let p = dir.join("docs.jsonl");
+    std::fs::write(&p, lines.join("\n") + "\n").expect("write docs");
+    p
+}
+
+const GOOD_DOCS: &[&str] = &[
+    r#"{"id": "a", "text": "The cat sat on the mat. The cat sat on the mat again.", "domain": "prose"}"#,
+    r#"{"text": "def f(x):\n    return (x + 1) * [x]\n"}"#,
+];
+
+fn score(ckpt: &Path, docs: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_filtermon"))
+        .arg("score")
+        .arg(ckpt)
+        .arg("--input")
+        .arg(docs)
+        .arg("--token-losses")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run filtermon")
+}
+
+#[test]
+fn writes_one_record_per_scored_token() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = docs(tmp.path(), GOOD_DOCS);
+    let out = tmp.path().join("losses.jsonl");
+    let res = score(&fixture("hybrid_rope"), &d, &out, &["--window", "8", "--batch", "3"]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains("mean NLL") && stdout.contains("tokens/s"), "{stdout}");
+    let text = std::fs::read_to_string(&out).expect("output");
+    let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert!(!recs.is_empty());
+    for r in &recs {
+        let keys: Vec<&str> = r.as_object().expect("object").keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 7, "{r}");
+        for k in ["doc", "window", "pos", "token_id", "loss", "top1", "top5"] {
+            assert!(r.get(k).is_some(), "missing {k} in {r}");
+        }
+        let pos = r["pos"].as_u64().expect("pos");
+        assert!((1..8).contains(&pos), "pos {pos} outside a window of 8 (0 is never scored)");
+        assert!(r["loss"].as_f64().expect("loss") > 0.0);
+    }
+    assert!(recs.iter().any(|r| r["doc"] == "a"));
+    // The second document has no id: it is named by its line number.
+    assert!(recs.iter().any(|r| r["doc"] == "2"));
+    assert!(recs.iter().any(|r| r["window"].as_u64() == Some(1)));
+}
+
+#[test]
+fn batching_does_not_change_losses() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = docs(tmp.path(), GOOD_DOCS);
+    let read = |batch: &str| -> Vec<f64> {
+        let out = tmp.path().join(format!("b{batch}.jsonl"));
+        let res = score(&fixture("gdn_only"), &d, &out, &["--window", "16", "--batch", batch]);
+        assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+        std::fs::read_to_string(&out)
+            .expect("output")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("json")["loss"].as_f64().expect("loss"))
+            .collect()
+    };
+    let (one, many) = (read("1"), read("4"));
+    assert_eq!(one.len(), many.len());
+    for (a, b) in one.iter().zip(&many) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+/// Runs `score` and checks: exit code 2, exactly one stderr line, containing every `needle`.
+fn assert_input_error(ckpt: &Path, docs: &Path, needles: &[&str]) {
+    let out = docs.with_extension("out.jsonl");
+    let res = score(ckpt, docs, &out, &[]);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "`{n}` not in: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn broken_copy(tmp: &Path, name: &str) -> PathBuf {
+    let dir = tmp.join(name);
+    copy_dir(&fixture("olmo3_gqa_swa"), &dir);
+    dir
+}
+
+fn rewrite_weights(dir: &Path, edit: impl Fn(&mut Vec<(String, Tensor)>)) {
+    let path = dir.join("model.safetensors");
+    let map = candle_core::safetensors::load(&path, &Device::Cpu).expect("load");
+    let mut tensors: Vec<(String, Tensor)> = map.into_iter().collect();
+    edit(&mut tensors);
+    candle_core::safetensors::save(&tensors.into_iter().collect(), &path).expect("save");
+}
+
+#[test]
+fn bad_checkpoints_give_one_line_and_exit_2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = docs(tmp.path(), GOOD_DOCS);
+
+    let dir = broken_copy(tmp.path(), "no_config");
+    std::fs::remove_file(dir.join("config.json")).expect("rm");
+    assert_input_error(&dir, &d, &["no_config", "config.json"]);
+
+    let dir = broken_copy(tmp.path(), "unknown_type");
+    let cfg = std::fs::read_to_string(dir.join("config.json")).expect("cfg");
+    std::fs::write(dir.join("config.json"), cfg.replace("\"olmo3\"", "\"gpt_neox\"")).expect("write");
+    assert_input_error(&dir, &d, &["config.json", "gpt_neox"]);
+
+    let dir = broken_copy(tmp.path(), "missing_tensor");
+    rewrite_weights(&dir, |t| t.retain(|(n, _)| n != "model.layers.1.self_attn.k_proj.weight"));
+    assert_input_error(&dir, &d, &["missing_tensor", "model.layers.1.self_attn.k_proj.weight"]);
+
+    let dir = broken_copy(tmp.path(), "misshapen_tensor");
+    rewrite_weights(&dir, |t| {
+        for (n, x) in t.iter_mut() {
+            if n == "model.layers.0.mlp.up_proj.weight" {
+                *x = x.narrow(0, 0, 3).expect("narrow");
+            }
+        }
+    });
+    assert_input_error(&dir, &d, &["model.safetensors", "model.layers.0.mlp.up_proj.weight", "shape"]);
+
+    let dir = broken_copy(tmp.path(), "truncated");
+    let st = dir.join("model.safetensors");
+    let len = std::fs::metadata(&st).expect("meta").len();
+    let f = std::fs::OpenOptions::new().write(true).open(&st).expect("open");
+    f.set_len(len / 2).expect("truncate");
+    assert_input_error(&dir, &d, &["model.safetensors"]);
+
+    let dir = broken_copy(tmp.path(), "no_tokenizer");
+    std::fs::remove_file(dir.join("tokenizer.json")).expect("rm");
+    assert_input_error(&dir, &d, &["no_tokenizer", "tokenizer.json"]);
+}
+
+#[test]
+fn bad_documents_give_one_line_and_exit_2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ckpt = fixture("olmo2");
+    let empty_line = docs(tmp.path(), &[GOOD_DOCS[0], "", GOOD_DOCS[1]]);
+    assert_input_error(&ckpt, &empty_line, &["docs.jsonl:2", "empty"]);
+    let bad_json = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad_json, format!("{}\n{{\"text\": oops}}\n", GOOD_DOCS[0])).expect("write");
+    assert_input_error(&ckpt, &bad_json, &["bad.jsonl:2"]);
+    let no_text = tmp.path().join("notext.jsonl");
+    std::fs::write(&no_text, "{\"id\": \"x\"}\n").expect("write");
+    assert_input_error(&ckpt, &no_text, &["notext.jsonl:1", "text"]);
+    let empty_file = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty_file, "").expect("write");
+    assert_input_error(&ckpt, &empty_file, &["empty.jsonl", "no documents"]);
+}
