@@ -10,14 +10,16 @@ pub fn parse(spec: &str) -> anyhow::Result<Device> {
         "cpu" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse::<usize>()
-                    .map_err(|_| input_error(format!("--device {s}: expected cuda:N with N a GPU index")))?,
+                Some(n) => n.parse::<usize>().map_err(|_| {
+                    input_error(format!("--device {s}: expected cuda:N with N a GPU index"))
+                })?,
                 None => 0,
             };
             cuda(ordinal)
         }
-        other => Err(input_error(format!("--device {other}: expected cpu or cuda:N"))),
+        other => Err(input_error(format!(
+            "--device {other}: expected cpu or cuda:N"
+        ))),
     }
 }
 

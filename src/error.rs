@@ -32,11 +32,15 @@ macro_rules! bail_input {
 
 /// True when any error in the chain is an [`InputError`].
 pub fn is_input_error(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| e.downcast_ref::<InputError>().is_some())
+    err.chain()
+        .any(|e| e.downcast_ref::<InputError>().is_some())
 }
 
 /// The whole chain on one line: `outer: inner: root`.
 pub fn one_line(err: &anyhow::Error) -> String {
-    let parts: Vec<String> = err.chain().map(|e| e.to_string().replace('\n', " ")).collect();
+    let parts: Vec<String> = err
+        .chain()
+        .map(|e| e.to_string().replace('\n', " "))
+        .collect();
     parts.join(": ")
 }

@@ -51,11 +51,16 @@ pub fn score_windows(
     batch: usize,
     device: &Device,
 ) -> anyhow::Result<(Vec<Vec<TokenScore>>, Throughput)> {
-    let total: usize = windows.iter().map(|w| w.tokens.len().saturating_sub(1)).sum();
+    let total: usize = windows
+        .iter()
+        .map(|w| w.tokens.len().saturating_sub(1))
+        .sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} scoring {bar:30} {pos}/{len} tokens {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} scoring {bar:30} {pos}/{len} tokens {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
     let mut out = Vec::with_capacity(windows.len());

@@ -78,7 +78,10 @@ impl Upos {
 
     /// Open-class, meaning-bearing words (DESIGN §5 `content`).
     pub fn is_content(self) -> bool {
-        matches!(self, Upos::Noun | Upos::Propn | Upos::Verb | Upos::Adj | Upos::Adv)
+        matches!(
+            self,
+            Upos::Noun | Upos::Propn | Upos::Verb | Upos::Adj | Upos::Adv
+        )
     }
 
     /// Closed-class grammatical words (DESIGN §5 `function`).

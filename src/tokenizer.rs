@@ -9,10 +9,17 @@ use crate::error::input_error;
 /// Loads a Hugging Face `tokenizer.json`.
 pub fn load(path: &Path) -> anyhow::Result<Tokenizer> {
     if !path.is_file() {
-        return Err(input_error(format!("{}: no such tokenizer file", path.display())));
+        return Err(input_error(format!(
+            "{}: no such tokenizer file",
+            path.display()
+        )));
     }
-    Tokenizer::from_file(path)
-        .map_err(|e| input_error(format!("{}: not a usable tokenizer.json: {e}", path.display())))
+    Tokenizer::from_file(path).map_err(|e| {
+        input_error(format!(
+            "{}: not a usable tokenizer.json: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Token ids of `text`, without special tokens.

@@ -7,7 +7,9 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -47,21 +49,44 @@ fn writes_one_record_per_scored_token() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = docs(tmp.path(), GOOD_DOCS);
     let out = tmp.path().join("losses.jsonl");
-    let res = score(&fixture("hybrid_rope"), &d, &out, &["--window", "8", "--batch", "3"]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let res = score(
+        &fixture("hybrid_rope"),
+        &d,
+        &out,
+        &["--window", "8", "--batch", "3"],
+    );
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     let stdout = String::from_utf8_lossy(&res.stdout);
-    assert!(stdout.contains("mean NLL") && stdout.contains("tokens/s"), "{stdout}");
+    assert!(
+        stdout.contains("mean NLL") && stdout.contains("tokens/s"),
+        "{stdout}"
+    );
     let text = std::fs::read_to_string(&out).expect("output");
-    let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let recs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
     assert!(!recs.is_empty());
     for r in &recs {
-        let keys: Vec<&str> = r.as_object().expect("object").keys().map(String::as_str).collect();
+        let keys: Vec<&str> = r
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys.len(), 7, "{r}");
         for k in ["doc", "window", "pos", "token_id", "loss", "top1", "top5"] {
             assert!(r.get(k).is_some(), "missing {k} in {r}");
         }
         let pos = r["pos"].as_u64().expect("pos");
-        assert!((1..8).contains(&pos), "pos {pos} outside a window of 8 (0 is never scored)");
+        assert!(
+            (1..8).contains(&pos),
+            "pos {pos} outside a window of 8 (0 is never scored)"
+        );
         assert!(r["loss"].as_f64().expect("loss") > 0.0);
     }
     assert!(recs.iter().any(|r| r["doc"] == "a"));
@@ -76,12 +101,25 @@ fn batching_does_not_change_losses() {
     let d = docs(tmp.path(), GOOD_DOCS);
     let read = |batch: &str| -> Vec<f64> {
         let out = tmp.path().join(format!("b{batch}.jsonl"));
-        let res = score(&fixture("gdn_only"), &d, &out, &["--window", "16", "--batch", batch]);
-        assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+        let res = score(
+            &fixture("gdn_only"),
+            &d,
+            &out,
+            &["--window", "16", "--batch", batch],
+        );
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
         std::fs::read_to_string(&out)
             .expect("output")
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).expect("json")["loss"].as_f64().expect("loss"))
+            .map(|l| {
+                serde_json::from_str::<Value>(l).expect("json")["loss"]
+                    .as_f64()
+                    .expect("loss")
+            })
             .collect()
     };
     let (one, many) = (read("1"), read("4"));
@@ -97,7 +135,11 @@ fn assert_input_error(ckpt: &Path, docs: &Path, needles: &[&str]) {
     let res = score(ckpt, docs, &out, &[]);
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
     for n in needles {
         assert!(stderr.contains(n), "`{n}` not in: {stderr}");
     }
@@ -129,12 +171,22 @@ fn bad_checkpoints_give_one_line_and_exit_2() {
 
     let dir = broken_copy(tmp.path(), "unknown_type");
     let cfg = std::fs::read_to_string(dir.join("config.json")).expect("cfg");
-    std::fs::write(dir.join("config.json"), cfg.replace("\"olmo3\"", "\"gpt_neox\"")).expect("write");
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace("\"olmo3\"", "\"gpt_neox\""),
+    )
+    .expect("write");
     assert_input_error(&dir, &d, &["config.json", "gpt_neox"]);
 
     let dir = broken_copy(tmp.path(), "missing_tensor");
-    rewrite_weights(&dir, |t| t.retain(|(n, _)| n != "model.layers.1.self_attn.k_proj.weight"));
-    assert_input_error(&dir, &d, &["missing_tensor", "model.layers.1.self_attn.k_proj.weight"]);
+    rewrite_weights(&dir, |t| {
+        t.retain(|(n, _)| n != "model.layers.1.self_attn.k_proj.weight")
+    });
+    assert_input_error(
+        &dir,
+        &d,
+        &["missing_tensor", "model.layers.1.self_attn.k_proj.weight"],
+    );
 
     let dir = broken_copy(tmp.path(), "misshapen_tensor");
     rewrite_weights(&dir, |t| {
@@ -144,12 +196,23 @@ fn bad_checkpoints_give_one_line_and_exit_2() {
             }
         }
     });
-    assert_input_error(&dir, &d, &["model.safetensors", "model.layers.0.mlp.up_proj.weight", "shape"]);
+    assert_input_error(
+        &dir,
+        &d,
+        &[
+            "model.safetensors",
+            "model.layers.0.mlp.up_proj.weight",
+            "shape",
+        ],
+    );
 
     let dir = broken_copy(tmp.path(), "truncated");
     let st = dir.join("model.safetensors");
     let len = std::fs::metadata(&st).expect("meta").len();
-    let f = std::fs::OpenOptions::new().write(true).open(&st).expect("open");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&st)
+        .expect("open");
     f.set_len(len / 2).expect("truncate");
     assert_input_error(&dir, &d, &["model.safetensors"]);
 

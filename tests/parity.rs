@@ -16,7 +16,10 @@ fn fixtures() -> Vec<PathBuf> {
         .filter(|p| p.join("reference.json").is_file())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 7, "expected the committed fixtures, found {dirs:?}");
+    assert!(
+        dirs.len() >= 7,
+        "expected the committed fixtures, found {dirs:?}"
+    );
     dirs
 }
 
@@ -26,7 +29,11 @@ fn reference(dir: &Path) -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
 }
 
 /// Max |ΔNLL| over every sequence of a fixture, and the count of top-1/top-5 disagreements.
@@ -46,7 +53,11 @@ fn compare(dir: &Path, dtype: DType, key: &str) -> (f32, usize) {
         let n = ids.len();
         let input = Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).expect("tensor");
         let hidden = model.hidden_states(&input).expect("forward");
-        let h = hidden.get(0).expect("row").narrow(0, 0, n - 1).expect("narrow");
+        let h = hidden
+            .get(0)
+            .expect("row")
+            .narrow(0, 0, n - 1)
+            .expect("narrow");
         let scores = nll::score(&h, &model.lm_head, &ids[1..]).expect("score");
         let want = floats(&seq[key]);
         assert_eq!(scores.len(), want.len());

@@ -60,7 +60,11 @@ pub fn parse(c: &Obj) -> Result<ModelSpec, String> {
         ));
     }
     let head_dim = opt_usize(c, "head_dim")?.unwrap_or(hidden_size / num_heads);
-    let default_eps = if family == Family::OlmoHybrid { 1e-6 } else { 1e-5 };
+    let default_eps = if family == Family::OlmoHybrid {
+        1e-6
+    } else {
+        1e-5
+    };
     let layer_types = layer_types(c, family, num_layers)?;
     let layers = layer_specs(c, family, &layer_types)?;
     let gdn = if layer_types.iter().any(|t| t == "linear_attention") {
@@ -99,11 +103,25 @@ fn layer_types(c: &Obj, family: Family, n: usize) -> Result<Vec<String>, String>
         Some(Value::Null) | None => match family {
             Family::Olmo2 => vec!["full_attention".into(); n],
             Family::Olmo3 => (0..n)
-                .map(|i| if (i + 1) % 4 != 0 { "sliding_attention" } else { "full_attention" }.into())
+                .map(|i| {
+                    if (i + 1) % 4 != 0 {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    }
+                    .into()
+                })
                 .collect(),
             Family::OlmoHybrid => {
                 let mut t: Vec<String> = (0..n)
-                    .map(|i| if i % 4 == 3 { "full_attention" } else { "linear_attention" }.into())
+                    .map(|i| {
+                        if i % 4 == 3 {
+                            "full_attention"
+                        } else {
+                            "linear_attention"
+                        }
+                        .into()
+                    })
                     .collect();
                 if !t.iter().any(|x| x == "full_attention") {
                     if let Some(last) = t.last_mut() {
@@ -126,7 +144,11 @@ fn layer_types(c: &Obj, family: Family, n: usize) -> Result<Vec<String>, String>
         Family::Olmo3 => &["full_attention", "sliding_attention"],
         Family::OlmoHybrid => &["full_attention", "linear_attention"],
     };
-    if let Some((i, t)) = types.iter().enumerate().find(|(_, t)| !allowed.contains(&t.as_str())) {
+    if let Some((i, t)) = types
+        .iter()
+        .enumerate()
+        .find(|(_, t)| !allowed.contains(&t.as_str()))
+    {
         return Err(format!(
             "`layer_types[{i}]` is `{t}`, which {} does not have (expected one of {})",
             family.name(),
@@ -185,7 +207,9 @@ fn rope_for(c: &Obj, family: Family, layer_type: &str) -> Result<Option<Rope>, S
                 match p.get(layer_type) {
                     Some(Value::Object(inner)) => Some(inner),
                     Some(Value::Null) | None => None,
-                    Some(_) => return Err(format!("`rope_parameters.{layer_type}` is not an object")),
+                    Some(_) => {
+                        return Err(format!("`rope_parameters.{layer_type}` is not an object"))
+                    }
                 }
             } else {
                 Some(p)
@@ -198,7 +222,10 @@ fn rope_for(c: &Obj, family: Family, layer_type: &str) -> Result<Option<Rope>, S
     let theta = match params {
         Some(p) => match p.get("rope_theta") {
             Some(Value::Null) => None,
-            Some(v) => Some(v.as_f64().ok_or_else(|| format!("`{}` is not a number", key("rope_theta")))?),
+            Some(v) => Some(
+                v.as_f64()
+                    .ok_or_else(|| format!("`{}` is not a number", key("rope_theta")))?,
+            ),
             None => legacy_theta.or(default_theta),
         },
         None => legacy_theta.or(default_theta),
@@ -232,12 +259,20 @@ fn rope_for(c: &Obj, family: Family, layer_type: &str) -> Result<Option<Rope>, S
                 attention_factor: opt_f64(s, "attention_factor")?,
                 mscale: opt_f64(s, "mscale")?,
                 mscale_all_dim: opt_f64(s, "mscale_all_dim")?,
-                beta_fast: opt_f64(s, "beta_fast")?.filter(|v| *v != 0.0).unwrap_or(32.0),
-                beta_slow: opt_f64(s, "beta_slow")?.filter(|v| *v != 0.0).unwrap_or(1.0),
+                beta_fast: opt_f64(s, "beta_fast")?
+                    .filter(|v| *v != 0.0)
+                    .unwrap_or(32.0),
+                beta_slow: opt_f64(s, "beta_slow")?
+                    .filter(|v| *v != 0.0)
+                    .unwrap_or(1.0),
                 truncate: opt_bool(s, "truncate")?.unwrap_or(true),
             })
         }
-        other => return Err(format!("rope_type `{other}` is not supported (default and yarn are)")),
+        other => {
+            return Err(format!(
+                "rope_type `{other}` is not supported (default and yarn are)"
+            ))
+        }
     };
     Ok(Some(Rope { theta, yarn }))
 }
@@ -250,7 +285,8 @@ fn gdn_spec(c: &Obj, hidden: usize, num_heads: usize) -> Result<GdnSpec, String>
             "`linear_num_value_heads` ({num_v_heads}) is not a multiple of `linear_num_key_heads` ({num_k_heads})"
         ));
     }
-    let head_k_dim = opt_usize(c, "linear_key_head_dim")?.unwrap_or((0.75 * hidden as f64 / num_k_heads as f64) as usize);
+    let head_k_dim = opt_usize(c, "linear_key_head_dim")?
+        .unwrap_or((0.75 * hidden as f64 / num_k_heads as f64) as usize);
     let head_v_dim = opt_usize(c, "linear_value_head_dim")?.unwrap_or(2 * head_k_dim);
     Ok(GdnSpec {
         num_k_heads,
@@ -279,13 +315,19 @@ fn opt_usize(c: &Obj, k: &str) -> Result<Option<usize>, String> {
 fn opt_f64(c: &Obj, k: &str) -> Result<Option<f64>, String> {
     match c.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| format!("`{k}` is not a number")),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("`{k}` is not a number")),
     }
 }
 
 fn opt_bool(c: &Obj, k: &str) -> Result<Option<bool>, String> {
     match c.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| format!("`{k}` is not true or false")),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| format!("`{k}` is not true or false")),
     }
 }

@@ -29,7 +29,10 @@ impl Checkpoint {
     /// named by `model.safetensors.index.json`).
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         if !dir.is_dir() {
-            return Err(input_error(format!("{}: not a checkpoint folder", dir.display())));
+            return Err(input_error(format!(
+                "{}: not a checkpoint folder",
+                dir.display()
+            )));
         }
         let config = dir.join("config.json");
         if !config.is_file() {
@@ -56,7 +59,10 @@ impl Checkpoint {
         if p.is_file() {
             Ok(p)
         } else {
-            Err(input_error(format!("{}: no tokenizer.json", self.dir.display())))
+            Err(input_error(format!(
+                "{}: no tokenizer.json",
+                self.dir.display()
+            )))
         }
     }
 }
@@ -98,7 +104,9 @@ pub fn shard_files(index: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let path = dir.join(name);
         if !files.contains(&path) {
             if !path.is_file() {
-                return Err(bad(format!("shard `{name}` (holding `{tensor}`) is missing")));
+                return Err(bad(format!(
+                    "shard `{name}` (holding `{tensor}`) is missing"
+                )));
             }
             files.push(path);
         }

@@ -14,6 +14,8 @@ pub struct Weights {
     files: Vec<(PathBuf, MmapedSafetensors)>,
     /// tensor name → index into `files`
     routing: HashMap<String, usize>,
+    /// Fabricate every requested tensor (benchmarks of model shapes without files).
+    random: bool,
     dtype: DType,
     device: Device,
     origin: PathBuf,
@@ -21,14 +23,22 @@ pub struct Weights {
 
 impl Weights {
     /// Maps every file; `origin` names the checkpoint in messages.
-    pub fn open(origin: &Path, files: &[PathBuf], dtype: DType, device: &Device) -> anyhow::Result<Self> {
+    pub fn open(
+        origin: &Path,
+        files: &[PathBuf],
+        dtype: DType,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         let mut mapped = Vec::with_capacity(files.len());
         let mut routing = HashMap::new();
         for (i, path) in files.iter().enumerate() {
             // SAFETY: the file is mapped read-only; filtermon never writes checkpoint files, and a
             // checkpoint is only scored once the writer has finished with it.
             let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
-                input_error(format!("{}: not a readable safetensors file: {e}", path.display()))
+                input_error(format!(
+                    "{}: not a readable safetensors file: {e}",
+                    path.display()
+                ))
             })?;
             for (name, _) in st.tensors() {
                 routing.insert(name, i);
@@ -38,10 +48,28 @@ impl Weights {
         Ok(Self {
             files: mapped,
             routing,
+            random: false,
             dtype,
             device: device.clone(),
             origin: origin.to_path_buf(),
         })
+    }
+
+    /// A source that answers every request with N(0, 0.02) noise of the requested shape.
+    pub fn random(dtype: DType, device: &Device) -> Self {
+        Self {
+            files: Vec::new(),
+            routing: HashMap::new(),
+            random: true,
+            dtype,
+            device: device.clone(),
+            origin: PathBuf::from("<random>"),
+        }
+    }
+
+    /// The checkpoint these weights belong to.
+    pub fn origin(&self) -> &Path {
+        &self.origin
     }
 
     /// The dtype every tensor is converted to.
@@ -56,7 +84,7 @@ impl Weights {
 
     /// Whether any of `names` exists.
     pub fn contains<S: AsRef<str>>(&self, names: &[S]) -> bool {
-        names.iter().any(|n| self.routing.contains_key(n.as_ref()))
+        self.random || names.iter().any(|n| self.routing.contains_key(n.as_ref()))
     }
 
     /// The first of `names` that exists, checked against `shape`, in the model dtype.
@@ -65,7 +93,15 @@ impl Weights {
     }
 
     /// Like [`Weights::get`] but converted to `dtype` (parameters kept in f32 by the reference).
-    pub fn get_as<S: AsRef<str>>(&self, names: &[S], shape: &[usize], dtype: DType) -> anyhow::Result<Tensor> {
+    pub fn get_as<S: AsRef<str>>(
+        &self,
+        names: &[S],
+        shape: &[usize],
+        dtype: DType,
+    ) -> anyhow::Result<Tensor> {
+        if self.random {
+            return Ok(Tensor::randn(0f32, 0.02, shape, &self.device)?.to_dtype(dtype)?);
+        }
         let (name, file) = self.locate(names)?;
         let (path, st) = &self.files[file];
         let t = st

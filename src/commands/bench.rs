@@ -1,1 +1,133 @@
-pub fn run(_a: &crate::cli::BenchArgs) -> anyhow::Result<()> { Ok(()) }
+//! `filtermon bench`: scoring throughput of random-weight transformer, hybrid and pure-GDN
+//! twins, in the shapes `scripts/bench_torch.py` gives transformers.
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::checkpoint::hf_config;
+use crate::checkpoint::weights::Weights;
+use crate::cli::{BenchArch, BenchArgs};
+use crate::device;
+use crate::error::input_error;
+use crate::model::{nll, CausalLm};
+
+/// The twins' `config.json`, mirroring `twin_configs` in `scripts/bench_torch.py`.
+pub fn twin_config(arch: BenchArch, layers: usize, hidden: usize, vocab: usize) -> Value {
+    let heads = (hidden / 64).max(1);
+    let gdn_heads = (hidden / 128).max(1);
+    let mut c = json!({
+        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": 4 * hidden,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": heads,
+        "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+        "linear_num_key_heads": gdn_heads, "linear_num_value_heads": gdn_heads,
+        "linear_key_head_dim": 64, "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4,
+        "linear_allow_neg_eigval": true,
+    });
+    let types: Vec<&str> = match arch {
+        BenchArch::Transformer => vec!["full_attention"; layers],
+        BenchArch::Gdn => vec!["linear_attention"; layers],
+        BenchArch::Hybrid | BenchArch::All => {
+            let mut t: Vec<&str> = (0..layers)
+                .map(|i| {
+                    if i % 4 == 3 {
+                        "full_attention"
+                    } else {
+                        "linear_attention"
+                    }
+                })
+                .collect();
+            if !t.contains(&"full_attention") {
+                if let Some(last) = t.last_mut() {
+                    *last = "full_attention";
+                }
+            }
+            t
+        }
+    };
+    c["layer_types"] = json!(types);
+    if arch == BenchArch::Transformer {
+        c["model_type"] = json!("olmo3");
+        c["rope_parameters"] =
+            json!({"full_attention": {"rope_type": "default", "rope_theta": 500000.0}});
+    } else {
+        c["model_type"] = json!("olmo_hybrid");
+        c["rope_parameters"] = json!({"rope_type": "default", "rope_theta": null});
+    }
+    c
+}
+
+/// Runs the command.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.window < 2 || args.windows == 0 || args.layers == 0 || args.hidden < 128 {
+        return Err(input_error(
+            "bench needs --window ≥ 2, --windows ≥ 1, --layers ≥ 1 and --hidden ≥ 128",
+        ));
+    }
+    let device = device::parse(&args.device)?;
+    let archs = match args.arch {
+        BenchArch::All => vec![BenchArch::Transformer, BenchArch::Hybrid, BenchArch::Gdn],
+        one => vec![one],
+    };
+    let threads = rayon::current_num_threads();
+    if !args.json {
+        println!(
+            "arch         params    tokens/s  (window {}, {} windows, {threads} threads)",
+            args.window, args.windows
+        );
+    }
+    for arch in archs {
+        let cfg = twin_config(arch, args.layers, args.hidden, args.vocab);
+        let spec = hf_config::parse(
+            cfg.as_object()
+                .ok_or_else(|| anyhow::anyhow!("config is an object"))?,
+        )
+        .map_err(|e| anyhow::anyhow!("bench config: {e}"))?;
+        let model = CausalLm::load(&spec, &Weights::random(args.dtype.dtype(), &device))?;
+        let params = model.parameter_count();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let mut window = || -> anyhow::Result<(Tensor, Vec<u32>)> {
+            let ids: Vec<u32> = (0..args.window)
+                .map(|_| rng.random_range(0..args.vocab as u32))
+                .collect();
+            Ok((
+                Tensor::from_vec(ids.clone(), (1, args.window), &device)?,
+                ids,
+            ))
+        };
+        let score_one = |ids: &Tensor, tokens: &[u32]| -> anyhow::Result<()> {
+            let h = model
+                .hidden_states(ids)?
+                .get(0)?
+                .narrow(0, 0, tokens.len() - 1)?;
+            nll::score(&h, &model.lm_head, &tokens[1..])?;
+            Ok(())
+        };
+        let (ids, tokens) = window()?;
+        score_one(&ids, &tokens)?; // warm-up
+        let start = Instant::now();
+        for _ in 0..args.windows {
+            let (ids, tokens) = window()?;
+            score_one(&ids, &tokens)?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let tps = (args.windows * (args.window - 1)) as f64 / secs;
+        let name = match arch {
+            BenchArch::Transformer => "transformer",
+            BenchArch::Hybrid => "hybrid",
+            BenchArch::Gdn | BenchArch::All => "gdn",
+        };
+        if args.json {
+            println!(
+                "{}",
+                json!({"arch": name, "params": params, "tokens_per_s": tps, "threads": threads,
+                       "window": args.window, "windows": args.windows, "engine": "filtermon"})
+            );
+        } else {
+            println!("{name:<12} {:>6.1}M {tps:>10.0}", params as f64 / 1e6);
+        }
+    }
+    Ok(())
+}

@@ -44,7 +44,8 @@ pub struct InputDoc {
 
 /// Reads a JSONL file of documents; empty and malformed lines are errors naming `file:line`.
 pub fn read_docs(path: &Path) -> anyhow::Result<Vec<InputDoc>> {
-    let file = File::open(path).map_err(|e| input_error(format!("{}: cannot open: {e}", path.display())))?;
+    let file = File::open(path)
+        .map_err(|e| input_error(format!("{}: cannot open: {e}", path.display())))?;
     let mut docs = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let n = i + 1;
@@ -53,7 +54,8 @@ pub fn read_docs(path: &Path) -> anyhow::Result<Vec<InputDoc>> {
         if line.trim().is_empty() {
             return Err(input_error(format!("{}: empty line", at())));
         }
-        let v: Value = serde_json::from_str(&line).map_err(|e| input_error(format!("{}: not JSON: {e}", at())))?;
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| input_error(format!("{}: not JSON: {e}", at())))?;
         let text = v
             .get("text")
             .and_then(Value::as_str)
@@ -62,9 +64,17 @@ pub fn read_docs(path: &Path) -> anyhow::Result<Vec<InputDoc>> {
             None | Some(Value::Null) => n.to_string(),
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(x)) => x.to_string(),
-            Some(_) => return Err(input_error(format!("{}: `id` is neither a string nor a number", at()))),
+            Some(_) => {
+                return Err(input_error(format!(
+                    "{}: `id` is neither a string nor a number",
+                    at()
+                )))
+            }
         };
-        docs.push(InputDoc { id, text: text.to_owned() });
+        docs.push(InputDoc {
+            id,
+            text: text.to_owned(),
+        });
     }
     if docs.is_empty() {
         return Err(input_error(format!("{}: no documents", path.display())));
@@ -83,10 +93,18 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     let docs = read_docs(&args.input)?;
     let mut windows: Vec<Window> = Vec::new();
     for (i, d) in docs.iter().enumerate() {
-        windows.extend(cut_windows(i, &tokenizer::encode(&tok, &d.text)?, args.window));
+        windows.extend(cut_windows(
+            i,
+            &tokenizer::encode(&tok, &d.text)?,
+            args.window,
+        ));
     }
     let vocab = ckpt.spec.vocab_size;
-    if let Some(bad) = windows.iter().flat_map(|w| &w.tokens).find(|&&t| t as usize >= vocab) {
+    if let Some(bad) = windows
+        .iter()
+        .flat_map(|w| &w.tokens)
+        .find(|&&t| t as usize >= vocab)
+    {
         return Err(input_error(format!(
             "{}: tokenizer produced id {bad}, beyond the model's vocab_size {vocab}",
             args.checkpoint.display()
@@ -96,8 +114,12 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     tracing::info!(documents = docs.len(), windows = windows.len(), "scoring");
     let (scores, speed) = score_windows(&model, &windows, args.batch, &device)?;
 
-    let out = File::create(&args.token_losses)
-        .map_err(|e| input_error(format!("{}: cannot create: {e}", args.token_losses.display())))?;
+    let out = File::create(&args.token_losses).map_err(|e| {
+        input_error(format!(
+            "{}: cannot create: {e}",
+            args.token_losses.display()
+        ))
+    })?;
     let mut out = BufWriter::new(out);
     let mut sum = 0f64;
     for (w, s) in windows.iter().zip(&scores) {
@@ -118,7 +140,11 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     }
     out.flush()
         .with_context(|| format!("writing {}", args.token_losses.display()))?;
-    let mean = if speed.tokens > 0 { sum / speed.tokens as f64 } else { f64::NAN };
+    let mean = if speed.tokens > 0 {
+        sum / speed.tokens as f64
+    } else {
+        f64::NAN
+    };
     println!(
         "scored {} tokens in {} windows of {} documents; mean NLL {:.4} nats; {:.0} tokens/s",
         speed.tokens,

@@ -53,9 +53,17 @@ impl GatedDeltaNet {
         let (bsz, t, _) = x.dims3()?;
         let s = &self.spec;
         let (kd, vd) = (s.key_dim(), s.value_dim());
-        let mixed = Tensor::cat(&[linear(x, &self.q)?, linear(x, &self.k)?, linear(x, &self.v)?], 2)?;
+        let mixed = Tensor::cat(
+            &[
+                linear(x, &self.q)?,
+                linear(x, &self.k)?,
+                linear(x, &self.v)?,
+            ],
+            2,
+        )?;
         let mixed = causal_depthwise_conv(&mixed, &self.conv)?.silu()?;
-        let to_f32 = |y: Tensor| -> Result<Vec<f32>> { y.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
+        let to_f32 =
+            |y: Tensor| -> Result<Vec<f32>> { y.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
         let q = to_f32(mixed.narrow(2, 0, kd)?)?;
         let k = to_f32(mixed.narrow(2, kd, kd)?)?;
         let v = to_f32(mixed.narrow(2, 2 * kd, vd)?)?;
@@ -88,10 +96,13 @@ impl GatedDeltaNet {
             Kernel::Chunked(c) => chunked(&inputs, c),
             Kernel::Recurrent => recurrent(&inputs),
         };
-        let out = Tensor::from_vec(out, (bsz, t, nv, s.head_v_dim), x.device())?.to_dtype(x.dtype())?;
+        let out =
+            Tensor::from_vec(out, (bsz, t, nv, s.head_v_dim), x.device())?.to_dtype(x.dtype())?;
         let gate = linear(x, &self.g)?.reshape((bsz, t, nv, s.head_v_dim))?;
         // Gated RMSNorm: normalise in f32, round to the model dtype, weight, then the f32 SiLU gate.
-        let normed = normalize_f32(&out, 1e-5)?.to_dtype(x.dtype())?.to_dtype(DType::F32)?;
+        let normed = normalize_f32(&out, 1e-5)?
+            .to_dtype(x.dtype())?
+            .to_dtype(DType::F32)?;
         let normed = normed.broadcast_mul(&self.o_norm)?;
         let gated = (normed * gate.to_dtype(DType::F32)?.silu()?)?.to_dtype(x.dtype())?;
         linear(&gated.reshape((bsz, t, vd))?, &self.o)
@@ -257,7 +268,12 @@ pub fn recurrent(inputs: &GdnInputs) -> Vec<f32> {
             for (r, &kr) in k.iter().enumerate() {
                 axpy(&mut state[r * dv..(r + 1) * dv], kr, &delta);
             }
-            vec_state(&mut out[i * dv..(i + 1) * dv], &h.q[i * dk..(i + 1) * dk], &state, dv);
+            vec_state(
+                &mut out[i * dv..(i + 1) * dv],
+                &h.q[i * dk..(i + 1) * dk],
+                &state,
+                dv,
+            );
         }
         out
     })
@@ -281,9 +297,9 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
             let q = &h.q[s0 * dk..(s0 + n) * dk];
             let k = &h.k[s0 * dk..(s0 + n) * dk];
             let mut acc = 0f32;
-            for i in 0..n {
-                acc += h.g[s0 + i];
-                gc[i] = acc;
+            for (c, g) in gc.iter_mut().zip(&h.g[s0..s0 + n]) {
+                acc += g;
+                *c = acc;
             }
             // kk[i, j] = k_i · k_j for j < i, reused by the triangular solve.
             for i in 0..n {
@@ -296,7 +312,10 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
                 let beta = h.beta[s0 + i];
                 let (done, rest) = x.split_at_mut(i * w);
                 let row = &mut rest[..w];
-                for (c, &vi) in row[..dv].iter_mut().zip(&h.v[(s0 + i) * dv..(s0 + i + 1) * dv]) {
+                for (c, &vi) in row[..dv]
+                    .iter_mut()
+                    .zip(&h.v[(s0 + i) * dv..(s0 + i + 1) * dv])
+                {
                     *c = beta * vi;
                 }
                 let e = beta * gc[i].exp();
@@ -365,7 +384,9 @@ mod tests {
     fn random(seq: usize, seed: u64) -> Owned {
         let mut rng = StdRng::seed_from_u64(seed);
         let (b, nk, nv, dk, dv) = (2, 2, 4, 16, 12);
-        let mut n = |len: usize, lo: f32, hi: f32| -> Vec<f32> { (0..len).map(|_| rng.random_range(lo..hi)).collect() };
+        let mut n = |len: usize, lo: f32, hi: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.random_range(lo..hi)).collect()
+        };
         Owned {
             q: n(b * seq * nk * dk, -1.0, 1.0),
             k: n(b * seq * nk * dk, -1.0, 1.0),
@@ -393,14 +414,20 @@ mod tests {
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
     fn chunked_matches_recurrence() {
         for (i, seq) in [1, 63, 64, 65, 200].into_iter().enumerate() {
             let o = random(seq, i as u64);
-            let d = max_diff(&chunked(&inputs(&o, seq), CHUNK), &recurrent(&inputs(&o, seq)));
+            let d = max_diff(
+                &chunked(&inputs(&o, seq), CHUNK),
+                &recurrent(&inputs(&o, seq)),
+            );
             assert!(d <= 1e-5, "seq {seq}: max diff {d}");
         }
     }

@@ -5,7 +5,9 @@ use candle_core::{DType, Result, Tensor, D};
 /// `x @ wᵀ` for weights stored `[out, in]`, over any leading dims of `x`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
-    let (inner, lead) = dims.split_last().expect("linear input has at least one dim");
+    let (inner, lead) = dims
+        .split_last()
+        .expect("linear input has at least one dim");
     let rows: usize = lead.iter().product();
     let out = x.reshape((rows, *inner))?.matmul(&w.t()?)?;
     let mut shape = lead.to_vec();

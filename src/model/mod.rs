@@ -52,6 +52,31 @@ pub struct Block {
 }
 
 impl Block {
+    fn parameter_count(&self) -> usize {
+        let mlp =
+            self.mlp.gate.elem_count() + self.mlp.up.elem_count() + self.mlp.down.elem_count();
+        let norms = 2 * self.mlp.down.dim(0).unwrap_or(0);
+        let mixer = match &self.mixer {
+            Mixer::Attention(a) => {
+                [&a.q, &a.k, &a.v, &a.o]
+                    .iter()
+                    .map(|t| t.elem_count())
+                    .sum::<usize>()
+                    + a.q.dim(0).unwrap_or(0)
+                    + a.k.dim(0).unwrap_or(0)
+            }
+            Mixer::GatedDeltaNet(g) => {
+                [&g.q, &g.k, &g.v, &g.a, &g.b, &g.g, &g.o, &g.conv, &g.o_norm]
+                    .iter()
+                    .map(|t| t.elem_count())
+                    .sum::<usize>()
+                    + g.a_log.len()
+                    + g.dt_bias.len()
+            }
+        };
+        mlp + norms + mixer
+    }
+
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         match self.placement {
             NormPlacement::Post => {
@@ -85,14 +110,32 @@ impl CausalLm {
     /// Final-norm hidden states `[batch, seq, hidden]` for token ids `[batch, seq]` (u32).
     pub fn hidden_states(&self, ids: &Tensor) -> CResult<Tensor> {
         let (b, t) = ids.dims2()?;
-        let mut x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, self.spec.hidden_size))?;
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.spec.hidden_size,
+        ))?;
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// Number of parameters (the tied head counted once).
+    pub fn parameter_count(&self) -> usize {
+        let mut n = self.embed.elem_count() + self.norm_len();
+        if !self.spec.tie_word_embeddings {
+            n += self.lm_head.elem_count();
+        }
+        n + self
+            .blocks
+            .iter()
+            .map(Block::parameter_count)
+            .sum::<usize>()
+    }
+
+    fn norm_len(&self) -> usize {
+        self.spec.hidden_size
     }
 
     /// Loads every tensor named by `spec`, checking shapes.
@@ -125,7 +168,10 @@ impl CausalLm {
                         v: w.get(&[&n("self_attn.v_proj.weight")], &[kvd, h])?,
                         o: w.get(&[&n("self_attn.o_proj.weight")], &[h, qd])?,
                         q_norm: RmsNorm::new(w.get(&[&n("self_attn.q_norm.weight")], &[qd])?, eps)?,
-                        k_norm: RmsNorm::new(w.get(&[&n("self_attn.k_norm.weight")], &[kvd])?, eps)?,
+                        k_norm: RmsNorm::new(
+                            w.get(&[&n("self_attn.k_norm.weight")], &[kvd])?,
+                            eps,
+                        )?,
                         spec: a.clone(),
                         window: *window,
                         rope: rope.clone(),
@@ -138,10 +184,9 @@ impl CausalLm {
                     )
                 }
                 MixerSpec::GatedDeltaNet => {
-                    let g = spec
-                        .gdn
-                        .as_ref()
-                        .ok_or_else(|| input_error("a linear_attention layer without GDN dimensions"))?;
+                    let g = spec.gdn.as_ref().ok_or_else(|| {
+                        input_error("a linear_attention layer without GDN dimensions")
+                    })?;
                     if g.conv_kernel == 0 {
                         return Err(input_error("`linear_conv_kernel_dim` must be at least 1"));
                     }
@@ -161,7 +206,11 @@ impl CausalLm {
                         conv: conv_weight(w, &la, 2 * kd + vd, g.conv_kernel)?,
                         a_log: f32v(&[&la("A_log")])?,
                         dt_bias: f32v(&[&la("dt_bias")])?,
-                        o_norm: w.get_as(&[&la("o_norm.weight"), &la("norm.weight")], &[g.head_v_dim], DType::F32)?,
+                        o_norm: w.get_as(
+                            &[&la("o_norm.weight"), &la("norm.weight")],
+                            &[g.head_v_dim],
+                            DType::F32,
+                        )?,
                         spec: g.clone(),
                     };
                     let (first, second) = norm_names(layer.norm);
@@ -202,7 +251,10 @@ fn norm_names(placement: NormPlacement) -> (&'static [&'static str], &'static [&
 }
 
 fn name_list(prefix: &str, names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| format!("{prefix}.{s}.weight")).collect()
+    names
+        .iter()
+        .map(|s| format!("{prefix}.{s}.weight"))
+        .collect()
 }
 
 /// The depthwise conv weight as `[conv_dim, kernel]`, from the fused tensor or from
@@ -214,24 +266,26 @@ fn conv_weight(
     kernel: usize,
 ) -> anyhow::Result<Tensor> {
     let fused = la("conv1d.weight");
-    let t = if w.contains(&[&fused]) {
-        w.get_raw(&[&fused])?
-    } else {
+    if w.contains(&[&fused]) {
+        let t = w.get(&[&fused], &[conv_dim, 1, kernel])?;
+        return Ok(t.reshape((conv_dim, kernel))?);
+    }
+    let t = {
         let parts = ["q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight"]
             .iter()
             .map(|p| w.get_raw(&[&la(p)]))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Tensor::cat(&parts, 0)?
     };
-    let t = match t.dims() {
-        [c, 1, k] => t.reshape((*c, *k))?,
-        _ => t,
-    };
-    if t.dims() != [conv_dim, kernel] {
+    if t.dims() != [conv_dim, 1, kernel] {
         return Err(input_error(format!(
-            "tensor `{fused}` has shape {:?}, expected [{conv_dim}, 1, {kernel}]",
+            "{}: tensors `{}` concatenate to shape {:?}, expected [{conv_dim}, 1, {kernel}]",
+            w.origin().display(),
+            la("{q,k,v}_conv1d.weight"),
             t.dims()
         )));
     }
-    Ok(t.to_dtype(w.dtype())?.to_device(w.device())?)
+    Ok(t.reshape((conv_dim, kernel))?
+        .to_dtype(w.dtype())?
+        .to_device(w.device())?)
 }

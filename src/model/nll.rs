@@ -44,7 +44,10 @@ pub fn score(hidden: &Tensor, lm_head: &Tensor, targets: &[u32]) -> Result<Vec<T
 
 fn score_row(row: &[f32], target: u32) -> Result<TokenScore> {
     let Some(&target_logit) = row.get(target as usize) else {
-        candle_core::bail!("token id {target} is outside the vocabulary of {}", row.len())
+        candle_core::bail!(
+            "token id {target} is outside the vocabulary of {}",
+            row.len()
+        )
     };
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f64;

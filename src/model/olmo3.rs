@@ -36,7 +36,11 @@ impl Attention {
     /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (self.spec.num_heads, self.spec.num_kv_heads, self.spec.head_dim);
+        let (nh, nkv, hd) = (
+            self.spec.num_heads,
+            self.spec.num_kv_heads,
+            self.spec.head_dim,
+        );
         let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
         let mut q = heads(self.q_norm.forward(&linear(x, &self.q)?)?, nh)?;
         let mut k = heads(self.k_norm.forward(&linear(x, &self.k)?)?, nkv)?;
@@ -44,7 +48,10 @@ impl Attention {
         if let Some(rope) = &self.rope {
             let (cos, sin) = rope_tables(rope, hd, t, x.device())?;
             // The reference keeps cos/sin in f32 and rounds the rotated q/k back to the model dtype.
-            let rot = |y: &Tensor| candle_nn::rotary_emb::rope(&y.to_dtype(DType::F32)?, &cos, &sin)?.to_dtype(y.dtype());
+            let rot = |y: &Tensor| {
+                candle_nn::rotary_emb::rope(&y.to_dtype(DType::F32)?, &cos, &sin)?
+                    .to_dtype(y.dtype())
+            };
             q = rot(&q)?;
             k = rot(&k)?;
         }
@@ -53,7 +60,9 @@ impl Attention {
             if rep == 1 {
                 return Ok(y);
             }
-            y.unsqueeze(2)?.expand((b, nkv, rep, t, hd))?.reshape((b, nh, t, hd))
+            y.unsqueeze(2)?
+                .expand((b, nkv, rep, t, hd))?
+                .reshape((b, nh, t, hd))
         };
         let (k, v) = (expand(k)?, expand(v)?);
         let scale = (hd as f64).powf(-0.5);
@@ -69,11 +78,15 @@ impl Attention {
             let vb = v.narrow(2, key_start, end - key_start)?;
             let scores = (qb.matmul(&kb.t()?)? * scale)?;
             let mask = causal_mask(start, len, key_start, end, self.window, x.device())?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?.broadcast_add(&mask)?)?
-                .to_dtype(x.dtype())?;
+            let probs = candle_nn::ops::softmax_last_dim(
+                &scores.to_dtype(DType::F32)?.broadcast_add(&mask)?,
+            )?
+            .to_dtype(x.dtype())?;
             outs.push(probs.matmul(&vb)?);
         }
-        let out = Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let out = Tensor::cat(&outs, 2)?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
         linear(&out, &self.o)
     }
 }
@@ -103,7 +116,12 @@ fn causal_mask(
 }
 
 /// f32 `cos`/`sin` tables `[seq, head_dim/2]` for positions `0..seq`.
-pub fn rope_tables(rope: &Rope, head_dim: usize, seq: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+pub fn rope_tables(
+    rope: &Rope,
+    head_dim: usize,
+    seq: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let (inv_freq, scaling) = rope.inv_freq(head_dim);
     let half = inv_freq.len();
     let mut cos = Vec::with_capacity(seq * half);
@@ -121,4 +139,3 @@ pub fn rope_tables(rope: &Rope, head_dim: usize, seq: usize, device: &Device) ->
         Tensor::from_vec(sin, (seq, half), device)?,
     ))
 }
-

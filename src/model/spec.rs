@@ -75,7 +75,13 @@ impl Rope {
         let Some(y) = &self.yarn else {
             return (pos_freqs.iter().map(|p| 1.0 / p).collect(), 1.0);
         };
-        let get_mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+        let get_mscale = |scale: f64, m: f64| {
+            if scale <= 1.0 {
+                1.0
+            } else {
+                0.1 * m * scale.ln() + 1.0
+            }
+        };
         let attention_factor = match (y.attention_factor, y.mscale, y.mscale_all_dim) {
             (Some(a), _, _) => a,
             (None, Some(m), Some(ma)) if m != 0.0 && ma != 0.0 => {

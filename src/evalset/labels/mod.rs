@@ -1,5 +1,9 @@
 //! Per-token labels of DESIGN §5: what filters select on.
 
+pub mod brackets;
+pub mod frequency;
+pub mod repeats;
+
 use crate::tagset::Upos;
 
 /// Every label one scored token carries (DESIGN §5).
