@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod device;
 pub mod error;
 pub mod evalset;
