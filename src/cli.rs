@@ -32,6 +32,11 @@ pub enum Command {
     Score(ScoreArgs),
     /// Measure scoring throughput on random-weight models.
     Bench(BenchArgs),
+    /// Train or evaluate filtermon's part-of-speech tagger.
+    #[command(subcommand)]
+    Tagger(crate::tagger::cli::TaggerCommand),
+    /// Tag stdin: `word/UPOS` pairs, one output line per input line.
+    Tag(crate::tagger::cli::TagArgs),
 }
 
 /// Weight and activation precision.

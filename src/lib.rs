@@ -12,5 +12,6 @@ pub mod error;
 pub mod evalset;
 pub mod model;
 pub mod score;
+pub mod tagger;
 pub mod tagset;
 pub mod tokenizer;

@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Score(a) => commands::score::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Tagger(c) => filtermon::tagger::cli::run_tagger(c),
+        Command::Tag(a) => filtermon::tagger::cli::run_tag(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
