@@ -53,7 +53,14 @@ pub struct LabeledToken<'a> {
 
 impl<'a> LabeledToken<'a> {
     /// Builds the record of one token.
-    pub fn new(es: &'a EvalSet, doc: u32, window: u32, token_id: u32, text: String, l: &TokenLabels) -> Self {
+    pub fn new(
+        es: &'a EvalSet,
+        doc: u32,
+        window: u32,
+        token_id: u32,
+        text: String,
+        l: &TokenLabels,
+    ) -> Self {
         let h = es.header();
         Self {
             doc: &h.docs[doc as usize].id,
@@ -90,7 +97,12 @@ pub fn write_all(
     write_manifest(es, sources, tokenizer, skipped)
 }
 
-fn write_labeled_dataset(es: &EvalSet, texts: &TokenTexts, labels: &[TokenLabels], path: &Path) -> anyhow::Result<()> {
+fn write_labeled_dataset(
+    es: &EvalSet,
+    texts: &TokenTexts,
+    labels: &[TokenLabels],
+    path: &Path,
+) -> anyhow::Result<()> {
     let mut out = BufWriter::new(File::create(path)?);
     for w in es.windows() {
         for p in 0..w.len as usize {
@@ -109,8 +121,14 @@ fn write_labeled_dataset(es: &EvalSet, texts: &TokenTexts, labels: &[TokenLabels
 pub fn categories(l: &TokenLabels, domains: &[String]) -> Vec<String> {
     let mut c = vec![
         format!("upos={}", l.upos.name()),
-        format!("tag={}", PTB_TAGS.get(l.tag as usize).copied().unwrap_or("XX")),
-        format!("domain={}", domains.get(l.domain as usize).map_or("?", String::as_str)),
+        format!(
+            "tag={}",
+            PTB_TAGS.get(l.tag as usize).copied().unwrap_or("XX")
+        ),
+        format!(
+            "domain={}",
+            domains.get(l.domain as usize).map_or("?", String::as_str)
+        ),
     ];
     for (flag, name) in [
         (l.content(), "content"),
@@ -128,7 +146,12 @@ pub fn categories(l: &TokenLabels, domains: &[String]) -> Vec<String> {
     c
 }
 
-fn write_category_map(es: &EvalSet, texts: &TokenTexts, labels: &[TokenLabels], path: &Path) -> anyhow::Result<()> {
+fn write_category_map(
+    es: &EvalSet,
+    texts: &TokenTexts,
+    labels: &[TokenLabels],
+    path: &Path,
+) -> anyhow::Result<()> {
     #[derive(Default)]
     struct Cat {
         tokens: u64,
@@ -150,14 +173,28 @@ fn write_category_map(es: &EvalSet, texts: &TokenTexts, labels: &[TokenLabels], 
     for (name, c) in &cats {
         let mut ids: Vec<(&u32, &u64)> = c.ids.iter().collect();
         ids.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let examples: Vec<String> = ids.iter().take(5).map(|(id, _)| format!("{:?}", texts.get(**id))).collect();
-        w.write_record([name.as_str(), &c.tokens.to_string(), &c.docs.len().to_string(), &examples.join(" ")])?;
+        let examples: Vec<String> = ids
+            .iter()
+            .take(5)
+            .map(|(id, _)| format!("{:?}", texts.get(**id)))
+            .collect();
+        w.write_record([
+            name.as_str(),
+            &c.tokens.to_string(),
+            &c.docs.len().to_string(),
+            &examples.join(" "),
+        ])?;
     }
     w.flush()?;
     Ok(())
 }
 
-fn write_manifest(es: &EvalSet, sources: &[PathBuf], tokenizer: &Path, skipped: usize) -> anyhow::Result<()> {
+fn write_manifest(
+    es: &EvalSet,
+    sources: &[PathBuf],
+    tokenizer: &Path,
+    skipped: usize,
+) -> anyhow::Result<()> {
     let h = es.header();
     let mut per_domain: BTreeMap<&str, u64> = BTreeMap::new();
     for w in es.windows() {
@@ -179,6 +216,9 @@ fn write_manifest(es: &EvalSet, sources: &[PathBuf], tokenizer: &Path, skipped: 
         "skipped": skipped,
         "created_by": concat!("filtermon ", env!("CARGO_PKG_VERSION")),
     });
-    std::fs::write(es.dir().join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    std::fs::write(
+        es.dir().join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?;
     Ok(())
 }

@@ -73,7 +73,8 @@ pub fn encode_record(l: &TokenLabels) -> [u8; RECORD] {
     let mut r = [0u8; RECORD];
     r[0] = l.tag;
     r[1] = l.upos as u8;
-    r[2] = u8::from(l.open_bracket) | u8::from(l.close_bracket) << 1 | u8::from(l.word_initial) << 2;
+    r[2] =
+        u8::from(l.open_bracket) | u8::from(l.close_bracket) << 1 | u8::from(l.word_initial) << 2;
     r[3] = l.repeat_len;
     r[4..8].copy_from_slice(&l.copy_distance.to_le_bytes());
     r[8..12].copy_from_slice(&l.log_freq.to_le_bytes());
@@ -121,7 +122,9 @@ pub fn content_id(header: &Header, tokens: &[u32], records: &[u8]) -> String {
 pub fn write(path: &Path, header: &Header, tokens: &[u32], records: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("bin.tmp");
     let json = serde_json::to_vec(header)?;
-    let mut f = BufWriter::new(File::create(&tmp).map_err(|e| input_error(format!("{}: {e}", tmp.display())))?);
+    let mut f = BufWriter::new(
+        File::create(&tmp).map_err(|e| input_error(format!("{}: {e}", tmp.display())))?,
+    );
     f.write_all(MAGIC)?;
     f.write_all(&FORMAT_VERSION.to_le_bytes())?;
     f.write_all(&(json.len() as u32).to_le_bytes())?;
@@ -156,7 +159,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Layout> {
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
         return Err(bad("not a filtermon evalset file"));
     }
-    let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let u32_at =
+        |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let version = u32_at(8);
     if version != FORMAT_VERSION {
         return Err(bad(&format!(
@@ -164,7 +168,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Layout> {
         )));
     }
     let json_len = u32_at(12) as usize;
-    let json = bytes.get(16..16 + json_len).ok_or_else(|| bad("truncated header"))?;
+    let json = bytes
+        .get(16..16 + json_len)
+        .ok_or_else(|| bad("truncated header"))?;
     let header: Header =
         serde_json::from_slice(json).map_err(|e| bad(&format!("corrupt header: {e}")))?;
     let tokens_at = 16 + json_len + padding(16 + json_len);
@@ -175,7 +181,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Layout> {
     }
     let consistent = header.windows.iter().all(|w| {
         (w.doc as usize) < header.docs.len() && w.start + u64::from(w.len) <= header.tokens
-    }) && header.docs.iter().all(|d| (d.domain as usize) < header.domains.len());
+    }) && header
+        .docs
+        .iter()
+        .all(|d| (d.domain as usize) < header.domains.len());
     if !consistent {
         return Err(bad("window or document table out of range"));
     }

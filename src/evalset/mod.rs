@@ -29,10 +29,15 @@ impl EvalSet {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join(format::FILE_NAME);
         let file = File::open(&path).map_err(|e| {
-            input_error(format!("{}: not an evalset folder ({}: {e})", dir.display(), format::FILE_NAME))
+            input_error(format!(
+                "{}: not an evalset folder ({}: {e})",
+                dir.display(),
+                format::FILE_NAME
+            ))
         })?;
         // SAFETY: evalsets are immutable once written (written under a temporary name and renamed).
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| input_error(format!("{}: {e}", path.display())))?;
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| input_error(format!("{}: {e}", path.display())))?;
         let layout = format::parse(&path, &map)?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -106,7 +111,10 @@ impl EvalSet {
                 let at = self.layout.labels_at + RECORD * i;
                 let rec = &self.map[at..at + RECORD];
                 let l = format::decode_record(rec, p, domain).ok_or_else(|| {
-                    input_error(format!("{}: corrupt label record of token {i}", self.dir.display()))
+                    input_error(format!(
+                        "{}: corrupt label record of token {i}",
+                        self.dir.display()
+                    ))
                 })?;
                 out.push(l);
             }

@@ -56,11 +56,18 @@ pub struct Prepared {
 
 /// `tokenizer.json` itself, or the one inside a checkpoint folder.
 pub fn tokenizer_file(path: &Path) -> anyhow::Result<PathBuf> {
-    let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join("tokenizer.json")
+    } else {
+        path.to_path_buf()
+    };
     if file.is_file() {
         Ok(file)
     } else {
-        Err(input_error(format!("{}: no tokenizer.json", path.display())))
+        Err(input_error(format!(
+            "{}: no tokenizer.json",
+            path.display()
+        )))
     }
 }
 
@@ -106,7 +113,12 @@ pub fn prepare(opts: &PrepareOptions) -> anyhow::Result<Prepared> {
     header.id = format::content_id(&header, &b.tokens, &records);
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| input_error(format!("{}: cannot create: {e}", opts.out.display())))?;
-    format::write(&opts.out.join(format::FILE_NAME), &header, &b.tokens, &records)?;
+    format::write(
+        &opts.out.join(format::FILE_NAME),
+        &header,
+        &b.tokens,
+        &records,
+    )?;
     let evalset = EvalSet::open(&opts.out)?;
     let texts = TokenTexts::new(&tok);
     export::write_all(&evalset, &texts, &opts.inputs, &tok_path, skipped)?;
@@ -180,7 +192,11 @@ impl Builder {
             domain: domain_idx as u16,
         });
         let xx = ptb_id("XX").unwrap_or(0);
-        for (wi, chunk) in (0..ids.len()).collect::<Vec<_>>().chunks(window).enumerate() {
+        for (wi, chunk) in (0..ids.len())
+            .collect::<Vec<_>>()
+            .chunks(window)
+            .enumerate()
+        {
             let toks: Vec<u32> = chunk.iter().map(|&i| ids[i]).collect();
             let repeats = repeat_labels(&toks);
             self.windows.push(WindowMeta {
@@ -216,7 +232,11 @@ impl Builder {
 
 /// The word that the token's first non-space character falls in, and whether that character
 /// starts the word.
-fn word_of<'w>(text: &str, span: (usize, usize), words: &'w [TaggedWord]) -> Option<(&'w TaggedWord, bool)> {
+fn word_of<'w>(
+    text: &str,
+    span: (usize, usize),
+    words: &'w [TaggedWord],
+) -> Option<(&'w TaggedWord, bool)> {
     let (start, end) = span;
     let slice = text.get(start..end.min(text.len()))?;
     let offset = slice.char_indices().find(|(_, c)| !c.is_whitespace())?.0;
