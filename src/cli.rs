@@ -28,10 +28,17 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Score a checkpoint on documents: per-token NLL, top-1 and top-5.
+    /// Turn documents into a labeled, immutable evalset.
+    Prepare(PrepareArgs),
+    /// Score a checkpoint on documents or an evalset: per-token NLL, top-1 and top-5.
     Score(ScoreArgs),
     /// Measure scoring throughput on random-weight models.
     Bench(BenchArgs),
+    /// Train or evaluate filtermon's part-of-speech tagger.
+    #[command(subcommand)]
+    Tagger(crate::tagger::cli::TaggerCommand),
+    /// Tag stdin: `word/UPOS` pairs, one output line per input line.
+    Tag(crate::tagger::cli::TagArgs),
 }
 
 /// Weight and activation precision.
@@ -56,18 +63,57 @@ impl DTypeArg {
     }
 }
 
+/// `filtermon prepare`.
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Corpus files (.jsonl, .jsonl.gz, .jsonl.zst, .txt) or folders of them.
+    #[arg(long, num_args = 1.., required = true)]
+    pub input: Vec<PathBuf>,
+    /// `tokenizer.json`, or a checkpoint folder holding one.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Most tokens per window; a window never spans two documents.
+    #[arg(long, default_value_t = 2048)]
+    pub window: usize,
+    /// Domain of plain-text files and of JSONL lines without one (default: the folder name).
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// JSONL field holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// JSONL field holding the document id.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// JSONL field holding the domain.
+    #[arg(long, default_value = "domain")]
+    pub domain_field: String,
+    /// Skip malformed lines (counted and reported) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// TOML file of extra filters (`[filters]` name = "expression") for the report.
+    #[arg(long)]
+    pub filters: Option<PathBuf>,
+}
+
 /// `filtermon score`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "evalset"])))]
 pub struct ScoreArgs {
     /// Checkpoint folder (config.json, safetensors, tokenizer.json).
     pub checkpoint: PathBuf,
     /// Documents: JSONL with a `text` field and optional `id` and `domain`.
     #[arg(long)]
-    pub input: PathBuf,
-    /// Where to write one JSON object per scored token.
+    pub input: Option<PathBuf>,
+    /// A prepared evalset folder: prints per-filter results with confidence intervals.
     #[arg(long)]
-    pub token_losses: PathBuf,
-    /// Most tokens per window; a window never spans two documents.
+    pub evalset: Option<PathBuf>,
+    /// Where to write one JSON object per scored token (required with --input).
+    #[arg(long)]
+    pub token_losses: Option<PathBuf>,
+    /// Most tokens per window with --input; a window never spans two documents.
     #[arg(long, default_value_t = 2048)]
     pub window: usize,
     /// Precision of weights and activations.
@@ -79,6 +125,21 @@ pub struct ScoreArgs {
     /// Windows per forward pass.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// TOML file of extra filters (`[filters]` name = "expression").
+    #[arg(long)]
+    pub filters: Option<PathBuf>,
+    /// Also report every domain × filter.
+    #[arg(long)]
+    pub by_domain: bool,
+    /// Print the per-filter results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Bootstrap resamples for the confidence intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// Bootstrap seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Architectures the benchmark builds.

@@ -13,5 +13,7 @@ pub mod error;
 pub mod evalset;
 pub mod model;
 pub mod score;
+pub mod stats;
+pub mod tagger;
 pub mod tagset;
 pub mod tokenizer;

@@ -18,8 +18,11 @@ fn main() -> ExitCode {
     };
     init_logging(cli.log_format);
     let result = match &cli.command {
+        Command::Prepare(a) => commands::prepare::run(a),
         Command::Score(a) => commands::score::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Tagger(c) => filtermon::tagger::cli::run_tagger(c),
+        Command::Tag(a) => filtermon::tagger::cli::run_tag(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::evalset::EvalSet;
 use crate::model::nll::{self, TokenScore};
 use crate::model::CausalLm;
 
@@ -95,4 +96,61 @@ pub fn score_windows(
             seconds: start.elapsed().as_secs_f64(),
         },
     ))
+}
+
+/// Scores of every token of an evalset, by global token index. Position-0 tokens have no
+/// prefix: their loss is NaN and they are never counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalScores {
+    /// NLL in nats.
+    pub loss: Vec<f32>,
+    /// Argmax hit.
+    pub top1: Vec<bool>,
+    /// Top-5 hit.
+    pub top5: Vec<bool>,
+}
+
+/// Scores every window of an evalset.
+pub fn score_evalset(
+    model: &CausalLm,
+    es: &EvalSet,
+    batch: usize,
+    device: &Device,
+) -> anyhow::Result<(EvalScores, Throughput)> {
+    let windows: Vec<Window> = es
+        .windows()
+        .iter()
+        .map(|w| Window {
+            doc: w.doc as usize,
+            index: w.index as usize,
+            tokens: es.window_tokens(w),
+        })
+        .collect();
+    let vocab = model.spec.vocab_size;
+    if let Some(bad) = windows
+        .iter()
+        .flat_map(|w| &w.tokens)
+        .find(|&&t| t as usize >= vocab)
+    {
+        return Err(crate::error::input_error(format!(
+            "{}: token id {bad} is beyond the model's vocab_size {vocab}",
+            es.dir().display()
+        )));
+    }
+    let (per_window, speed) = score_windows(model, &windows, batch, device)?;
+    let n = es.len();
+    let mut scores = EvalScores {
+        loss: vec![f32::NAN; n],
+        top1: vec![false; n],
+        top5: vec![false; n],
+    };
+    for (w, s) in es.windows().iter().zip(&per_window) {
+        for (p, ts) in s.iter().enumerate() {
+            let i = w.start as usize + p + 1;
+            scores.loss[i] = ts.loss;
+            scores.top1[i] = ts.top1;
+            scores.top5[i] = ts.top5;
+        }
+    }
+    Ok((scores, speed))
 }

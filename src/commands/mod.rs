@@ -1,4 +1,5 @@
 //! One module per subcommand: argument handling and output around the library stages.
 
 pub mod bench;
+pub mod prepare;
 pub mod score;

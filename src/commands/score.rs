@@ -11,7 +11,10 @@ use serde_json::Value;
 use crate::checkpoint::Checkpoint;
 use crate::cli::ScoreArgs;
 use crate::error::input_error;
-use crate::score::{cut_windows, score_windows, Window};
+use crate::evalset::filter::{compile_filters, load_filter_file};
+use crate::evalset::EvalSet;
+use crate::score::{cut_windows, score_evalset, score_windows, Window};
+use crate::stats::aggregate::{aggregate, AggregateOptions, FilterResult};
 use crate::{device, tokenizer};
 
 /// One line of `--token-losses` (DESIGN §9).
@@ -84,13 +87,35 @@ pub fn read_docs(path: &Path) -> anyhow::Result<Vec<InputDoc>> {
 
 /// Runs the command.
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
+    let device = device::parse(&args.device)?;
+    let ckpt = Checkpoint::open(&args.checkpoint)?;
+    let tok_path = ckpt.tokenizer_path()?;
+    match (&args.input, &args.evalset) {
+        (Some(input), None) => {
+            let out = args
+                .token_losses
+                .as_ref()
+                .ok_or_else(|| input_error("--input needs --token-losses FILE"))?;
+            score_documents(args, &ckpt, &tok_path, input, out, &device)
+        }
+        (None, Some(dir)) => score_evalset_cmd(args, &ckpt, &tok_path, dir, &device),
+        _ => Err(input_error("give exactly one of --input and --evalset")),
+    }
+}
+
+fn score_documents(
+    args: &ScoreArgs,
+    ckpt: &Checkpoint,
+    tok_path: &Path,
+    input: &Path,
+    out: &Path,
+    device: &candle_core::Device,
+) -> anyhow::Result<()> {
     if args.window < 2 {
         return Err(input_error("--window must be at least 2 tokens"));
     }
-    let device = device::parse(&args.device)?;
-    let ckpt = Checkpoint::open(&args.checkpoint)?;
-    let tok = tokenizer::load(&ckpt.tokenizer_path()?)?;
-    let docs = read_docs(&args.input)?;
+    let tok = tokenizer::load(tok_path)?;
+    let docs = read_docs(input)?;
     let mut windows: Vec<Window> = Vec::new();
     for (i, d) in docs.iter().enumerate() {
         windows.extend(cut_windows(
@@ -110,48 +135,140 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
             args.checkpoint.display()
         )));
     }
-    let model = ckpt.load_model(args.dtype.dtype(), &device)?;
+    let model = ckpt.load_model(args.dtype.dtype(), device)?;
     tracing::info!(documents = docs.len(), windows = windows.len(), "scoring");
-    let (scores, speed) = score_windows(&model, &windows, args.batch, &device)?;
-
-    let out = File::create(&args.token_losses).map_err(|e| {
-        input_error(format!(
-            "{}: cannot create: {e}",
-            args.token_losses.display()
-        ))
-    })?;
-    let mut out = BufWriter::new(out);
-    let mut sum = 0f64;
-    for (w, s) in windows.iter().zip(&scores) {
-        for (i, ts) in s.iter().enumerate() {
-            let rec = TokenLossRecord {
-                doc: &docs[w.doc].id,
-                window: w.index,
-                pos: i + 1,
-                token_id: w.tokens[i + 1],
-                loss: ts.loss,
-                top1: ts.top1,
-                top5: ts.top5,
-            };
-            serde_json::to_writer(&mut out, &rec)?;
-            out.write_all(b"\n")?;
-            sum += f64::from(ts.loss);
-        }
-    }
-    out.flush()
-        .with_context(|| format!("writing {}", args.token_losses.display()))?;
-    let mean = if speed.tokens > 0 {
-        sum / speed.tokens as f64
-    } else {
-        f64::NAN
-    };
+    let (scores, speed) = score_windows(&model, &windows, args.batch, device)?;
+    let docs = &docs;
+    let records = windows.iter().zip(&scores).flat_map(|(w, s)| {
+        s.iter().enumerate().map(move |(i, ts)| TokenLossRecord {
+            doc: &docs[w.doc].id,
+            window: w.index,
+            pos: i + 1,
+            token_id: w.tokens[i + 1],
+            loss: ts.loss,
+            top1: ts.top1,
+            top5: ts.top5,
+        })
+    });
+    let sum = write_token_losses(out, records)?;
     println!(
         "scored {} tokens in {} windows of {} documents; mean NLL {:.4} nats; {:.0} tokens/s",
         speed.tokens,
         windows.len(),
         docs.len(),
-        mean,
+        sum / speed.tokens.max(1) as f64,
         speed.tokens as f64 / speed.seconds.max(1e-9)
     );
     Ok(())
+}
+
+fn score_evalset_cmd(
+    args: &ScoreArgs,
+    ckpt: &Checkpoint,
+    tok_path: &Path,
+    dir: &Path,
+    device: &candle_core::Device,
+) -> anyhow::Result<()> {
+    let es = EvalSet::open(dir)?;
+    let hash = tokenizer::hash(tok_path)?;
+    if hash != es.tokenizer_hash() {
+        return Err(input_error(format!(
+            "{}: tokenizer {hash} differs from the one evalset {} was prepared with ({})",
+            tok_path.display(),
+            es.id(),
+            es.tokenizer_hash()
+        )));
+    }
+    let user = match &args.filters {
+        Some(p) => load_filter_file(p)?,
+        None => Vec::new(),
+    };
+    let filters = compile_filters(&user, es.domains())?;
+    let model = ckpt.load_model(args.dtype.dtype(), device)?;
+    let (scores, speed) = score_evalset(&model, &es, args.batch, device)?;
+    if let Some(out) = &args.token_losses {
+        let (es, scores) = (&es, &scores);
+        let h = es.header();
+        let records = es.windows().iter().flat_map(|w| {
+            (1..w.len as usize).map(move |p| {
+                let i = w.start as usize + p;
+                TokenLossRecord {
+                    doc: &h.docs[w.doc as usize].id,
+                    window: w.index as usize,
+                    pos: p,
+                    token_id: es.token(i),
+                    loss: scores.loss[i],
+                    top1: scores.top1[i],
+                    top5: scores.top5[i],
+                }
+            })
+        });
+        write_token_losses(out, records)?;
+    }
+    let opts = AggregateOptions {
+        resamples: args.resamples,
+        seed: args.seed,
+        by_domain: args.by_domain,
+    };
+    let results = aggregate(&es, &scores, &filters, opts)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "checkpoint": args.checkpoint.display().to_string(),
+                "evalset": es.id(),
+                "tokens": speed.tokens,
+                "tokens_per_s": speed.tokens as f64 / speed.seconds.max(1e-9),
+                "results": results,
+            }))?
+        );
+    } else {
+        print_table(&results);
+        println!(
+            "{} tokens of evalset {} at {:.0} tokens/s",
+            speed.tokens,
+            es.id(),
+            speed.tokens as f64 / speed.seconds.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// Writes `--token-losses`; returns the sum of losses.
+fn write_token_losses<'a>(
+    path: &Path,
+    records: impl Iterator<Item = TokenLossRecord<'a>>,
+) -> anyhow::Result<f64> {
+    let file = File::create(path)
+        .map_err(|e| input_error(format!("{}: cannot create: {e}", path.display())))?;
+    let mut out = BufWriter::new(file);
+    let mut sum = 0f64;
+    for rec in records {
+        sum += f64::from(rec.loss);
+        serde_json::to_writer(&mut out, &rec)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(sum)
+}
+
+/// The per-filter table.
+pub fn print_table(results: &[FilterResult]) {
+    println!(
+        "{:<16} {:<10} {:>8} {:>9} {:>20} {:>7} {:>7}",
+        "filter", "domain", "tokens", "mean NLL", "95% CI", "top-1", "top-5"
+    );
+    for r in results {
+        println!(
+            "{:<16} {:<10} {:>8} {:>9.4} {:>20} {:>7.3} {:>7.3}",
+            r.filter,
+            r.domain.as_deref().unwrap_or("all"),
+            r.n,
+            r.mean,
+            format!("[{:.4}, {:.4}]", r.ci_lo, r.ci_hi),
+            r.top1,
+            r.top5
+        );
+    }
 }

@@ -1,5 +1,133 @@
-//! Evaluation sets: documents cut into windows, every token labeled (DESIGN §5).
+//! Evaluation sets: documents cut into windows, every token labeled (DESIGN §5), stored
+//! immutable and content-hashed, tied to one tokenizer.
 
+pub mod export;
 pub mod filter;
+pub mod format;
 pub mod labels;
+pub mod prepare;
 pub mod reader;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::input_error;
+use format::{Header, Layout, WindowMeta, RECORD};
+use labels::TokenLabels;
+
+/// A prepared evalset, memory-mapped.
+pub struct EvalSet {
+    dir: PathBuf,
+    map: Mmap,
+    layout: Layout,
+}
+
+impl EvalSet {
+    /// Opens `DIR/evalset.bin`.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(format::FILE_NAME);
+        let file = File::open(&path).map_err(|e| {
+            input_error(format!(
+                "{}: not an evalset folder ({}: {e})",
+                dir.display(),
+                format::FILE_NAME
+            ))
+        })?;
+        // SAFETY: evalsets are immutable once written (written under a temporary name and renamed).
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| input_error(format!("{}: {e}", path.display())))?;
+        let layout = format::parse(&path, &map)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            map,
+            layout,
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The content hash.
+    pub fn id(&self) -> &str {
+        &self.layout.header.id
+    }
+
+    /// Hash of the tokenizer the evalset was built with.
+    pub fn tokenizer_hash(&self) -> &str {
+        &self.layout.header.tokenizer_hash
+    }
+
+    /// Domain names; a label's `domain` indexes this.
+    pub fn domains(&self) -> &[String] {
+        &self.layout.header.domains
+    }
+
+    /// The header (documents, windows, counts).
+    pub fn header(&self) -> &Header {
+        &self.layout.header
+    }
+
+    /// Windows in token order.
+    pub fn windows(&self) -> &[WindowMeta] {
+        &self.layout.header.windows
+    }
+
+    /// Total tokens.
+    pub fn len(&self) -> usize {
+        self.layout.header.tokens as usize
+    }
+
+    /// True when the evalset holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Token id at global index `i`.
+    pub fn token(&self, i: usize) -> u32 {
+        let at = self.layout.tokens_at + 4 * i;
+        let b = &self.map[at..at + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// The token ids of one window.
+    pub fn window_tokens(&self, w: &WindowMeta) -> Vec<u32> {
+        (w.start as usize..(w.start + u64::from(w.len)) as usize)
+            .map(|i| self.token(i))
+            .collect()
+    }
+
+    /// Every token's labels, in global order.
+    pub fn labels(&self) -> anyhow::Result<Vec<TokenLabels>> {
+        let h = &self.layout.header;
+        let mut out = Vec::with_capacity(self.len());
+        for w in &h.windows {
+            let domain = h.docs[w.doc as usize].domain;
+            for p in 0..w.len {
+                let i = w.start as usize + p as usize;
+                let at = self.layout.labels_at + RECORD * i;
+                let rec = &self.map[at..at + RECORD];
+                let l = format::decode_record(rec, p, domain).ok_or_else(|| {
+                    input_error(format!(
+                        "{}: corrupt label record of token {i}",
+                        self.dir.display()
+                    ))
+                })?;
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Document index of every token, in global order.
+    pub fn token_docs(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.len());
+        for w in self.windows() {
+            out.extend(std::iter::repeat_n(w.doc, w.len as usize));
+        }
+        out
+    }
+}

@@ -1,0 +1,86 @@
+//! `filtermon prepare`: build an evalset and report tokens per domain × filter.
+
+use crate::cli::PrepareArgs;
+use crate::evalset::filter::{compile_filters, load_filter_file, Filter};
+use crate::evalset::prepare::{prepare, PrepareOptions};
+use crate::evalset::reader::ReaderOptions;
+use crate::evalset::EvalSet;
+
+/// Filters with fewer tokens than this in a domain get a warning.
+pub const MIN_STABLE_TOKENS: usize = 500;
+
+/// Runs the command.
+pub fn run(args: &PrepareArgs) -> anyhow::Result<()> {
+    let user = match &args.filters {
+        Some(p) => load_filter_file(p)?,
+        None => Vec::new(),
+    };
+    let opts = PrepareOptions {
+        inputs: args.input.clone(),
+        tokenizer: args.tokenizer.clone(),
+        out: args.out.clone(),
+        window: args.window,
+        reader: ReaderOptions {
+            text_field: args.text_field.clone(),
+            id_field: args.id_field.clone(),
+            domain_field: args.domain_field.clone(),
+            default_domain: args.domain.clone(),
+            skip_bad: args.skip_bad,
+        },
+    };
+    let prepared = prepare(&opts)?;
+    let es = &prepared.evalset;
+    let filters = compile_filters(&user, es.domains())?;
+    let h = es.header();
+    println!(
+        "evalset {} in {}: {} documents, {} windows, {} tokens (tokenizer {})",
+        es.id(),
+        es.dir().display(),
+        h.docs.len(),
+        h.windows.len(),
+        h.tokens,
+        es.tokenizer_hash()
+    );
+    if prepared.skipped > 0 {
+        println!("skipped {} malformed lines or files", prepared.skipped);
+    }
+    print_counts(es, &filters)?;
+    Ok(())
+}
+
+/// Prints scored tokens (pos ≥ 1) per domain × filter; warns where a count is too small.
+pub fn print_counts(es: &EvalSet, filters: &[Filter]) -> anyhow::Result<()> {
+    let labels = es.labels()?;
+    let domains = es.domains();
+    let mut counts = vec![vec![0usize; domains.len()]; filters.len()];
+    for l in labels.iter().filter(|l| l.pos > 0) {
+        for (fi, f) in filters.iter().enumerate() {
+            if f.matches(l) {
+                counts[fi][l.domain as usize] += 1;
+            }
+        }
+    }
+    print!("{:<16}", "filter");
+    for d in domains {
+        print!(" {d:>10}");
+    }
+    println!(" {:>10}", "total");
+    for (f, row) in filters.iter().zip(&counts) {
+        print!("{:<16}", f.name());
+        for c in row {
+            print!(" {c:>10}");
+        }
+        println!(" {:>10}", row.iter().sum::<usize>());
+    }
+    for (f, row) in filters.iter().zip(&counts) {
+        for (d, &c) in domains.iter().zip(row) {
+            if c < MIN_STABLE_TOKENS {
+                tracing::warn!(
+                    "filter {} has {c} tokens in domain {d}: fewer than {MIN_STABLE_TOKENS}, too few for a stable estimate",
+                    f.name()
+                );
+            }
+        }
+    }
+    Ok(())
+}
