@@ -14,6 +14,7 @@ pub mod evalset;
 pub mod model;
 pub mod score;
 pub mod stats;
+pub mod store;
 pub mod tagger;
 pub mod tagset;
 pub mod tokenizer;
