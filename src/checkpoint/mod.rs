@@ -1,5 +1,6 @@
 //! Checkpoint folders: finding their files, mapping their config, loading their weights.
 
+pub mod discover;
 pub mod hf_config;
 pub mod weights;
 
