@@ -330,7 +330,9 @@ impl WatchConfig {
     pub fn load(path: &Path) -> anyhow::Result<WatchConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| input_error(format!("{}: cannot read config: {e}", path.display())))?;
-        WatchConfig::parse(&text, path)
+        // Absolute, so stored run and evalset folders do not depend on the working directory.
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        WatchConfig::parse(&text, &path)
     }
 
     /// Validates config text read from `path` (used to resolve relative paths and in errors).

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod device;
 pub mod error;
 pub mod evalset;
