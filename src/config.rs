@@ -697,6 +697,21 @@ anneal = ["step10-anneal"]
     }
 
     #[test]
+    fn shipped_examples_are_valid() {
+        for (name, text) in [
+            ("demo.toml", include_str!("../watch-configs/demo.toml")),
+            (
+                "olmo-1b-ladder.toml",
+                include_str!("../watch-configs/olmo-1b-ladder.toml"),
+            ),
+        ] {
+            let c = WatchConfig::parse(text, &Path::new("watch-configs").join(name))
+                .unwrap_or_else(|e| panic!("{name}: {}", crate::error::one_line(&e)));
+            assert!(!c.runs.is_empty() && !c.filters.is_empty());
+        }
+    }
+
+    #[test]
     fn olmo_config_tokens() {
         let dir = tempfile::tempdir().expect("tmp");
         std::fs::write(
