@@ -147,3 +147,45 @@ fn bf16_mean_matches_transformers_within_005_on_f32_fixtures() {
         "bf16 mean |dNLL| beyond 0.05: {failed:?}"
     );
 }
+
+/// The names transformers holds in memory (fused `conv1d`, `input_layernorm`,
+/// `post_attention_layernorm`) and the `out_proj`/`norm` spellings load to the same model.
+#[test]
+fn tensor_name_aliases_load_the_same_model() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/hybrid_rope");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for f in ["config.json", "tokenizer.json", "reference.json"] {
+        std::fs::copy(src.join(f), tmp.path().join(f)).expect("copy");
+    }
+    let map =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).expect("load");
+    let mut renamed = std::collections::HashMap::new();
+    for (name, t) in &map {
+        if name.contains("q_conv1d") {
+            let part = |p: &str| map[&name.replace("q_conv1d", p)].clone();
+            let fused = Tensor::cat(&[part("q_conv1d"), part("k_conv1d"), part("v_conv1d")], 0)
+                .expect("cat");
+            renamed.insert(name.replace("q_conv1d", "conv1d"), fused);
+            continue;
+        }
+        if name.contains("k_conv1d") || name.contains("v_conv1d") {
+            continue;
+        }
+        let new = name
+            .replace("attention_layer_norm", "input_layernorm")
+            .replace("feedforward_layer_norm", "post_attention_layernorm")
+            .replace("linear_attn.o_proj", "linear_attn.out_proj")
+            .replace("linear_attn.o_norm", "linear_attn.norm");
+        renamed.insert(new, t.clone());
+    }
+    assert!(renamed
+        .keys()
+        .any(|k| k.ends_with("linear_attn.conv1d.weight")));
+    candle_core::safetensors::save(&renamed, tmp.path().join("model.safetensors")).expect("save");
+    let a = compare(tmp.path(), DType::F32, "nll_f32");
+    assert!(
+        a.max <= 1e-4 && a.flips == 0,
+        "aliased names changed the scores: {}",
+        a.max
+    );
+}
