@@ -251,7 +251,7 @@ mod tests {
         let run = |min_delta: f64, lo_shift: f64| {
             rise_firings(
                 &rule(RuleKind::Rise { min_delta }),
-                &[c.clone()],
+                std::slice::from_ref(&c),
                 |_, prev, cur| {
                     let m = cur.mean - prev.mean;
                     Ok(Some(diffs(m, m - lo_shift)))
