@@ -4,10 +4,12 @@
 //! [`checkpoint`] finds and loads checkpoints, [`model`] runs them, [`score`] turns windows into
 //! per-token losses, [`evalset`] labels tokens and selects them with filters.
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod curves;
 pub mod daemon;
 pub mod device;
 pub mod error;
