@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device};
 
 use crate::checkpoint::Checkpoint;
-use crate::error::{input_error, one_line};
+use crate::error::one_line;
 use crate::evalset::filter::Filter;
 use crate::evalset::EvalSet;
 use crate::model::CausalLm;
@@ -89,16 +89,7 @@ fn check_tokenizer(ckpt: &Checkpoint, es: &EvalSet) -> anyhow::Result<()> {
         tracing::warn!(checkpoint = %ckpt.dir.display(), "no tokenizer.json: cannot check it matches the evalset's");
         return Ok(());
     };
-    let hash = crate::tokenizer::hash(&path)?;
-    if hash != es.tokenizer_hash() {
-        return Err(input_error(format!(
-            "{}: tokenizer {hash} differs from the one evalset {} was prepared with ({})",
-            path.display(),
-            es.id(),
-            es.tokenizer_hash()
-        )));
-    }
-    Ok(())
+    es.check_tokenizer(&path)
 }
 
 /// What the worker loop needs.
