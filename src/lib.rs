@@ -7,10 +7,12 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod compare;
 pub mod device;
 pub mod error;
 pub mod evalset;
 pub mod model;
+pub mod plot;
 pub mod score;
 pub mod stats;
 pub mod tagger;

@@ -1,5 +1,6 @@
 //! One module per subcommand: argument handling and output around the library stages.
 
 pub mod bench;
+pub mod compare;
 pub mod prepare;
 pub mod score;
