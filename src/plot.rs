@@ -98,6 +98,8 @@ fn ends(r: &Interval) -> (f64, f64) {
     (f(r.lo), f(r.hi))
 }
 
+// Segmented axes over `0..n - 1` give exactly one segment per row or bin.
+
 /// A forest plot: one labeled row per interval, top to bottom, with a line at zero.
 /// Rows whose interval excludes zero are coloured by side ([`ABOVE`], [`BELOW`]).
 pub fn forest(area: &Area, title: &str, x_desc: &str, rows: &[Interval]) -> anyhow::Result<()> {
@@ -108,7 +110,7 @@ pub fn forest(area: &Area, title: &str, x_desc: &str, rows: &[Interval]) -> anyh
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(170)
-        .build_cartesian_2d(x0..x1, (0..n).into_segmented())
+        .build_cartesian_2d(x0..x1, (0..n - 1).into_segmented())
         .map_err(plot_err)?;
     let label_of = |v: &SegmentValue<i32>| match v {
         // Row 0 is drawn at the top.
@@ -126,6 +128,7 @@ pub fn forest(area: &Area, title: &str, x_desc: &str, rows: &[Interval]) -> anyh
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .disable_y_mesh()
+        .light_line_style(WHITE)
         .draw()
         .map_err(plot_err)?;
     chart
@@ -168,7 +171,7 @@ pub fn binned_curve(
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d((0..n).into_segmented(), y0..y1)
+        .build_cartesian_2d((0..n - 1).into_segmented(), y0..y1)
         .map_err(plot_err)?;
     let label_of = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(i) => bins
@@ -186,6 +189,7 @@ pub fn binned_curve(
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .draw()
         .map_err(plot_err)?;
     chart
@@ -200,7 +204,7 @@ pub fn binned_curve(
                 .enumerate()
                 .filter(|(_, b)| b.estimate.is_finite())
                 .map(|(i, b)| (SegmentValue::CenterOf(i as i32), b.estimate)),
-            ABOVE.stroke_width(2),
+            NEUTRAL.mix(0.6).stroke_width(2),
         ))
         .map_err(plot_err)?;
     chart

@@ -20,11 +20,11 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
 }
 
-fn prepare(out: &Path, tokenizer: &Path) {
+fn prepare(input: &str, out: &Path, tokenizer: &Path) {
     let res = filtermon(&[
         "prepare",
         "--input",
-        s(&root().join("data/eval")),
+        s(&root().join(input)),
         "--tokenizer",
         s(tokenizer),
         "--out",
@@ -56,11 +56,16 @@ fn with_other_tokenizer(ckpt: &Path, dir: &Path) -> PathBuf {
 fn compare_writes_every_artifact() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let es = tmp.path().join("es");
-    prepare(&es, &root().join("tests/fixtures/tokenizer.json"));
+    prepare(
+        "data/eval",
+        &es,
+        &root().join("tests/fixtures/tokenizer.json"),
+    );
     let out = tmp.path().join("out");
+    // Two transformers: scoring the hybrid fixture unoptimised would take most of a minute.
     let (a, b) = (
+        root().join("tests/fixtures/hf/olmo2"),
         root().join("tests/fixtures/hf/olmo3_gqa_swa"),
-        root().join("tests/fixtures/hf/hybrid_rope"),
     );
     let res = filtermon(&[
         "compare",
@@ -266,7 +271,11 @@ fn compare_writes_every_artifact() {
 fn compare_refuses_mismatched_tokenizers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let es = tmp.path().join("es");
-    prepare(&es, &root().join("tests/fixtures/tokenizer.json"));
+    prepare(
+        "data/eval/python",
+        &es,
+        &root().join("tests/fixtures/tokenizer.json"),
+    );
     let a = root().join("tests/fixtures/hf/hybrid_rope");
     let other = with_other_tokenizer(&a, &tmp.path().join("other"));
     let out = tmp.path().join("out");
@@ -289,7 +298,7 @@ fn compare_refuses_mismatched_tokenizers() {
     refuse(&a, &other, &es, "A vs B");
     // Both agree, but the evalset was built with another tokenizer.
     let es_other = tmp.path().join("es_other");
-    prepare(&es_other, &other.join("tokenizer.json"));
+    prepare("data/eval/python", &es_other, &other.join("tokenizer.json"));
     refuse(&a, &a, &es_other, "evalset");
     assert!(!out.join("metrics.json").exists());
 }

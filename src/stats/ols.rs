@@ -157,7 +157,7 @@ impl DenseDesign {
     /// `data` holds `data.len() / names.len()` rows of `names.len()` values.
     pub fn new(names: Vec<String>, data: Vec<f64>) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            !names.is_empty() && data.len() % names.len() == 0,
+            !names.is_empty() && data.len().is_multiple_of(names.len()),
             "design of {} values is not a whole number of rows of {} columns",
             data.len(),
             names.len()
