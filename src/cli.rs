@@ -32,6 +32,8 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Score a checkpoint on documents or an evalset: per-token NLL, top-1 and top-5.
     Score(ScoreArgs),
+    /// Paired token-level comparison of two checkpoints on an evalset.
+    Compare(CompareArgs),
     /// Measure scoring throughput on random-weight models.
     Bench(BenchArgs),
     /// Train or evaluate filtermon's part-of-speech tagger.
@@ -237,4 +239,60 @@ pub struct BenchArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which tags `--derive-filter` picks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TagLevel {
+    /// Universal POS tags.
+    Upos,
+    /// Penn Treebank tags.
+    Tag,
+}
+
+/// `filtermon compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Checkpoint A (the baseline: gaps are loss A − loss B).
+    pub checkpoint_a: PathBuf,
+    /// Checkpoint B.
+    pub checkpoint_b: PathBuf,
+    /// A prepared evalset folder, built with the checkpoints' tokenizer.
+    #[arg(long)]
+    pub evalset: PathBuf,
+    /// Folder for metrics.json, comparison_plots.png, token_category_map.csv and
+    /// labeled_dataset.jsonl (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Name of A in reports (default: its folder name).
+    #[arg(long)]
+    pub a_name: Option<String>,
+    /// Name of B in reports (default: its folder name).
+    #[arg(long)]
+    pub b_name: Option<String>,
+    /// Write `derived_filters.toml` in --out: the K tags with the largest gap in B's favour
+    /// (interval above zero), intersected with `repeat_len == 0`.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..))]
+    pub derive_filter: Option<u16>,
+    /// Tags that --derive-filter picks from.
+    #[arg(long, value_enum, default_value_t = TagLevel::Upos)]
+    pub derive_level: TagLevel,
+    /// TOML file of extra filters (`[filters]` name = "expression") reported as categories.
+    #[arg(long)]
+    pub filters: Option<PathBuf>,
+    /// Bootstrap resamples for the gap intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// Bootstrap seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Precision of weights and activations.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// `cpu`, or `cuda:N` (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }

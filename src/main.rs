@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Prepare(a) => commands::prepare::run(a),
         Command::Score(a) => commands::score::run(a),
+        Command::Compare(a) => commands::compare::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Tagger(c) => filtermon::tagger::cli::run_tagger(c),
         Command::Tag(a) => filtermon::tagger::cli::run_tag(a),

@@ -96,7 +96,13 @@ fn prepare_writes_every_artifact_and_is_deterministic() {
     assert!(rows.iter().all(|r| r["pos"].as_u64().expect("pos") < 256));
     let csv = std::fs::read_to_string(a.join("token_category_map.csv")).expect("csv");
     assert!(csv.starts_with("category,tokens,documents,example_tokens"));
-    for cat in ["upos=NOUN", "domain=latex", "close_bracket", "copy5"] {
+    for cat in [
+        "upos=NOUN",
+        "domain=latex",
+        "bracket=close",
+        "repeat_len=5-7",
+        "filter=copy5",
+    ] {
         assert!(csv.lines().any(|l| l.starts_with(cat)), "no {cat} row");
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand: argument handling and output around the library stages.
 
 pub mod bench;
+pub mod compare;
 pub mod export;
 pub mod prepare;
 pub mod score;

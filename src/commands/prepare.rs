@@ -5,9 +5,7 @@ use crate::evalset::filter::{compile_filters, load_filter_file, Filter};
 use crate::evalset::prepare::{prepare, PrepareOptions};
 use crate::evalset::reader::ReaderOptions;
 use crate::evalset::EvalSet;
-
-/// Filters with fewer tokens than this in a domain get a warning.
-pub const MIN_STABLE_TOKENS: usize = 500;
+use crate::stats::MIN_STABLE_TOKENS;
 
 /// Runs the command.
 pub fn run(args: &PrepareArgs) -> anyhow::Result<()> {

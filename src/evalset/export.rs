@@ -6,12 +6,16 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::evalset::categories::CategorySet;
+use crate::evalset::filter::compile_filters;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::prepare::{TokenTexts, LABELER_VERSION};
 use crate::evalset::EvalSet;
+use crate::score::EvalScores;
 use crate::tagset::PTB_TAGS;
 
 /// One line of `labeled_dataset.jsonl`: the position, the token and every label of DESIGN §5.
@@ -49,6 +53,45 @@ pub struct LabeledToken<'a> {
     pub word_initial: bool,
     /// Document domain.
     pub domain: &'a str,
+    /// Both models' scores, in `compare`'s dataset.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedScores>,
+}
+
+/// The scores of two models A and B on one token; losses are absent at position 0 (no prefix).
+#[derive(Debug, Serialize)]
+pub struct PairedScores {
+    /// NLL under A (nats).
+    pub loss_a: Option<f32>,
+    /// NLL under B (nats).
+    pub loss_b: Option<f32>,
+    /// `loss_a − loss_b`: positive when B predicted the token better.
+    pub gap: Option<f32>,
+    /// A's argmax hit.
+    pub top1_a: bool,
+    /// B's argmax hit.
+    pub top1_b: bool,
+    /// A's top-5 hit.
+    pub top5_a: bool,
+    /// B's top-5 hit.
+    pub top5_b: bool,
+}
+
+impl PairedScores {
+    /// Token `i` of two scorings of one evalset.
+    pub fn new(a: &EvalScores, b: &EvalScores, i: usize) -> Self {
+        let finite = |x: f32| x.is_finite().then_some(x);
+        let (la, lb) = (finite(a.loss[i]), finite(b.loss[i]));
+        Self {
+            loss_a: la,
+            loss_b: lb,
+            gap: la.zip(lb).map(|(x, y)| x - y),
+            top1_a: a.top1[i],
+            top1_b: b.top1[i],
+            top5_a: a.top5[i],
+            top5_b: b.top5[i],
+        }
+    }
 }
 
 impl<'a> LabeledToken<'a> {
@@ -79,6 +122,7 @@ impl<'a> LabeledToken<'a> {
             log_freq: l.log_freq,
             word_initial: l.word_initial,
             domain: &es.domains()[l.domain as usize],
+            paired: None,
         }
     }
 }
@@ -92,23 +136,41 @@ pub fn write_all(
     skipped: usize,
 ) -> anyhow::Result<()> {
     let labels = es.labels()?;
-    write_labeled_dataset(es, texts, &labels, &es.dir().join("labeled_dataset.jsonl"))?;
-    write_category_map(es, texts, &labels, &es.dir().join("token_category_map.csv"))?;
+    write_labeled_dataset(
+        es,
+        texts,
+        &labels,
+        None,
+        &es.dir().join("labeled_dataset.jsonl"),
+    )?;
+    let set = CategorySet::new(es.domains(), &compile_filters(&[], es.domains())?);
+    write_category_map(
+        es,
+        texts,
+        &labels,
+        &set,
+        &es.dir().join("token_category_map.csv"),
+    )?;
     write_manifest(es, sources, tokenizer, skipped)
 }
 
-fn write_labeled_dataset(
+/// Writes `labeled_dataset.jsonl`: every token with its labels and, given two scorings
+/// `(A, B)`, both models' scores.
+pub fn write_labeled_dataset(
     es: &EvalSet,
     texts: &TokenTexts,
     labels: &[TokenLabels],
+    paired: Option<(&EvalScores, &EvalScores)>,
     path: &Path,
 ) -> anyhow::Result<()> {
-    let mut out = BufWriter::new(File::create(path)?);
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::new(file);
     for w in es.windows() {
         for p in 0..w.len as usize {
             let i = w.start as usize + p;
             let id = es.token(i);
-            let rec = LabeledToken::new(es, w.doc, w.index, id, texts.get(id), &labels[i]);
+            let mut rec = LabeledToken::new(es, w.doc, w.index, id, texts.get(id), &labels[i]);
+            rec.paired = paired.map(|(a, b)| PairedScores::new(a, b, i));
             serde_json::to_writer(&mut out, &rec)?;
             out.write_all(b"\n")?;
         }
@@ -117,39 +179,13 @@ fn write_labeled_dataset(
     Ok(())
 }
 
-/// Every category a token can fall in, as `kind=value` names.
-pub fn categories(l: &TokenLabels, domains: &[String]) -> Vec<String> {
-    let mut c = vec![
-        format!("upos={}", l.upos.name()),
-        format!(
-            "tag={}",
-            PTB_TAGS.get(l.tag as usize).copied().unwrap_or("XX")
-        ),
-        format!(
-            "domain={}",
-            domains.get(l.domain as usize).map_or("?", String::as_str)
-        ),
-    ];
-    for (flag, name) in [
-        (l.content(), "content"),
-        (l.function(), "function"),
-        (l.open_bracket, "open_bracket"),
-        (l.close_bracket, "close_bracket"),
-        (l.word_initial, "word_initial"),
-        (l.repeat_len == 0, "new_token"),
-        (l.repeat_len >= 5, "copy5"),
-    ] {
-        if flag {
-            c.push(name.to_owned());
-        }
-    }
-    c
-}
-
-fn write_category_map(
+/// Writes `token_category_map.csv`: per category of `set`, its tokens, documents and most
+/// frequent token texts.
+pub fn write_category_map(
     es: &EvalSet,
     texts: &TokenTexts,
     labels: &[TokenLabels],
+    set: &CategorySet,
     path: &Path,
 ) -> anyhow::Result<()> {
     #[derive(Default)]
@@ -158,19 +194,28 @@ fn write_category_map(
         docs: BTreeSet<u32>,
         ids: HashMap<u32, u64>,
     }
-    let mut cats: BTreeMap<String, Cat> = BTreeMap::new();
+    let mut cats: Vec<Cat> = set.categories().iter().map(|_| Cat::default()).collect();
     let docs = es.token_docs();
+    let mut members = Vec::new();
     for (i, l) in labels.iter().enumerate() {
-        for name in categories(l, es.domains()) {
-            let c = cats.entry(name).or_default();
+        set.members(l, &mut members);
+        for &m in &members {
+            let c = &mut cats[m];
             c.tokens += 1;
             c.docs.insert(docs[i]);
             *c.ids.entry(es.token(i)).or_default() += 1;
         }
     }
-    let mut w = csv::Writer::from_path(path)?;
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
     w.write_record(["category", "tokens", "documents", "example_tokens"])?;
-    for (name, c) in &cats {
+    // Categories no token falls in would only be noise in the map.
+    for (cat, c) in set
+        .categories()
+        .iter()
+        .zip(&cats)
+        .filter(|(_, c)| c.tokens > 0)
+    {
         let mut ids: Vec<(&u32, &u64)> = c.ids.iter().collect();
         ids.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let examples: Vec<String> = ids
@@ -179,7 +224,7 @@ fn write_category_map(
             .map(|(id, _)| format!("{:?}", texts.get(**id)))
             .collect();
         w.write_record([
-            name.as_str(),
+            cat.name().as_str(),
             &c.tokens.to_string(),
             &c.docs.len().to_string(),
             &examples.join(" "),

@@ -1,6 +1,7 @@
 //! Evaluation sets: documents cut into windows, every token labeled (DESIGN §5), stored
 //! immutable and content-hashed, tied to one tokenizer.
 
+pub mod categories;
 pub mod export;
 pub mod filter;
 pub mod format;
@@ -61,13 +62,14 @@ impl EvalSet {
         &self.layout.header.tokenizer_hash
     }
 
-    /// Refuses (input error) a `tokenizer.json` other than the one this evalset was built with.
-    pub fn check_tokenizer(&self, tokenizer_json: &Path) -> anyhow::Result<()> {
-        let hash = crate::tokenizer::hash(tokenizer_json)?;
+    /// Refuses (input error) a `tokenizer.json` other than the one the evalset was built with:
+    /// scores under another tokenizer would be of other token sequences.
+    pub fn check_tokenizer(&self, tok_path: &Path) -> anyhow::Result<()> {
+        let hash = crate::tokenizer::hash(tok_path)?;
         if hash != self.tokenizer_hash() {
             return Err(input_error(format!(
                 "{}: tokenizer {hash} differs from the one evalset {} was prepared with ({})",
-                tokenizer_json.display(),
+                tok_path.display(),
                 self.id(),
                 self.tokenizer_hash()
             )));

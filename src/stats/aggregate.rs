@@ -97,9 +97,7 @@ pub fn aggregate_labels(
                     continue;
                 }
                 let loss = f64::from(scores.loss[i]);
-                let c = &mut clusters[docs[i] as usize];
-                c.sum += loss;
-                c.n += 1.0;
+                clusters[docs[i] as usize].add(loss);
                 sum += loss;
                 n += 1;
                 t1 += usize::from(scores.top1[i]);

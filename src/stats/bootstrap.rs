@@ -1,5 +1,9 @@
 //! Document-cluster bootstrap of a ratio mean (Σ loss / Σ tokens), resampling whole documents
 //! because tokens of one document are not independent.
+//!
+//! A paired comparison of two models is the same bootstrap over per-token gaps
+//! (loss A − loss B): summing the gaps per document keeps each resampled document's tokens
+//! paired, so the interval reflects the variance of the difference, not of each model.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -11,6 +15,26 @@ pub struct Cluster {
     pub sum: f64,
     /// Number of values.
     pub n: f64,
+}
+
+impl Cluster {
+    /// Adds one value.
+    pub fn add(&mut self, v: f64) {
+        self.sum += v;
+        self.n += 1.0;
+    }
+}
+
+/// The point estimate `Σ sum / Σ n`; NaN without values.
+pub fn ratio(clusters: &[Cluster]) -> f64 {
+    let (s, n) = clusters
+        .iter()
+        .fold((0.0, 0.0), |(s, n), c| (s + c.sum, n + c.n));
+    if n > 0.0 {
+        s / n
+    } else {
+        f64::NAN
+    }
 }
 
 /// Percentile bootstrap interval of `Σ sum / Σ n` over resampled clusters.
