@@ -254,12 +254,24 @@ pub enum TagLevel {
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// Checkpoint A (the baseline: gaps are loss A − loss B).
-    pub checkpoint_a: PathBuf,
+    #[arg(required_unless_present = "db")]
+    pub checkpoint_a: Option<PathBuf>,
     /// Checkpoint B.
-    pub checkpoint_b: PathBuf,
-    /// A prepared evalset folder, built with the checkpoints' tokenizer.
-    #[arg(long)]
-    pub evalset: PathBuf,
+    #[arg(required_unless_present = "db")]
+    pub checkpoint_b: Option<PathBuf>,
+    /// A prepared evalset folder, built with the checkpoints' tokenizer (with --db: which of
+    /// the stored evalsets, when the checkpoints were scored on several).
+    #[arg(long, required_unless_present = "db")]
+    pub evalset: Option<PathBuf>,
+    /// Compare results already in this store instead of scoring (with --a and --b).
+    #[arg(long, requires_all = ["a", "b"], conflicts_with_all = ["checkpoint_a", "checkpoint_b"])]
+    pub db: Option<PathBuf>,
+    /// With --db: A as RUN@STEP or RUN@CHECKPOINT (e.g. transformer@1000, hybrid@step1000-anneal).
+    #[arg(long, requires = "db")]
+    pub a: Option<String>,
+    /// With --db: B as RUN@STEP or RUN@CHECKPOINT.
+    #[arg(long, requires = "db")]
+    pub b: Option<String>,
     /// Folder for metrics.json, comparison_plots.png, token_category_map.csv and
     /// labeled_dataset.jsonl (created if missing).
     #[arg(long)]

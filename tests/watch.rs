@@ -534,3 +534,71 @@ fn config_and_db_errors_exit_2_with_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!tmp.path().join("missing.db").exists());
 }
+
+#[test]
+fn compare_reads_stored_losses_without_rescoring() {
+    let env = Env::new("small", &[("tf", ""), ("hy", "")], "");
+    // Cluster-robust statistics need more than one document.
+    let text = fs::read_to_string(repo().join("data/eval/prose/02-the-lighthouse-keeper.txt"));
+    let cut: String = text.expect("corpus").chars().take(1500).collect();
+    fs::write(env.path("corpus/prose/doc2.txt"), cut).expect("write");
+    copy_dir(&fixture("olmo2"), &env.path("runs/tf/step5"));
+    copy_dir(&fixture("hybrid_rope"), &env.path("runs/hy/step5"));
+    let mut daemon = env.spawn("d.log");
+    env.wait_for("both scored", Duration::from_secs(90), |e| {
+        e.query_i64("SELECT COUNT(*) FROM jobs WHERE state = 'done'") == 2
+    });
+    stop(&mut daemon);
+    let out = env.path("cmp");
+    let res = Command::new(BIN)
+        .args(["compare", "--db"])
+        .arg(env.path("state/mon.db"))
+        .args([
+            "--a",
+            "tf@5",
+            "--b",
+            "hy@step5",
+            "--resamples",
+            "50",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("compare");
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let metrics: Value =
+        serde_json::from_str(&fs::read_to_string(out.join("metrics.json")).expect("metrics"))
+            .expect("json");
+    assert_eq!(metrics["a"]["name"], "tf@5");
+    for f in [
+        "comparison_plots.png",
+        "labeled_dataset.jsonl",
+        "token_category_map.csv",
+    ] {
+        assert!(
+            fs::metadata(out.join(f)).expect(f).len() > 0,
+            "{f} is empty"
+        );
+    }
+    // The stored losses are the scorer's: the labeled dataset's loss_a matches `score`.
+    let rows: Vec<Value> = fs::read_to_string(out.join("labeled_dataset.jsonl"))
+        .expect("rows")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("row"))
+        .collect();
+    assert!(rows.iter().any(|r| r["loss_a"].as_f64().is_some()));
+
+    let missing = Command::new(BIN)
+        .args(["compare", "--db"])
+        .arg(env.path("state/mon.db"))
+        .args(["--a", "tf@5", "--b", "hy@99", "--out"])
+        .arg(&out)
+        .output()
+        .expect("compare");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("hy@99"));
+}

@@ -1,6 +1,6 @@
 //! `filtermon compare`: score two checkpoints on one evalset and write the paired analysis.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
@@ -12,28 +12,44 @@ use crate::error::input_error;
 use crate::evalset::categories::{CategorySet, Kind};
 use crate::evalset::export::{write_category_map, write_labeled_dataset};
 use crate::evalset::filter::{compile_filters, load_filter_file};
-use crate::evalset::prepare::TokenTexts;
+use crate::evalset::prepare::{tokenizer_file, TokenTexts};
 use crate::evalset::EvalSet;
 use crate::score::{score_evalset, EvalScores};
+use crate::store::losses::StoredScores;
+use crate::store::Store;
 use crate::{device, tokenizer};
+
+/// Where the two score vectors come from, resolved.
+struct Scored {
+    es: EvalSet,
+    a: EvalScores,
+    b: EvalScores,
+    /// The tokenizer both sides share (for token texts).
+    tokenizer: PathBuf,
+    /// What A and B are, for reports: folder paths or `RUN@STEP`.
+    sources: (String, String),
+    /// Default display names.
+    names: (String, String),
+}
 
 /// Runs the command.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
-    let device = device::parse(&args.device)?;
-    let es = EvalSet::open(&args.evalset)?;
-    let ckpt_a = Checkpoint::open(&args.checkpoint_a)?;
-    let ckpt_b = Checkpoint::open(&args.checkpoint_b)?;
-    let (tok_a, tok_b) = (ckpt_a.tokenizer_path()?, ckpt_b.tokenizer_path()?);
-    let (hash_a, hash_b) = (tokenizer::hash(&tok_a)?, tokenizer::hash(&tok_b)?);
-    if hash_a != hash_b {
-        return Err(input_error(format!(
-            "the checkpoints' tokenizers differ ({} is {hash_a}, {} is {hash_b}): \
-             their losses are over different token sequences",
-            tok_a.display(),
-            tok_b.display()
-        )));
-    }
-    es.check_tokenizer(&tok_a)?;
+    let Scored {
+        es,
+        a,
+        b,
+        tokenizer: tok_a,
+        sources,
+        names: default_names,
+    } = match (&args.db, &args.checkpoint_a, &args.checkpoint_b) {
+        (Some(db), _, _) => from_store(args, db)?,
+        (None, Some(ca), Some(cb)) => from_checkpoints(args, ca, cb)?,
+        _ => {
+            return Err(input_error(
+                "give two checkpoints, or --db with --a and --b",
+            ))
+        }
+    };
     let user = match &args.filters {
         Some(p) => load_filter_file(p)?,
         None => Vec::new(),
@@ -41,11 +57,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let filters = compile_filters(&user, es.domains())?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| input_error(format!("{}: cannot create: {e}", args.out.display())))?;
-
-    let a = score(&ckpt_a, &es, args, &device)?;
-    let b = score(&ckpt_b, &es, args, &device)?;
-
-    let (a_name, b_name) = names(args);
+    let (a_name, b_name) = names(args, default_names);
     let labels = es.labels()?;
     let docs = es.token_docs();
     let input = PairedInput {
@@ -116,14 +128,11 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let side = |name: &str, p: &Path| Side {
+    let side = |name: &str, source: &str| Side {
         name: name.to_owned(),
-        source: p.display().to_string(),
+        source: source.to_owned(),
     };
-    let (side_a, side_b) = (
-        side(&a_name, &args.checkpoint_a),
-        side(&b_name, &args.checkpoint_b),
-    );
+    let (side_a, side_b) = (side(&a_name, &sources.0), side(&b_name, &sources.1));
     let info = EvalsetInfo {
         id: es.id().to_owned(),
         dir: es.dir().display().to_string(),
@@ -159,6 +168,88 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Scores both checkpoints on the evalset.
+fn from_checkpoints(args: &CompareArgs, path_a: &Path, path_b: &Path) -> anyhow::Result<Scored> {
+    let evalset = args
+        .evalset
+        .as_ref()
+        .ok_or_else(|| input_error("--evalset DIR is needed to score checkpoints"))?;
+    let device = device::parse(&args.device)?;
+    let es = EvalSet::open(evalset)?;
+    let ckpt_a = Checkpoint::open(path_a)?;
+    let ckpt_b = Checkpoint::open(path_b)?;
+    let tok = same_tokenizer(&ckpt_a.tokenizer_path()?, &ckpt_b.tokenizer_path()?, &es)?;
+    let a = score(&ckpt_a, &es, args, &device)?;
+    let b = score(&ckpt_b, &es, args, &device)?;
+    Ok(Scored {
+        es,
+        a,
+        b,
+        tokenizer: tok,
+        sources: (path_a.display().to_string(), path_b.display().to_string()),
+        names: (folder_name(path_a), folder_name(path_b)),
+    })
+}
+
+/// Reads both sides' per-token losses from a store, without scoring.
+fn from_store(args: &CompareArgs, db: &Path) -> anyhow::Result<Scored> {
+    let store = Store::open_existing(db)?;
+    let wanted = args.evalset.as_deref().map(EvalSet::open).transpose()?;
+    let hash = wanted.as_ref().map(|es| es.id().to_owned());
+    let side = |spec: &Option<String>| -> anyhow::Result<(String, StoredScores)> {
+        let spec = spec
+            .as_deref()
+            .ok_or_else(|| input_error("--db needs --a and --b"))?;
+        let (run, which) = spec
+            .split_once('@')
+            .ok_or_else(|| input_error(format!("`{spec}`: expected RUN@STEP or RUN@CHECKPOINT")))?;
+        Ok((
+            spec.to_owned(),
+            store.stored_scores(run, which, hash.as_deref())?,
+        ))
+    };
+    let (spec_a, a) = side(&args.a)?;
+    let (spec_b, b) = side(&args.b)?;
+    if a.evalset_hash != b.evalset_hash {
+        return Err(input_error(format!(
+            "{spec_a} and {spec_b} were scored on different evalsets ({} and {}); pick one with --evalset",
+            a.evalset_hash, b.evalset_hash
+        )));
+    }
+    let es = match wanted {
+        Some(es) => es,
+        None => EvalSet::open(&a.evalset_dir)?,
+    };
+    let tok = same_tokenizer(
+        &tokenizer_file(&a.checkpoint)?,
+        &tokenizer_file(&b.checkpoint)?,
+        &es,
+    )?;
+    Ok(Scored {
+        es,
+        a: a.scores,
+        b: b.scores,
+        tokenizer: tok,
+        sources: (spec_a.clone(), spec_b.clone()),
+        names: (spec_a, spec_b),
+    })
+}
+
+/// Both sides must use one tokenizer, the evalset's; returns it.
+fn same_tokenizer(tok_a: &Path, tok_b: &Path, es: &EvalSet) -> anyhow::Result<PathBuf> {
+    let (hash_a, hash_b) = (tokenizer::hash(tok_a)?, tokenizer::hash(tok_b)?);
+    if hash_a != hash_b {
+        return Err(input_error(format!(
+            "the checkpoints' tokenizers differ ({} is {hash_a}, {} is {hash_b}): \
+             their losses are over different token sequences",
+            tok_a.display(),
+            tok_b.display()
+        )));
+    }
+    es.check_tokenizer(tok_a)?;
+    Ok(tok_a.to_path_buf())
+}
+
 fn score(
     ckpt: &Checkpoint,
     es: &EvalSet,
@@ -177,22 +268,17 @@ fn score(
     Ok(scores)
 }
 
-/// Display names: the flags, else the folder names (told apart when they coincide).
-fn names(args: &CompareArgs) -> (String, String) {
-    let folder = |p: &Path| {
-        p.file_name().map_or_else(
-            || p.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        )
-    };
-    let a = args
-        .a_name
-        .clone()
-        .unwrap_or_else(|| folder(&args.checkpoint_a));
-    let b = args
-        .b_name
-        .clone()
-        .unwrap_or_else(|| folder(&args.checkpoint_b));
+fn folder_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Display names: the flags, else the defaults (told apart when they coincide).
+fn names(args: &CompareArgs, (a, b): (String, String)) -> (String, String) {
+    let a = args.a_name.clone().unwrap_or(a);
+    let b = args.b_name.clone().unwrap_or(b);
     if a == b {
         (format!("{a} (A)"), format!("{b} (B)"))
     } else {

@@ -92,6 +92,11 @@ pub fn compare(
             "no token is scored by both checkpoints (every window shorter than 2 tokens?)",
         ));
     }
+    if input.doc_count < 2 {
+        return Err(crate::error::input_error(
+            "the evalset has one document: document-cluster intervals and errors need at least two",
+        ));
+    }
     let set = CategorySet::new(input.domains, input.filters);
     let categories = categories::per_category(input, &set, &tokens, a, b, opts);
     let regression = regression::fit(input, &tokens, a, b)?;

@@ -92,3 +92,83 @@ mod tests {
         assert!(decode(e.tokens + 1, &e.loss, &e.top1, &e.top5).is_err());
     }
 }
+
+/// A checkpoint's stored per-token scores on one evalset, with where they came from.
+pub struct StoredScores {
+    /// The checkpoint folder.
+    pub checkpoint: std::path::PathBuf,
+    /// The evalset folder.
+    pub evalset_dir: std::path::PathBuf,
+    /// The evalset's content hash.
+    pub evalset_hash: String,
+    /// The scores.
+    pub scores: EvalScores,
+}
+
+impl super::Store {
+    /// The stored scores of `run@which`, where `which` is a checkpoint folder name or a step
+    /// (the stable checkpoint when a stable and an annealed one share the step); `evalset`
+    /// (a hash prefix) picks one when the checkpoint was scored on several.
+    pub fn stored_scores(
+        &self,
+        run: &str,
+        which: &str,
+        evalset: Option<&str>,
+    ) -> anyhow::Result<StoredScores> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.path, e.dir, e.hash, t.codec, t.tokens, t.loss, t.top1, t.top5
+             FROM token_losses t
+             JOIN checkpoints c ON c.id = t.checkpoint_id
+             JOIN runs r ON r.id = c.run_id
+             JOIN evalsets e ON e.id = t.evalset_id
+             WHERE r.name = ?1 AND (c.name = ?2 OR CAST(c.step AS TEXT) = ?2)
+             ORDER BY c.name != ?2, c.kind = 'anneal', e.id",
+        )?;
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            i64,
+            Vec<u8>,
+            Vec<u8>,
+            Vec<u8>,
+        );
+        let rows: Vec<Row> = stmt
+            .query_map(rusqlite::params![run, which], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let wanted = rows
+            .into_iter()
+            .find(|r| evalset.is_none_or(|h| r.2.starts_with(h)));
+        let Some((path, dir, hash, codec, tokens, loss, top1, top5)) = wanted else {
+            return Err(crate::error::input_error(format!(
+                "no stored per-token losses for {run}@{which}{}",
+                evalset
+                    .map(|h| format!(" on evalset {h}"))
+                    .unwrap_or_default()
+            )));
+        };
+        if codec != CODEC {
+            anyhow::bail!(
+                "{run}@{which}: losses stored with codec {codec}, this filtermon reads {CODEC}"
+            );
+        }
+        Ok(StoredScores {
+            checkpoint: path.into(),
+            evalset_dir: dir.into(),
+            evalset_hash: hash,
+            scores: decode(tokens as usize, &loss, &top1, &top5)?,
+        })
+    }
+}
