@@ -73,26 +73,6 @@ pub fn decode(tokens: usize, loss: &[u8], top1: &[u8], top5: &[u8]) -> anyhow::R
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip() {
-        let s = EvalScores {
-            loss: vec![f32::NAN, 0.5, 3.25, 1e-7, 9.0, 2.0, 1.0, 0.0, 4.0],
-            top1: vec![false, true, false, false, true, false, false, true, true],
-            top5: vec![false, true, true, false, true, true, false, true, true],
-        };
-        let e = encode(&s).expect("encode");
-        let d = decode(e.tokens, &e.loss, &e.top1, &e.top5).expect("decode");
-        assert!(d.loss[0].is_nan());
-        assert_eq!(d.loss[1..], s.loss[1..]);
-        assert_eq!((d.top1, d.top5), (s.top1, s.top5));
-        assert!(decode(e.tokens + 1, &e.loss, &e.top1, &e.top5).is_err());
-    }
-}
-
 /// A checkpoint's stored per-token scores on one evalset, with where they came from.
 pub struct StoredScores {
     /// The checkpoint folder.
@@ -170,5 +150,25 @@ impl super::Store {
             evalset_hash: hash,
             scores: decode(tokens as usize, &loss, &top1, &top5)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let s = EvalScores {
+            loss: vec![f32::NAN, 0.5, 3.25, 1e-7, 9.0, 2.0, 1.0, 0.0, 4.0],
+            top1: vec![false, true, false, false, true, false, false, true, true],
+            top5: vec![false, true, true, false, true, true, false, true, true],
+        };
+        let e = encode(&s).expect("encode");
+        let d = decode(e.tokens, &e.loss, &e.top1, &e.top5).expect("decode");
+        assert!(d.loss[0].is_nan());
+        assert_eq!(d.loss[1..], s.loss[1..]);
+        assert_eq!((d.top1, d.top5), (s.top1, s.top5));
+        assert!(decode(e.tokens + 1, &e.loss, &e.top1, &e.top5).is_err());
     }
 }
