@@ -4,14 +4,19 @@
 //! delta-rule recurrence itself is a plain-Rust f32 kernel parallel over heads, in the chunked
 //! form (dense matmuls per chunk). The token-by-token recurrence is kept as the test oracle.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor, D};
 use rayon::prelude::*;
 
+use super::gdn_autograd;
 use super::layers::{linear, normalize_f32, sigmoid, silu};
 use super::spec::GdnSpec;
 
 /// Chunk length of the chunked kernel, as in the reference.
 pub const CHUNK: usize = 64;
+
+/// Chunk length of the autograd kernel: its `(I + A)⁻¹` is a series in `A` whose rounding grows
+/// with the chunk (β up to 2 makes `A` large); 32 keeps it within 1e-5 of the plain kernels.
+pub const AUTOGRAD_CHUNK: usize = 32;
 
 /// One Gated DeltaNet mixer.
 #[derive(Debug, Clone)]
@@ -33,9 +38,9 @@ pub struct GatedDeltaNet {
     /// Depthwise conv weight `[2·key_dim + value_dim, kernel]`, rows q | k | v.
     pub conv: Tensor,
     /// `[v_heads]`, f32
-    pub a_log: Vec<f32>,
+    pub a_log: Tensor,
     /// `[v_heads]`, f32 (holding model-dtype values, as the reference keeps it in the model dtype)
-    pub dt_bias: Vec<f32>,
+    pub dt_bias: Tensor,
     /// Per-value-head RMSNorm weight `[head_v_dim]`, f32 (holding model-dtype values).
     pub o_norm: Tensor,
     /// Shape.
@@ -44,15 +49,23 @@ pub struct GatedDeltaNet {
 
 impl GatedDeltaNet {
     /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`.
+    ///
+    /// Autograd only follows tensor ops, so when `x` is tracked (training) the recurrence runs as
+    /// tensor ops ([`Kernel::Autograd`]); otherwise the faster plain kernel runs.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_with(x, Kernel::Chunked(CHUNK))
+        let kernel = if x.track_op() {
+            Kernel::Autograd
+        } else {
+            Kernel::Chunked(CHUNK)
+        };
+        self.forward_with(x, kernel)
     }
 
     /// Forward with a chosen recurrence kernel (tests compare them).
     pub fn forward_with(&self, x: &Tensor, kernel: Kernel) -> Result<Tensor> {
         let (bsz, t, _) = x.dims3()?;
         let s = &self.spec;
-        let (kd, vd) = (s.key_dim(), s.value_dim());
+        let (kd, vd, nv) = (s.key_dim(), s.value_dim(), s.num_v_heads);
         let mixed = Tensor::cat(
             &[
                 linear(x, &self.q)?,
@@ -68,22 +81,52 @@ impl GatedDeltaNet {
         )?
         .to_dtype(x.dtype())?;
         let mixed = silu(&mixed)?;
-        let to_f32 =
-            |y: Tensor| -> Result<Vec<f32>> { y.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
-        let q = to_f32(mixed.narrow(2, 0, kd)?)?;
-        let k = to_f32(mixed.narrow(2, kd, kd)?)?;
-        let v = to_f32(mixed.narrow(2, 2 * kd, vd)?)?;
         let mut beta = sigmoid(&linear(x, &self.b)?)?;
         if s.allow_neg_eigval {
             beta = (beta * 2.0)?;
         }
-        let beta = to_f32(beta)?;
-        let a = to_f32(linear(x, &self.a)?)?;
+        let raw = RawInputs {
+            q: mixed.narrow(2, 0, kd)?,
+            k: mixed.narrow(2, kd, kd)?,
+            v: mixed.narrow(2, 2 * kd, vd)?,
+            a: linear(x, &self.a)?,
+            beta,
+        };
+        let out = match kernel {
+            Kernel::Autograd => self.delta_rule_autograd(raw)?,
+            Kernel::Chunked(_) | Kernel::Recurrent => self.delta_rule_plain(raw, kernel)?,
+        }
+        .to_dtype(x.dtype())?;
+        let gate = linear(x, &self.g)?.reshape((bsz, t, nv, s.head_v_dim))?;
+        // Gated RMSNorm: normalise in f32, round to the model dtype, weight (a model-dtype
+        // product in the reference, so rounded again), then the f32 SiLU gate.
+        let normed = normalize_f32(&out, 1e-5)?
+            .to_dtype(x.dtype())?
+            .to_dtype(DType::F32)?;
+        let normed = normed
+            .broadcast_mul(&self.o_norm)?
+            .to_dtype(x.dtype())?
+            .to_dtype(DType::F32)?;
+        let gated = (normed * gate.to_dtype(DType::F32)?.silu()?)?.to_dtype(x.dtype())?;
+        linear(&gated.reshape((bsz, t, vd))?, &self.o)
+    }
+
+    /// The plain f32 kernels: `[batch, seq, v_heads, head_v_dim]` in f32.
+    fn delta_rule_plain(&self, raw: RawInputs, kernel: Kernel) -> Result<Tensor> {
+        let s = &self.spec;
+        let (bsz, t, _) = raw.q.dims3()?;
+        let device = raw.q.device().clone();
+        let to_f32 =
+            |y: Tensor| -> Result<Vec<f32>> { y.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
+        let (q, k, v) = (to_f32(raw.q)?, to_f32(raw.k)?, to_f32(raw.v)?);
+        let (beta, a) = (to_f32(raw.beta)?, to_f32(raw.a)?);
+        let a_log: Vec<f32> = self.a_log.to_vec1()?;
+        let dt_bias: Vec<f32> = self.dt_bias.to_vec1()?;
         let nv = s.num_v_heads;
         let g: Vec<f32> = a
             .iter()
             .enumerate()
-            .map(|(i, &ai)| -self.a_log[i % nv].exp() * softplus(ai + self.dt_bias[i % nv]))
+            .map(|(i, &ai)| -a_log[i % nv].exp() * softplus(ai + dt_bias[i % nv]))
             .collect();
         let inputs = GdnInputs {
             q: &q,
@@ -99,24 +142,45 @@ impl GatedDeltaNet {
             dv: s.head_v_dim,
         };
         let out = match kernel {
-            Kernel::Chunked(c) => chunked(&inputs, c),
             Kernel::Recurrent => recurrent(&inputs),
+            Kernel::Chunked(c) => chunked(&inputs, c),
+            Kernel::Autograd => candle_core::bail!("the autograd kernel is not a plain kernel"),
         };
-        let out =
-            Tensor::from_vec(out, (bsz, t, nv, s.head_v_dim), x.device())?.to_dtype(x.dtype())?;
-        let gate = linear(x, &self.g)?.reshape((bsz, t, nv, s.head_v_dim))?;
-        // Gated RMSNorm: normalise in f32, round to the model dtype, weight (a model-dtype
-        // product in the reference, so rounded again), then the f32 SiLU gate.
-        let normed = normalize_f32(&out, 1e-5)?
-            .to_dtype(x.dtype())?
-            .to_dtype(DType::F32)?;
-        let normed = normed
-            .broadcast_mul(&self.o_norm)?
-            .to_dtype(x.dtype())?
-            .to_dtype(DType::F32)?;
-        let gated = (normed * gate.to_dtype(DType::F32)?.silu()?)?.to_dtype(x.dtype())?;
-        linear(&gated.reshape((bsz, t, vd))?, &self.o)
+        Tensor::from_vec(out, (bsz, t, nv, s.head_v_dim), &device)
     }
+
+    /// The delta rule as candle tensor ops (differentiable), `[batch, seq, v_heads, head_v_dim]`.
+    fn delta_rule_autograd(&self, raw: RawInputs) -> Result<Tensor> {
+        let s = &self.spec;
+        let (bsz, t, _) = raw.q.dims3()?;
+        let f32 = |y: &Tensor| y.to_dtype(DType::F32);
+        let rep = s.num_v_heads / s.num_k_heads;
+        // L2-normalise each key head, then repeat it for the value heads that share it.
+        let heads = |y: &Tensor, scale: f64| -> Result<Tensor> {
+            let y = f32(y)?.reshape((bsz, t, s.num_k_heads, s.head_k_dim))?;
+            let inv = (y.sqr()?.sum_keepdim(D::Minus1)? + 1e-6)?.sqrt()?.recip()?;
+            let y = (y.broadcast_mul(&inv)? * scale)?;
+            y.unsqueeze(3)?
+                .expand((bsz, t, s.num_k_heads, rep, s.head_k_dim))?
+                .reshape((bsz, t, s.num_v_heads, s.head_k_dim))
+        };
+        let q = heads(&raw.q, (s.head_k_dim as f64).powf(-0.5))?;
+        let k = heads(&raw.k, 1.0)?;
+        let v = f32(&raw.v)?.reshape((bsz, t, s.num_v_heads, s.head_v_dim))?;
+        let pre = f32(&raw.a)?.broadcast_add(&self.dt_bias)?;
+        let g = softplus_tensor(&pre)?.broadcast_mul(&self.a_log.exp()?.neg()?)?;
+        gdn_autograd::delta_rule(&q, &k, &v, &g, &f32(&raw.beta)?, AUTOGRAD_CHUNK)
+    }
+}
+
+/// The mixer's inputs to the delta rule, in the model dtype: q, k, v after the conv and SiLU,
+/// the decay input `a_proj x` and β.
+struct RawInputs {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    a: Tensor,
+    beta: Tensor,
 }
 
 /// Which recurrence kernel to run.
@@ -126,6 +190,13 @@ pub enum Kernel {
     Chunked(usize),
     /// Token by token (the oracle).
     Recurrent,
+    /// Chunked form as candle tensor ops, so autograd can differentiate it (training).
+    Autograd,
+}
+
+/// `softplus` as tensor ops, stable for large |x|: `max(x, 0) + ln(1 + e^{−|x|})`.
+fn softplus_tensor(x: &Tensor) -> Result<Tensor> {
+    x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
 }
 
 /// `softplus` with torch's threshold, above which it is the identity.
@@ -475,5 +546,79 @@ mod tests {
         let mut o = random(seq, 3);
         o.beta.iter_mut().for_each(|b| *b = 0.0);
         assert!(chunked(&inputs(&o, seq), CHUNK).iter().all(|x| *x == 0.0));
+    }
+
+    /// A seeded N(0, std²)-ish tensor (uniform with that standard deviation).
+    fn seeded(rng: &mut StdRng, shape: &[usize], std: f32) -> Result<Tensor> {
+        let half_width = std * 3f32.sqrt();
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| rng.random_range(-half_width..half_width))
+            .collect();
+        Tensor::from_vec(v, shape, &candle_core::Device::Cpu)
+    }
+
+    /// A layer with random weights: 2 key heads shared by 4 value heads.
+    fn random_layer(allow_neg_eigval: bool, seed: u64) -> Result<GatedDeltaNet> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let spec = GdnSpec {
+            num_k_heads: 2,
+            num_v_heads: 4,
+            head_k_dim: 8,
+            head_v_dim: 6,
+            conv_kernel: 4,
+            allow_neg_eigval,
+        };
+        let (h, kd, vd, nv) = (16, spec.key_dim(), spec.value_dim(), 4);
+        let mut r = |shape: &[usize], std: f32| seeded(&mut rng, shape, std);
+        Ok(GatedDeltaNet {
+            q: r(&[kd, h], 0.3)?,
+            k: r(&[kd, h], 0.3)?,
+            v: r(&[vd, h], 0.3)?,
+            a: r(&[nv, h], 0.3)?,
+            b: r(&[nv, h], 0.3)?,
+            g: r(&[vd, h], 0.3)?,
+            o: r(&[h, vd], 0.3)?,
+            conv: r(&[2 * kd + vd, 4], 0.5)?,
+            a_log: r(&[nv], 1.0)?,
+            dt_bias: r(&[nv], 1.0)?,
+            o_norm: (r(&[6], 0.1)? + 1.0)?,
+            spec,
+        })
+    }
+
+    #[test]
+    fn autograd_kernel_matches_plain_kernels() -> Result<()> {
+        for (seed, seq, neg) in [(0, 1, false), (1, 50, true), (2, 64, false), (3, 150, true)] {
+            let layer = random_layer(neg, seed)?;
+            let x = seeded(&mut StdRng::seed_from_u64(seed + 10), &[2, seq, 16], 1.0)?;
+            let flat = |k: Kernel| -> Result<Vec<f32>> {
+                layer.forward_with(&x, k)?.flatten_all()?.to_vec1()
+            };
+            let auto = flat(Kernel::Autograd)?;
+            // Relative to the output scale (a few units here): the plain kernels agree with
+            // each other to the same degree.
+            let scale = auto.iter().fold(1f32, |a, b| a.max(b.abs()));
+            for k in [Kernel::Recurrent, Kernel::Chunked(CHUNK)] {
+                let d = max_diff(&auto, &flat(k)?) / scale;
+                assert!(d <= 1e-5, "seq {seq}, {k:?}: max relative diff {d}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn tracked_input_selects_the_autograd_kernel() -> Result<()> {
+        let layer = random_layer(false, 4)?;
+        let x = candle_core::Var::randn(0f32, 1.0, (1, 20, 16), &candle_core::Device::Cpu)?;
+        let y = layer.forward(x.as_tensor())?;
+        // Position 0 reaches the last output only through the recurrence (the conv spans 4).
+        let grads = y.narrow(1, 19, 1)?.sqr()?.sum_all()?.backward()?;
+        let gx = grads
+            .get(x.as_tensor())
+            .ok_or_else(|| candle_core::Error::Msg("no gradient reached the input".into()))?;
+        let first = gx.narrow(1, 0, 1)?.abs()?.sum_all()?.to_scalar::<f32>()?;
+        assert!(first > 0.0);
+        Ok(())
     }
 }

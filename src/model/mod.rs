@@ -4,6 +4,7 @@
 //! the pure-recurrent model is GDN blocks only. One stack type serves all three.
 
 pub mod gated_deltanet;
+pub mod gdn_autograd;
 pub mod layers;
 pub mod nll;
 pub mod olmo3;
@@ -70,8 +71,8 @@ impl Block {
                     .iter()
                     .map(|t| t.elem_count())
                     .sum::<usize>()
-                    + g.a_log.len()
-                    + g.dt_bias.len()
+                    + g.a_log.elem_count()
+                    + g.dt_bias.elem_count()
             }
         };
         mlp + norms + mixer
@@ -192,9 +193,6 @@ impl CausalLm {
                     }
                     let (kd, vd, nv) = (g.key_dim(), g.value_dim(), g.num_v_heads);
                     let la = |s: &str| n(&format!("linear_attn.{s}"));
-                    let f32v = |names: &[&str]| -> anyhow::Result<Vec<f32>> {
-                        Ok(w.get_as(names, &[nv], DType::F32)?.to_vec1()?)
-                    };
                     // transformers keeps `A_log` in f32 whatever the load dtype, but `dt_bias` and
                     // the o_norm weight in the model dtype: round those through it.
                     let model_dtype_as_f32 =
@@ -210,8 +208,8 @@ impl CausalLm {
                         g: w.get(&[&la("g_proj.weight")], &[vd, h])?,
                         o: w.get(&[&la("o_proj.weight"), &la("out_proj.weight")], &[h, vd])?,
                         conv: conv_weight(w, &la, 2 * kd + vd, g.conv_kernel)?,
-                        a_log: f32v(&[&la("A_log")])?,
-                        dt_bias: model_dtype_as_f32(&[&la("dt_bias")], nv)?.to_vec1()?,
+                        a_log: w.get_as(&[&la("A_log")], &[nv], DType::F32)?,
+                        dt_bias: model_dtype_as_f32(&[&la("dt_bias")], nv)?,
                         o_norm: model_dtype_as_f32(
                             &[&la("o_norm.weight"), &la("norm.weight")],
                             g.head_v_dim,

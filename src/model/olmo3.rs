@@ -1,7 +1,7 @@
 //! Olmo 2 / Olmo 3 softmax attention: full-width QK-norm, GQA, RoPE (optionally YaRN),
 //! sliding windows. The hybrid's attention layers are the same module without a window.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor, D};
 
 use super::layers::{linear, RmsNorm};
 use super::spec::{AttentionSpec, Rope};
@@ -45,12 +45,20 @@ impl Attention {
         let mut q = heads(self.q_norm.forward(&linear(x, &self.q)?)?, nh)?;
         let mut k = heads(self.k_norm.forward(&linear(x, &self.k)?)?, nkv)?;
         let v = heads(linear(x, &self.v)?, nkv)?;
+        // candle's fused rope and softmax kernels have no backward pass: when autograd is
+        // recording (training), use the same formulas as plain tensor ops.
+        let differentiable = q.track_op();
         if let Some(rope) = &self.rope {
             let (cos, sin) = rope_tables(rope, hd, t, x.device())?;
             // The reference keeps cos/sin in f32 and rounds the rotated q/k back to the model dtype.
             let rot = |y: &Tensor| {
-                candle_nn::rotary_emb::rope(&y.to_dtype(DType::F32)?, &cos, &sin)?
-                    .to_dtype(y.dtype())
+                let y32 = y.to_dtype(DType::F32)?;
+                if differentiable {
+                    candle_nn::rotary_emb::rope_slow(&y32, &cos, &sin)
+                } else {
+                    candle_nn::rotary_emb::rope(&y32, &cos, &sin)
+                }?
+                .to_dtype(y.dtype())
             };
             q = rot(&q)?;
             k = rot(&k)?;
@@ -82,8 +90,13 @@ impl Attention {
                 .to_dtype(x.dtype())?
                 .to_dtype(DType::F32)?;
             let mask = causal_mask(start, len, key_start, end, self.window, x.device())?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?
-                .to_dtype(x.dtype())?;
+            let masked = scores.broadcast_add(&mask)?;
+            let probs = if differentiable {
+                candle_nn::ops::softmax(&masked, D::Minus1)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&masked)?
+            }
+            .to_dtype(x.dtype())?;
             outs.push(probs.matmul(&vb)?);
         }
         let out = Tensor::cat(&outs, 2)?
