@@ -117,6 +117,20 @@ impl DTypeArg {
     }
 }
 
+/// How a model runs: shared by the commands that score.
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Precision of weights and activations.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// `cpu`, or `cuda:N` (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
+
 /// `filtermon prepare`.
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
@@ -170,15 +184,9 @@ pub struct ScoreArgs {
     /// Most tokens per window with --input; a window never spans two documents.
     #[arg(long, default_value_t = 2048)]
     pub window: usize,
-    /// Precision of weights and activations.
-    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
-    pub dtype: DTypeArg,
-    /// `cpu`, or `cuda:N` (needs the `cuda` feature).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Windows per forward pass.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    /// Precision, device and batch.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// TOML file of extra filters (`[filters]` name = "expression").
     #[arg(long)]
     pub filters: Option<PathBuf>,
@@ -298,13 +306,7 @@ pub struct CompareArgs {
     /// Bootstrap seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Precision of weights and activations.
-    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
-    pub dtype: DTypeArg,
-    /// `cpu`, or `cuda:N` (needs the `cuda` feature).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Windows per forward pass.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    /// Precision, device and batch.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }

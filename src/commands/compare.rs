@@ -174,7 +174,7 @@ fn from_checkpoints(args: &CompareArgs, path_a: &Path, path_b: &Path) -> anyhow:
         .evalset
         .as_ref()
         .ok_or_else(|| input_error("--evalset DIR is needed to score checkpoints"))?;
-    let device = device::parse(&args.device)?;
+    let device = device::parse(&args.runtime.device)?;
     let es = EvalSet::open(evalset)?;
     let ckpt_a = Checkpoint::open(path_a)?;
     let ckpt_b = Checkpoint::open(path_b)?;
@@ -257,8 +257,8 @@ fn score(
     device: &Device,
 ) -> anyhow::Result<EvalScores> {
     // One model in memory at a time: it is dropped when this returns.
-    let model = ckpt.load_model(args.dtype.dtype(), device)?;
-    let (scores, speed) = score_evalset(&model, es, args.batch, device)?;
+    let model = ckpt.load_model(args.runtime.dtype.dtype(), device)?;
+    let (scores, speed) = score_evalset(&model, es, args.runtime.batch, device)?;
     tracing::info!(
         checkpoint = %ckpt.dir.display(),
         tokens = speed.tokens,

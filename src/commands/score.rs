@@ -87,7 +87,7 @@ pub fn read_docs(path: &Path) -> anyhow::Result<Vec<InputDoc>> {
 
 /// Runs the command.
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
-    let device = device::parse(&args.device)?;
+    let device = device::parse(&args.runtime.device)?;
     let ckpt = Checkpoint::open(&args.checkpoint)?;
     let tok_path = ckpt.tokenizer_path()?;
     match (&args.input, &args.evalset) {
@@ -135,9 +135,9 @@ fn score_documents(
             args.checkpoint.display()
         )));
     }
-    let model = ckpt.load_model(args.dtype.dtype(), device)?;
+    let model = ckpt.load_model(args.runtime.dtype.dtype(), device)?;
     tracing::info!(documents = docs.len(), windows = windows.len(), "scoring");
-    let (scores, speed) = score_windows(&model, &windows, args.batch, device)?;
+    let (scores, speed) = score_windows(&model, &windows, args.runtime.batch, device)?;
     let docs = &docs;
     let records = windows.iter().zip(&scores).flat_map(|(w, s)| {
         s.iter().enumerate().map(move |(i, ts)| TokenLossRecord {
@@ -176,8 +176,8 @@ fn score_evalset_cmd(
         None => Vec::new(),
     };
     let filters = compile_filters(&user, es.domains())?;
-    let model = ckpt.load_model(args.dtype.dtype(), device)?;
-    let (scores, speed) = score_evalset(&model, &es, args.batch, device)?;
+    let model = ckpt.load_model(args.runtime.dtype.dtype(), device)?;
+    let (scores, speed) = score_evalset(&model, &es, args.runtime.batch, device)?;
     if let Some(out) = &args.token_losses {
         let (es, scores) = (&es, &scores);
         let h = es.header();
