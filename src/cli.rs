@@ -102,8 +102,12 @@ pub struct PrepareArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["input", "evalset"])))]
 pub struct ScoreArgs {
-    /// Checkpoint folder (config.json, safetensors, tokenizer.json).
+    /// Checkpoint folder: Hugging Face (config.json, safetensors, tokenizer.json) or an
+    /// OLMo-core `stepN` folder.
     pub checkpoint: PathBuf,
+    /// `tokenizer.json` to use when the folder holds none (OLMo-core folders never do).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Documents: JSONL with a `text` field and optional `id` and `domain`.
     #[arg(long)]
     pub input: Option<PathBuf>,

@@ -9,7 +9,7 @@ use crate::model::spec::{
     AttentionSpec, Family, GdnSpec, LayerSpec, Mixer, ModelSpec, NormPlacement, Rope, Yarn,
 };
 
-type Obj = Map<String, Value>;
+pub(crate) type Obj = Map<String, Value>;
 
 /// Reads and maps `config.json`; every problem names the file and the key.
 pub fn load(path: &Path) -> anyhow::Result<ModelSpec> {
@@ -298,11 +298,11 @@ fn gdn_spec(c: &Obj, hidden: usize, num_heads: usize) -> Result<GdnSpec, String>
     })
 }
 
-fn req_usize(c: &Obj, k: &str) -> Result<usize, String> {
+pub(crate) fn req_usize(c: &Obj, k: &str) -> Result<usize, String> {
     opt_usize(c, k)?.ok_or_else(|| format!("missing `{k}`"))
 }
 
-fn opt_usize(c: &Obj, k: &str) -> Result<Option<usize>, String> {
+pub(crate) fn opt_usize(c: &Obj, k: &str) -> Result<Option<usize>, String> {
     match c.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -312,7 +312,7 @@ fn opt_usize(c: &Obj, k: &str) -> Result<Option<usize>, String> {
     }
 }
 
-fn opt_f64(c: &Obj, k: &str) -> Result<Option<f64>, String> {
+pub(crate) fn opt_f64(c: &Obj, k: &str) -> Result<Option<f64>, String> {
     match c.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -322,7 +322,7 @@ fn opt_f64(c: &Obj, k: &str) -> Result<Option<f64>, String> {
     }
 }
 
-fn opt_bool(c: &Obj, k: &str) -> Result<Option<bool>, String> {
+pub(crate) fn opt_bool(c: &Obj, k: &str) -> Result<Option<bool>, String> {
     match c.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v

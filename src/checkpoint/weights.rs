@@ -1,4 +1,5 @@
-//! Memory-mapped safetensors weights with shape checks, dtype conversion and name aliases.
+//! Checkpoint weights with shape checks, dtype conversion and name aliases, from memory-mapped
+//! safetensors files or an OLMo-core native folder, always asked for by Hugging Face name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,15 +8,25 @@ use anyhow::Context;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use super::olmo_core::NativeSource;
 use crate::error::input_error;
+
+/// Where the tensors come from.
+enum Source {
+    /// Safetensors files and, per tensor name, the index of the file holding it.
+    Safetensors {
+        files: Vec<(PathBuf, MmapedSafetensors)>,
+        routing: HashMap<String, usize>,
+    },
+    /// An OLMo-core step folder.
+    Native(NativeSource),
+    /// N(0, 0.02) noise of the requested shape (benchmarks of model shapes without files).
+    Random,
+}
 
 /// The tensors of one checkpoint, possibly spread over several files.
 pub struct Weights {
-    files: Vec<(PathBuf, MmapedSafetensors)>,
-    /// tensor name → index into `files`
-    routing: HashMap<String, usize>,
-    /// Fabricate every requested tensor (benchmarks of model shapes without files).
-    random: bool,
+    source: Source,
     dtype: DType,
     device: Device,
     origin: PathBuf,
@@ -46,21 +57,30 @@ impl Weights {
             mapped.push((path.clone(), st));
         }
         Ok(Self {
-            files: mapped,
-            routing,
-            random: false,
+            source: Source::Safetensors {
+                files: mapped,
+                routing,
+            },
             dtype,
             device: device.clone(),
             origin: origin.to_path_buf(),
         })
     }
 
+    /// The model weights of an OLMo-core step folder.
+    pub fn native(source: NativeSource, dtype: DType, device: &Device) -> Self {
+        Self {
+            origin: source.dir().to_path_buf(),
+            source: Source::Native(source),
+            dtype,
+            device: device.clone(),
+        }
+    }
+
     /// A source that answers every request with N(0, 0.02) noise of the requested shape.
     pub fn random(dtype: DType, device: &Device) -> Self {
         Self {
-            files: Vec::new(),
-            routing: HashMap::new(),
-            random: true,
+            source: Source::Random,
             dtype,
             device: device.clone(),
             origin: PathBuf::from("<random>"),
@@ -84,7 +104,13 @@ impl Weights {
 
     /// Whether any of `names` exists.
     pub fn contains<S: AsRef<str>>(&self, names: &[S]) -> bool {
-        self.random || names.iter().any(|n| self.routing.contains_key(n.as_ref()))
+        match &self.source {
+            Source::Random => true,
+            Source::Safetensors { routing, .. } => {
+                names.iter().any(|n| routing.contains_key(n.as_ref()))
+            }
+            Source::Native(src) => names.iter().any(|n| src.contains(n.as_ref())),
+        }
     }
 
     /// The first of `names` that exists, checked against `shape`, in the model dtype.
@@ -99,50 +125,53 @@ impl Weights {
         shape: &[usize],
         dtype: DType,
     ) -> anyhow::Result<Tensor> {
-        if self.random {
+        if let Source::Random = self.source {
             return Ok(Tensor::randn(0f32, 0.02, shape, &self.device)?.to_dtype(dtype)?);
         }
-        let (name, file) = self.locate(names)?;
-        let (path, st) = &self.files[file];
-        let t = st
-            .load(name, &Device::Cpu)
-            .map_err(|e| input_error(format!("{}: tensor `{name}`: {e}", path.display())))?;
+        let (name, t) = self.load(names)?;
         if t.dims() != shape {
             return Err(input_error(format!(
                 "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
-                path.display(),
+                self.origin.display(),
                 t.dims()
             )));
         }
         t.to_dtype(dtype)
             .and_then(|t| t.to_device(&self.device))
-            .with_context(|| format!("{}: tensor `{name}`", path.display()))
+            .with_context(|| format!("{}: tensor `{name}`", self.origin.display()))
     }
 
     /// Raw tensor by any alias without a shape check (for tensors assembled from parts).
     pub fn get_raw<S: AsRef<str>>(&self, names: &[S]) -> anyhow::Result<Tensor> {
-        let (name, file) = self.locate(names)?;
-        let (path, st) = &self.files[file];
-        st.load(name, &Device::Cpu)
-            .map_err(|e| input_error(format!("{}: tensor `{name}`: {e}", path.display())))
+        Ok(self.load(names)?.1)
     }
 
-    fn locate<'a, S: AsRef<str>>(&self, names: &'a [S]) -> anyhow::Result<(&'a str, usize)> {
-        names
-            .iter()
-            .find_map(|n| self.routing.get(n.as_ref()).map(|&i| (n.as_ref(), i)))
-            .ok_or_else(|| {
-                let all: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
-                let also = if all.len() > 1 {
-                    format!(" (nor {})", all[1..].join(", "))
-                } else {
-                    String::new()
-                };
-                input_error(format!(
-                    "{}: tensor `{}` not found{also}",
-                    self.origin.display(),
-                    all.first().copied().unwrap_or("")
-                ))
-            })
+    /// The first of `names` that exists, on the CPU in its stored dtype.
+    fn load<'a, S: AsRef<str>>(&self, names: &'a [S]) -> anyhow::Result<(&'a str, Tensor)> {
+        let found = names.iter().map(AsRef::as_ref).find_map(|n| {
+            let t = match &self.source {
+                Source::Random => Some(Err(anyhow::anyhow!("random weights have no files"))),
+                Source::Safetensors { files, routing } => routing.get(n).map(|&i| {
+                    let (path, st) = &files[i];
+                    st.load(n, &Device::Cpu)
+                        .map_err(|e| input_error(format!("{}: tensor `{n}`: {e}", path.display())))
+                }),
+                Source::Native(src) => src.load(n),
+            };
+            t.map(|t| t.map(|t| (n, t)))
+        });
+        found.unwrap_or_else(|| {
+            let all: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+            let also = if all.len() > 1 {
+                format!(" (nor {})", all[1..].join(", "))
+            } else {
+                String::new()
+            };
+            Err(input_error(format!(
+                "{}: tensor `{}` not found{also}",
+                self.origin.display(),
+                all.first().copied().unwrap_or("")
+            )))
+        })
     }
 }
