@@ -6,18 +6,22 @@ repository (OLMo-core only builds Gated DeltaNet modules when `fla` imports; the
 a GPU, which is why the GDN references come from transformers after OLMo-core's HF conversion).
 
     python scripts/make_olmo_core_fixtures.py            # tests/fixtures/olmo_core/*
-    python scripts/make_olmo_core_fixtures.py --bench DIR  # ~300 MB random model, native + HF
+    python scripts/make_olmo_core_fixtures.py --bench DIR  # ~350 MB random model, native + HF
 
 Every fixture is a `stepN/` folder written by OLMo-core's own `Checkpointer` (config.json with the
 model config under `model`, `.metadata.json`, `train/rank0.pt`, `model_and_optim/`), plus `hf/`,
 OLMo-core's conversion of the same weights, and `reference.json` with per-token NLLs:
 
-- `transformer`: Olmo 3-style (reordered norm, QK-norm, GQA, sliding windows, YaRN on the full
-  layers via `block_overrides`); reference from OLMo-core's own forward on CPU.
+- `transformer`: Olmo 3-style (reordered norm, QK-norm, GQA, a sliding and a full layer, YaRN on
+  the full one via `block_overrides`); reference from OLMo-core's own forward on CPU. The only
+  fixture saved with optimizer state (which the reader must skip).
 - `hybrid`: 3:1 GDN:attention with named blocks and `block_pattern`; pre-norm GDN blocks,
   reordered-norm attention blocks without RoPE. Saved by two gloo ranks with FSDP, so every
-  tensor is split into chunks across `__0_0.distcp` and `__1_0.distcp`.
-- `gdn`: pure Gated DeltaNet, parameters in bfloat16.
+  tensor is split into chunks across the `__0_*.distcp` and `__1_*.distcp` files.
+- `gdn`: pure Gated DeltaNet, embedding saved in bfloat16.
+
+The models are as small as the mapping allows (d_model 16, vocab 304 for the 300-token test
+tokenizer) so that the fixtures stay a few hundred KB.
 """
 
 import argparse
@@ -54,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "olmo_core"
 TOKENIZER = ROOT / "tests" / "fixtures" / "tokenizer.json"
 VOCAB = 304  # the 300-token test tokenizer, padded
-D = 32
+D = 16
 STEP = 100
 
 
@@ -62,7 +66,7 @@ def rms(eps=1e-6):
     return LayerNormConfig(name=LayerNormType.rms, eps=eps, bias=False)
 
 
-def ffn(hidden=64):
+def ffn(hidden=32):
     return FeedForwardConfig(hidden_size=hidden, bias=False)
 
 
@@ -81,9 +85,9 @@ def gdn():
     return GatedDeltaNetConfig(n_heads=2, head_dim=8, expand_v=2.0, allow_neg_eigval=True, conv_size=4)
 
 
-def transformer_config(dtype=DType.float32, d=D, layers=4, vocab=VOCAB, hidden=64):
+def transformer_config(dtype=DType.float32, d=D, layers=2, vocab=VOCAB, hidden=32):
     block = TransformerBlockConfig(
-        sequence_mixer=attention(SlidingWindowAttentionConfig(pattern=[16, 16, 16, -1])),
+        sequence_mixer=attention(SlidingWindowAttentionConfig(pattern=[16, -1])),
         layer_norm=rms(),
         feed_forward=ffn(hidden),
         name=TransformerBlockType.reordered_norm,
@@ -99,7 +103,7 @@ def transformer_config(dtype=DType.float32, d=D, layers=4, vocab=VOCAB, hidden=6
     return cfg.with_rope_scaling(YaRNRoPEScalingConfig(factor=4.0, old_context_len=64))
 
 
-def hybrid_config(dtype=DType.float32, d=D, layers=4, vocab=VOCAB, hidden=64, pattern=None):
+def hybrid_config(dtype=DType.float32, d=D, layers=4, vocab=VOCAB, hidden=32, pattern=None):
     blocks = {
         "gdn": TransformerBlockConfig(
             sequence_mixer=gdn(), layer_norm=rms(), feed_forward=ffn(hidden), name=TransformerBlockType.default
@@ -146,28 +150,41 @@ def randomize(model, gen):
 
 
 class TrainModule:
-    """What `Checkpointer.save` needs of a train module: the state dict it writes."""
+    """What `Checkpointer.save` needs of a train module: the state dict it writes (without
+    `optim` when there is no optimizer, which keeps fixtures small)."""
 
     def __init__(self, model, optim):
         self.model, self.optim = model, optim
 
     def state_dict_to_save(self):
         opts = dcp_sd.StateDictOptions(flatten_optimizer_state_dict=True)
-        return {
-            "model": dcp_sd.get_model_state_dict(self.model, options=opts),
-            "optim": dcp_sd.get_optimizer_state_dict(self.model, self.optim, options=opts),
-        }
+        state = {"model": dcp_sd.get_model_state_dict(self.model, options=opts)}
+        if self.optim is not None:
+            state["optim"] = dcp_sd.get_optimizer_state_dict(self.model, self.optim, options=opts)
+        return state
 
 
-def one_step(model, seed):
-    """One AdamW step, so that the folder carries optimizer state like a real run's."""
-    optim = torch.optim.AdamW(model.parameters(), lr=1e-9)
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 300, (1, 12), generator=gen)
-    for p in model.parameters():
-        p.grad = torch.zeros_like(p)  # no forward: GDN's forward needs a GPU
+class OneMoment(torch.optim.Optimizer):
+    """A stand-in for AdamW with one hyperparameter and one state tensor per parameter. The
+    folder still holds both kinds of optimizer entries a real run's does (tensors, and pickled
+    param-group values), at a fraction of AdamW's size: OLMo-core flattens the param groups into
+    one entry per parameter and key, each a ~1.3 KB torch.save archive."""
+
+    def __init__(self, params):
+        super().__init__(params, {"lr": 1e-9})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["exp_avg"] = torch.zeros_like(p)
+
+
+def one_step(model):
+    """One optimizer step, so that the folder carries optimizer state like a real run's (no
+    forward: GDN's forward needs a GPU)."""
+    optim = OneMoment(model.parameters())
     optim.step()
-    del ids
     return optim
 
 
@@ -306,14 +323,14 @@ def build(cfg, seed):
     return model
 
 
-def make_single(name, cfg, seed, reference):
+def make_single(name, cfg, seed, reference, with_optim=False):
     run_dir = OUT / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     model = build(cfg, seed)
     with tempfile.TemporaryDirectory() as work:
-        step_dir = write_step(run_dir, cfg, model, one_step(model, seed), Path(work))
+        step_dir = write_step(run_dir, cfg, model, one_step(model) if with_optim else None, Path(work))
     convert(step_dir, cfg, run_dir / "hf")
     seqs = sequences(seed)
     if reference == "olmo_core":
@@ -339,9 +356,8 @@ def sharded_worker(rank, world, name, seed, run_dir):
     for block in model.blocks.values():
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    optim = one_step(model, seed)
     with tempfile.TemporaryDirectory() as work:
-        write_step(run_dir, cfg, model, optim, Path(work))
+        write_step(run_dir, cfg, model, None, Path(work))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -378,8 +394,8 @@ def write_missing_chunk_metadata(step_dir: Path):
 
 
 def make_bench(out: Path):
-    """A ~300 MB random f32 hybrid, native (single rank) and converted to safetensors."""
-    cfg = hybrid_config(d=1024, layers=8, vocab=32768, hidden=4096)
+    """A ~350 MB random f32 hybrid, native (single rank) and converted to safetensors."""
+    cfg = hybrid_config(d=768, layers=4, vocab=32768, hidden=3072)
     model = build(cfg, 7)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
@@ -400,7 +416,7 @@ def main():
     if args.bench:
         make_bench(args.bench)
         return
-    make_single("transformer", transformer_config(), 11, "olmo_core")
+    make_single("transformer", transformer_config(), 11, "olmo_core", with_optim=True)
     make_sharded("hybrid", 12)
     make_single("gdn", hybrid_config(dtype=DType.bfloat16, layers=2, pattern=["gdn"]), 13, "transformers")
     for d in sorted(OUT.iterdir()):
