@@ -39,6 +39,58 @@ pub enum Command {
     Tagger(crate::tagger::cli::TaggerCommand),
     /// Tag stdin: `word/UPOS` pairs, one output line per input line.
     Tag(crate::tagger::cli::TagArgs),
+    /// Watch runs and score every ready checkpoint once, keeping the curves in SQLite.
+    Watch(WatchArgs),
+    /// Runs, checkpoints by state, latest results and failures in a store.
+    Status(StatusArgs),
+    /// One row per (run, checkpoint, evalset, filter) of a store, as CSV or JSONL.
+    Export(ExportArgs),
+}
+
+/// `filtermon watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Watch config (TOML; see watch-configs/).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// `filtermon status`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "db"])))]
+pub struct StatusArgs {
+    /// Watch config whose `db` to read.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The SQLite database.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// `filtermon export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The SQLite database.
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Output format (written to stdout).
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Only this run.
+    #[arg(long)]
+    pub run: Option<String>,
 }
 
 /// Weight and activation precision.

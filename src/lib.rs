@@ -4,15 +4,20 @@
 //! [`checkpoint`] finds and loads checkpoints, [`model`] runs them, [`score`] turns windows into
 //! per-token losses, [`evalset`] labels tokens and selects them with filters.
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod curves;
+pub mod daemon;
 pub mod device;
 pub mod error;
 pub mod evalset;
 pub mod model;
 pub mod score;
 pub mod stats;
+pub mod store;
 pub mod tagger;
 pub mod tagset;
 pub mod tokenizer;

@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::run(a),
         Command::Tagger(c) => filtermon::tagger::cli::run_tagger(c),
         Command::Tag(a) => filtermon::tagger::cli::run_tag(a),
+        Command::Watch(a) => commands::watch::run(a),
+        Command::Status(a) => commands::status::run(a),
+        Command::Export(a) => commands::export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

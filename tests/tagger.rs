@@ -133,3 +133,33 @@ fn invalid_utf8_input_is_an_input_error() {
     assert!(filtermon::error::is_input_error(&err));
     assert!(err.to_string().contains("line 2"), "{err}");
 }
+
+#[test]
+fn tag_binary_honours_the_pretokenized_contract() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_filtermon"))
+        .args(["tag", "--pretokenized"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn filtermon tag");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"The dogs ran home .\n\nShe did n't know .\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "The/DET dogs/NOUN ran/VERB home/ADV ./PUNCT",
+            "",
+            "She/PRON did/AUX n't/PART know/VERB ./PUNCT"
+        ]
+    );
+}

@@ -195,9 +195,9 @@ fn layer_specs(c: &Obj, family: Family, types: &[String]) -> Result<Vec<LayerSpe
 fn rope_for(c: &Obj, family: Family, layer_type: &str) -> Result<Option<Rope>, String> {
     let default_theta = match family {
         Family::Olmo3 => Some(500_000.0),
-        Family::Olmo2 => Some(10_000.0),
-        // A hybrid without a configured theta has no RoPE at all (NoPE).
-        Family::OlmoHybrid => None,
+        // transformers fills a missing hybrid `rope_parameters` with theta 10000; only an
+        // explicit `"rope_theta": null` turns RoPE off (NoPE).
+        Family::Olmo2 | Family::OlmoHybrid => Some(10_000.0),
     };
     let legacy_theta = opt_f64(c, "rope_theta")?;
     let params: Option<&Obj> = match c.get("rope_parameters") {
@@ -329,5 +329,142 @@ pub(crate) fn opt_bool(c: &Obj, k: &str) -> Result<Option<bool>, String> {
             .as_bool()
             .map(Some)
             .ok_or_else(|| format!("`{k}` is not true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Obj {
+        v.as_object().cloned().expect("object")
+    }
+
+    fn fixture(name: &str, file: &str) -> ModelSpec {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/hf")
+            .join(name)
+            .join(file);
+        load(&p).expect("fixture config")
+    }
+
+    fn ropes(spec: &ModelSpec) -> Vec<Option<Rope>> {
+        spec.layers
+            .iter()
+            .map(|l| match &l.mixer {
+                Mixer::Attention { rope, .. } => rope.clone(),
+                Mixer::GatedDeltaNet => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn legacy_rope_spelling_maps_like_rope_parameters() {
+        let new = fixture("olmo3_yarn", "config.json");
+        let legacy = fixture("olmo3_yarn", "config.legacy.json");
+        assert_eq!(new, legacy);
+        let r = ropes(&new);
+        assert!(
+            r[0].as_ref().expect("sliding rope").yarn.is_none(),
+            "YaRN only on full attention"
+        );
+        assert_eq!(
+            r[1].as_ref()
+                .expect("full rope")
+                .yarn
+                .as_ref()
+                .expect("yarn")
+                .factor,
+            8.0
+        );
+    }
+
+    #[test]
+    fn flat_rope_parameters_scale_full_attention_only() {
+        let spec = parse(&obj(json!({
+            "model_type": "olmo3", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "sliding_window": 4,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000.0, "factor": 4.0,
+                                "original_max_position_embeddings": 64},
+        })))
+        .expect("parse");
+        let r = ropes(&spec);
+        assert_eq!(r[0].as_ref().expect("rope").theta, 1000.0);
+        assert!(r[0].as_ref().expect("rope").yarn.is_none());
+        assert!(r[1].as_ref().expect("rope").yarn.is_some());
+        assert!(matches!(
+            spec.layers[0].mixer,
+            Mixer::Attention {
+                window: Some(4),
+                ..
+            }
+        ));
+        assert!(matches!(
+            spec.layers[1].mixer,
+            Mixer::Attention { window: None, .. }
+        ));
+    }
+
+    #[test]
+    fn hybrid_rope_is_off_only_with_a_null_theta() {
+        let base = json!({
+            "model_type": "olmo_hybrid", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+            "num_hidden_layers": 2, "num_attention_heads": 2,
+            "layer_types": ["linear_attention", "full_attention"],
+        });
+        let mut off = base.clone();
+        off["rope_parameters"] = json!({"rope_type": "default", "rope_theta": null});
+        assert_eq!(ropes(&parse(&obj(off)).expect("parse"))[1], None);
+        let mut on = base.clone();
+        on["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 5000.0});
+        assert_eq!(
+            ropes(&parse(&obj(on)).expect("parse"))[1]
+                .as_ref()
+                .map(|r| r.theta),
+            Some(5000.0)
+        );
+        // transformers fills an absent rope_parameters with theta 10000, i.e. RoPE on.
+        assert_eq!(
+            ropes(&parse(&obj(base)).expect("parse"))[1]
+                .as_ref()
+                .map(|r| r.theta),
+            Some(10000.0)
+        );
+    }
+
+    #[test]
+    fn all_linear_hybrid_is_accepted() {
+        let spec = fixture("gdn_only", "config.json");
+        assert!(spec
+            .layers
+            .iter()
+            .all(|l| l.mixer == Mixer::GatedDeltaNet && l.norm == NormPlacement::Pre));
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases = [
+            (json!({"model_type": "llama"}), "unknown model_type `llama`"),
+            (
+                json!({"model_type": "olmo3", "hidden_size": 8}),
+                "missing `num_hidden_layers`",
+            ),
+            (
+                json!({"model_type": "olmo3", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "layer_types": ["full_attention"]}),
+                "`layer_types` has 1 entries",
+            ),
+            (
+                json!({"model_type": "olmo3", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+                       "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 3}),
+                "num_key_value_heads",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let err = parse(&obj(cfg)).expect_err("must fail");
+            assert!(err.contains(want), "{err} lacks {want}");
+        }
     }
 }

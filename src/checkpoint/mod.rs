@@ -3,6 +3,7 @@
 //! Two formats: Hugging Face folders (`config.json`, safetensors, `tokenizer.json`) and
 //! OLMo-core's native `stepN/` folders (see [`olmo_core`]), which hold no tokenizer.
 
+pub mod discover;
 pub mod hf_config;
 pub mod olmo_core;
 pub mod weights;

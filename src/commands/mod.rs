@@ -1,5 +1,8 @@
 //! One module per subcommand: argument handling and output around the library stages.
 
 pub mod bench;
+pub mod export;
 pub mod prepare;
 pub mod score;
+pub mod status;
+pub mod watch;

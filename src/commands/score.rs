@@ -170,15 +170,7 @@ fn score_evalset_cmd(
     device: &candle_core::Device,
 ) -> anyhow::Result<()> {
     let es = EvalSet::open(dir)?;
-    let hash = tokenizer::hash(tok_path)?;
-    if hash != es.tokenizer_hash() {
-        return Err(input_error(format!(
-            "{}: tokenizer {hash} differs from the one evalset {} was prepared with ({})",
-            tok_path.display(),
-            es.id(),
-            es.tokenizer_hash()
-        )));
-    }
+    es.check_tokenizer(tok_path)?;
     let user = match &args.filters {
         Some(p) => load_filter_file(p)?,
         None => Vec::new(),

@@ -61,6 +61,20 @@ impl EvalSet {
         &self.layout.header.tokenizer_hash
     }
 
+    /// Refuses (input error) a `tokenizer.json` other than the one this evalset was built with.
+    pub fn check_tokenizer(&self, tokenizer_json: &Path) -> anyhow::Result<()> {
+        let hash = crate::tokenizer::hash(tokenizer_json)?;
+        if hash != self.tokenizer_hash() {
+            return Err(input_error(format!(
+                "{}: tokenizer {hash} differs from the one evalset {} was prepared with ({})",
+                tokenizer_json.display(),
+                self.id(),
+                self.tokenizer_hash()
+            )));
+        }
+        Ok(())
+    }
+
     /// Domain names; a label's `domain` indexes this.
     pub fn domains(&self) -> &[String] {
         &self.layout.header.domains

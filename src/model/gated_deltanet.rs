@@ -7,7 +7,7 @@
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
-use super::layers::{linear, normalize_f32};
+use super::layers::{linear, normalize_f32, sigmoid, silu};
 use super::spec::GdnSpec;
 
 /// Chunk length of the chunked kernel, as in the reference.
@@ -34,9 +34,9 @@ pub struct GatedDeltaNet {
     pub conv: Tensor,
     /// `[v_heads]`, f32
     pub a_log: Vec<f32>,
-    /// `[v_heads]`, f32
+    /// `[v_heads]`, f32 (holding model-dtype values, as the reference keeps it in the model dtype)
     pub dt_bias: Vec<f32>,
-    /// Per-value-head RMSNorm weight `[head_v_dim]`, f32.
+    /// Per-value-head RMSNorm weight `[head_v_dim]`, f32 (holding model-dtype values).
     pub o_norm: Tensor,
     /// Shape.
     pub spec: GdnSpec,
@@ -61,13 +61,19 @@ impl GatedDeltaNet {
             ],
             2,
         )?;
-        let mixed = causal_depthwise_conv(&mixed, &self.conv)?.silu()?;
+        // torch's conv1d accumulates in f32 and rounds once to the model dtype.
+        let mixed = causal_depthwise_conv(
+            &mixed.to_dtype(DType::F32)?,
+            &self.conv.to_dtype(DType::F32)?,
+        )?
+        .to_dtype(x.dtype())?;
+        let mixed = silu(&mixed)?;
         let to_f32 =
             |y: Tensor| -> Result<Vec<f32>> { y.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
         let q = to_f32(mixed.narrow(2, 0, kd)?)?;
         let k = to_f32(mixed.narrow(2, kd, kd)?)?;
         let v = to_f32(mixed.narrow(2, 2 * kd, vd)?)?;
-        let mut beta = candle_nn::ops::sigmoid(&linear(x, &self.b)?)?;
+        let mut beta = sigmoid(&linear(x, &self.b)?)?;
         if s.allow_neg_eigval {
             beta = (beta * 2.0)?;
         }
@@ -99,11 +105,15 @@ impl GatedDeltaNet {
         let out =
             Tensor::from_vec(out, (bsz, t, nv, s.head_v_dim), x.device())?.to_dtype(x.dtype())?;
         let gate = linear(x, &self.g)?.reshape((bsz, t, nv, s.head_v_dim))?;
-        // Gated RMSNorm: normalise in f32, round to the model dtype, weight, then the f32 SiLU gate.
+        // Gated RMSNorm: normalise in f32, round to the model dtype, weight (a model-dtype
+        // product in the reference, so rounded again), then the f32 SiLU gate.
         let normed = normalize_f32(&out, 1e-5)?
             .to_dtype(x.dtype())?
             .to_dtype(DType::F32)?;
-        let normed = normed.broadcast_mul(&self.o_norm)?;
+        let normed = normed
+            .broadcast_mul(&self.o_norm)?
+            .to_dtype(x.dtype())?
+            .to_dtype(DType::F32)?;
         let gated = (normed * gate.to_dtype(DType::F32)?.silu()?)?.to_dtype(x.dtype())?;
         linear(&gated.reshape((bsz, t, vd))?, &self.o)
     }
@@ -229,8 +239,23 @@ impl GdnInputs<'_> {
     }
 }
 
+/// Dot product with eight independent accumulators, so the compiler can vectorise it
+/// (a single running sum pins the order of float additions).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `out += s · row` elementwise.

@@ -46,6 +46,17 @@ pub fn normalize_f32(x: &Tensor, eps: f64) -> Result<Tensor> {
     xf.broadcast_div(&(var + eps)?.sqrt()?)
 }
 
+/// SiLU computed in f32 and rounded once to `x`'s dtype, as torch does for bf16 (candle's own
+/// bf16 SiLU rounds after the exp, the add and the division, and differs on ~30 % of elements).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    x.to_dtype(DType::F32)?.silu()?.to_dtype(x.dtype())
+}
+
+/// Sigmoid computed in f32 and rounded once to `x`'s dtype (see [`silu`]).
+pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::sigmoid(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+}
+
 /// SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
@@ -60,7 +71,7 @@ pub struct Mlp {
 impl Mlp {
     /// Applies the MLP.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = linear(x, &self.gate)?.silu()?;
+        let g = silu(&linear(x, &self.gate)?)?;
         let u = linear(x, &self.up)?;
         linear(&(g * u)?, &self.down)
     }

@@ -195,6 +195,12 @@ impl CausalLm {
                     let f32v = |names: &[&str]| -> anyhow::Result<Vec<f32>> {
                         Ok(w.get_as(names, &[nv], DType::F32)?.to_vec1()?)
                     };
+                    // transformers keeps `A_log` in f32 whatever the load dtype, but `dt_bias` and
+                    // the o_norm weight in the model dtype: round those through it.
+                    let model_dtype_as_f32 =
+                        |names: &[&str], len: usize| -> anyhow::Result<Tensor> {
+                            Ok(w.get(names, &[len])?.to_dtype(DType::F32)?)
+                        };
                     let gdn = GatedDeltaNet {
                         q: w.get(&[&la("q_proj.weight")], &[kd, h])?,
                         k: w.get(&[&la("k_proj.weight")], &[kd, h])?,
@@ -205,11 +211,10 @@ impl CausalLm {
                         o: w.get(&[&la("o_proj.weight"), &la("out_proj.weight")], &[h, vd])?,
                         conv: conv_weight(w, &la, 2 * kd + vd, g.conv_kernel)?,
                         a_log: f32v(&[&la("A_log")])?,
-                        dt_bias: f32v(&[&la("dt_bias")])?,
-                        o_norm: w.get_as(
+                        dt_bias: model_dtype_as_f32(&[&la("dt_bias")], nv)?.to_vec1()?,
+                        o_norm: model_dtype_as_f32(
                             &[&la("o_norm.weight"), &la("norm.weight")],
-                            &[g.head_v_dim],
-                            DType::F32,
+                            g.head_v_dim,
                         )?,
                         spec: g.clone(),
                     };

@@ -76,12 +76,14 @@ impl Attention {
             let qb = q.narrow(2, start, len)?;
             let kb = k.narrow(2, key_start, end - key_start)?;
             let vb = v.narrow(2, key_start, end - key_start)?;
-            let scores = (qb.matmul(&kb.t()?)? * scale)?;
+            // As the reference: q·kᵀ rounded to the model dtype, scaled by the f32 scale and rounded
+            // again (candle's affine would round the scale itself to bf16), softmax in f32.
+            let scores = (qb.matmul(&kb.t()?)?.to_dtype(DType::F32)? * scale)?
+                .to_dtype(x.dtype())?
+                .to_dtype(DType::F32)?;
             let mask = causal_mask(start, len, key_start, end, self.window, x.device())?;
-            let probs = candle_nn::ops::softmax_last_dim(
-                &scores.to_dtype(DType::F32)?.broadcast_add(&mask)?,
-            )?
-            .to_dtype(x.dtype())?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?
+                .to_dtype(x.dtype())?;
             outs.push(probs.matmul(&vb)?);
         }
         let out = Tensor::cat(&outs, 2)?

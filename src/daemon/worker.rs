@@ -1,0 +1,263 @@
+//! The worker: leases jobs one at a time, scores them and commits the results.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::one_line;
+use crate::evalset::filter::Filter;
+use crate::evalset::EvalSet;
+use crate::model::CausalLm;
+use crate::score::score_evalset;
+use crate::stats::aggregate::{aggregate, AggregateOptions, FilterResult};
+use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
+use crate::store::losses::{encode, EncodedLosses};
+use crate::store::{now, Store};
+
+/// An evalset ready for scoring, with its filters compiled against its domains.
+pub struct LoadedEvalset {
+    /// Store id.
+    pub id: i64,
+    /// Config name.
+    pub name: String,
+    /// The evalset.
+    pub es: EvalSet,
+    /// Built-in and user filters.
+    pub filters: Vec<Filter>,
+}
+
+/// How checkpoints are scored.
+pub struct ScoreSettings {
+    /// Device.
+    pub device: Device,
+    /// Precision.
+    pub dtype: DType,
+    /// Windows per forward pass.
+    pub batch: usize,
+    /// Bootstrap settings.
+    pub aggregate: AggregateOptions,
+}
+
+/// Scores checkpoints, keeping the last model loaded so that a checkpoint's jobs on
+/// several evalsets load it once.
+pub struct Scorer {
+    settings: ScoreSettings,
+    cached: Option<(PathBuf, CausalLm)>,
+}
+
+impl Scorer {
+    /// A scorer with nothing loaded.
+    pub fn new(settings: ScoreSettings) -> Self {
+        Scorer {
+            settings,
+            cached: None,
+        }
+    }
+
+    /// Scores one checkpoint on one evalset: per-filter results and the per-token vectors.
+    pub fn score(
+        &mut self,
+        dir: &Path,
+        es: &LoadedEvalset,
+    ) -> anyhow::Result<(Vec<FilterResult>, EncodedLosses)> {
+        let ckpt = Checkpoint::open(dir)?;
+        check_tokenizer(&ckpt, &es.es)?;
+        if self.cached.as_ref().is_none_or(|(p, _)| p != dir) {
+            self.cached = None;
+            let model = ckpt.load_model(self.settings.dtype, &self.settings.device)?;
+            self.cached = Some((dir.to_path_buf(), model));
+        }
+        let Some((_, model)) = &self.cached else {
+            anyhow::bail!("model cache is empty after loading");
+        };
+        let (scores, _) = score_evalset(model, &es.es, self.settings.batch, &self.settings.device)?;
+        let results = aggregate(&es.es, &scores, &es.filters, self.settings.aggregate)?;
+        Ok((results, encode(&scores)?))
+    }
+}
+
+/// A checkpoint must use the tokenizer its evalset was prepared with. One without a
+/// `tokenizer.json` cannot be checked and is scored with a warning.
+fn check_tokenizer(ckpt: &Checkpoint, es: &EvalSet) -> anyhow::Result<()> {
+    let Ok(path) = ckpt.tokenizer_path() else {
+        tracing::warn!(checkpoint = %ckpt.dir.display(), "no tokenizer.json: cannot check it matches the evalset's");
+        return Ok(());
+    };
+    es.check_tokenizer(&path)
+}
+
+/// What the worker loop needs.
+pub struct Worker {
+    /// Store connection of the worker.
+    pub store: Store,
+    /// Database path, for the lease-renewal connection.
+    pub db: PathBuf,
+    /// Lease owner id.
+    pub owner: String,
+    /// Lease length.
+    pub lease: Duration,
+    /// Retry policy.
+    pub policy: RetryPolicy,
+    /// Run ids this daemon serves.
+    pub runs: Vec<i64>,
+    /// Evalsets this daemon serves.
+    pub evalsets: Vec<LoadedEvalset>,
+    /// The scorer.
+    pub scorer: Scorer,
+    /// Set on SIGINT/SIGTERM: take no new job.
+    pub stop: Arc<AtomicBool>,
+    /// The job being scored, for the shutdown path to re-queue.
+    pub current: Arc<Mutex<Option<Job>>>,
+}
+
+/// How long an idle worker waits before looking at the queue again (jobs queued by other
+/// daemons, retries coming due).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+impl Worker {
+    /// Runs until `stop` is set; `wake` is signalled when jobs are queued.
+    pub fn run(mut self, wake: &Receiver<()>) -> anyhow::Result<()> {
+        let es_ids: Vec<i64> = self.evalsets.iter().map(|e| e.id).collect();
+        let mut last_reclaim: Option<Instant> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            if last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2) {
+                self.store.reclaim(self.policy)?;
+                last_reclaim = Some(Instant::now());
+            }
+            let job =
+                self.store
+                    .lease(&self.owner, self.lease.as_secs_f64(), &self.runs, &es_ids)?;
+            match job {
+                Some(job) => self.run_job(job)?,
+                None => match wake.recv_timeout(IDLE_POLL) {
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn run_job(&mut self, job: Job) -> anyhow::Result<()> {
+        let Some(es) = self.evalsets.iter().find(|e| e.id == job.evalset_id) else {
+            anyhow::bail!(
+                "leased job {} of an evalset this daemon does not serve",
+                job.id
+            );
+        };
+        set_current(&self.current, Some(job.clone()));
+        let span = tracing::info_span!("job", run = %job.run, checkpoint = %job.checkpoint, evalset = %es.name);
+        let _enter = span.enter();
+        tracing::info!(step = job.step, attempt = job.attempts, "scoring");
+        let heartbeat = Heartbeat::start(&self.db, job.id, &self.owner, self.lease);
+        let started = Instant::now();
+        let scorer = &mut self.scorer;
+        let outcome = catch_unwind(AssertUnwindSafe(|| scorer.score(Path::new(&job.path), es)))
+            .unwrap_or_else(|panic| {
+                Err(anyhow::anyhow!("scoring panicked: {}", panic_text(&panic)))
+            });
+        let score_secs = started.elapsed().as_secs_f64();
+        drop(heartbeat);
+        match outcome {
+            Ok((results, losses)) => {
+                if self
+                    .store
+                    .complete(&job, &self.owner, &results, &losses, score_secs)?
+                {
+                    let latency = now() - job.ready_at - score_secs;
+                    tracing::info!(
+                        job = job.id,
+                        step = job.step,
+                        score_secs,
+                        latency_secs = latency,
+                        filters = results.len(),
+                        "scored"
+                    );
+                } else {
+                    tracing::warn!(job = job.id, "lease lost while scoring; results discarded");
+                }
+            }
+            Err(e) => {
+                // A broken checkpoint frees its memory before the next one loads.
+                self.scorer.cached = None;
+                let msg = one_line(&e);
+                match self.store.fail(&job, &self.owner, &msg, self.policy)? {
+                    FailOutcome::Retry(secs) => {
+                        tracing::warn!(job = job.id, error = %msg, retry_in_secs = secs, "scoring failed; will retry")
+                    }
+                    FailOutcome::Failed => {
+                        tracing::error!(job = job.id, error = %msg, attempts = job.attempts, "scoring failed for good")
+                    }
+                    FailOutcome::LeaseLost => {
+                        tracing::warn!(job = job.id, error = %msg, "scoring failed after the lease was lost")
+                    }
+                }
+            }
+        }
+        set_current(&self.current, None);
+        Ok(())
+    }
+}
+
+fn set_current(current: &Mutex<Option<Job>>, job: Option<Job>) {
+    // A poisoned lock only means a panic elsewhere; the slot itself is still valid.
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = job;
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Renews a job's lease from its own thread and connection while the job runs.
+struct Heartbeat {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(db: &Path, job: i64, owner: &str, lease: Duration) -> Heartbeat {
+        let (tx, rx) = mpsc::channel::<()>();
+        let (db, owner) = (db.to_path_buf(), owner.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut store = match Store::open_existing(&db) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %one_line(&e), "lease renewal cannot open the db");
+                    return;
+                }
+            };
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(lease / 4) {
+                match store.renew(job, &owner, lease.as_secs_f64()) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(job, "lease lost");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(job, error = %one_line(&e), "lease renewal failed"),
+                }
+            }
+        });
+        Heartbeat {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

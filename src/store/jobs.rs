@@ -1,0 +1,470 @@
+//! The persistent job queue: one job per (checkpoint, evalset), leased by one daemon at a
+//! time.
+//!
+//! A lease is taken in an IMMEDIATE transaction, so two daemons on one database never get
+//! the same job; it carries an owner and an expiry that the owner renews while it scores.
+//! A job whose owner died is re-queued when its lease expires, or at once when the owner
+//! was a process on this host that no longer exists. Results are written in the same
+//! transaction that marks the job done, and only while the lease is still held: a crash
+//! leaves all of a job's results or none, and a job is never scored into the store twice.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::losses::EncodedLosses;
+use super::{now, Store};
+use crate::stats::aggregate::FilterResult;
+
+/// A leased job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Job id.
+    pub id: i64,
+    /// Checkpoint id.
+    pub checkpoint_id: i64,
+    /// Evalset id.
+    pub evalset_id: i64,
+    /// Run name.
+    pub run: String,
+    /// Checkpoint folder name.
+    pub checkpoint: String,
+    /// Checkpoint folder.
+    pub path: String,
+    /// Training step.
+    pub step: u64,
+    /// When the checkpoint was found ready (Unix seconds).
+    pub ready_at: f64,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+}
+
+/// What became of a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailOutcome {
+    /// Queued again, not before this many seconds from now.
+    Retry(f64),
+    /// Out of attempts: marked failed.
+    Failed,
+    /// The lease had been lost; nothing was changed.
+    LeaseLost,
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts before a job is marked failed.
+    pub max_attempts: u32,
+    /// Wait before the first retry, in seconds; doubles with each attempt.
+    pub backoff: f64,
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempts: u32) -> f64 {
+        self.backoff * 2f64.powi(attempts.saturating_sub(1).min(30) as i32)
+    }
+}
+
+/// Owner id of this process: `host:pid:nonce`.
+pub fn owner_id() -> String {
+    format!(
+        "{}:{}:{:08x}",
+        hostname(),
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether the owner of a lease is a process of this host that has exited.
+fn owner_is_dead(owner: &str) -> bool {
+    let mut parts = owner.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    if host != hostname() || pid.parse::<u32>().is_err() {
+        return false;
+    }
+    // Without /proc (not Linux) nothing can be said; the lease expiry still applies.
+    let proc = std::path::Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid).exists()
+}
+
+impl Store {
+    /// Re-queues the jobs of dead owners: expired leases, and leases of processes on this
+    /// host that are gone. A job already at its last attempt is marked failed instead.
+    /// Returns how many jobs were re-queued or failed.
+    pub fn reclaim(&mut self, policy: RetryPolicy) -> anyhow::Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let t = now();
+        let running: Vec<(i64, String, f64, u32)> = {
+            let mut st = tx.prepare(
+                "SELECT id, lease_owner, lease_expires, attempts FROM jobs WHERE state = 'running'",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    r.get::<_, Option<f64>>(2)?.unwrap_or(0.0),
+                    r.get(3)?,
+                ))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut n = 0;
+        for (id, owner, expires, attempts) in running {
+            if expires >= t && !owner_is_dead(&owner) {
+                continue;
+            }
+            let error = format!("the daemon scoring it ({owner}) stopped without finishing");
+            if attempts >= policy.max_attempts {
+                tx.execute(
+                    "UPDATE jobs SET state = 'failed', error = ?2, lease_owner = NULL,
+                     lease_expires = NULL, finished_at = ?3 WHERE id = ?1",
+                    params![id, error, t],
+                )?;
+            } else {
+                tx.execute(
+                    "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL
+                     WHERE id = ?1",
+                    params![id],
+                )?;
+            }
+            tracing::warn!(job = id, %owner, "re-queued the job of a daemon that died");
+            n += 1;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Leases the next due job among `runs` × `evalsets` (ids): annealed checkpoints first,
+    /// then oldest step first.
+    pub fn lease(
+        &mut self,
+        owner: &str,
+        lease_secs: f64,
+        runs: &[i64],
+        evalsets: &[i64],
+    ) -> anyhow::Result<Option<Job>> {
+        if runs.is_empty() || evalsets.is_empty() {
+            return Ok(None);
+        }
+        let ids = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        // Ids are integers from the store itself, so formatting them into the SQL is safe.
+        let sql = format!(
+            "SELECT j.id, j.checkpoint_id, j.evalset_id, r.name, c.name, c.path, c.step,
+                    c.ready_at, j.attempts
+             FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id JOIN runs r ON r.id = c.run_id
+             WHERE j.state = 'queued' AND j.not_before <= ?1
+               AND c.run_id IN ({}) AND j.evalset_id IN ({})
+             ORDER BY j.priority DESC, c.step ASC, c.id ASC, j.evalset_id ASC LIMIT 1",
+            ids(runs),
+            ids(evalsets)
+        );
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let t = now();
+        let job = tx
+            .query_row(&sql, [t], |r| {
+                Ok(Job {
+                    id: r.get(0)?,
+                    checkpoint_id: r.get(1)?,
+                    evalset_id: r.get(2)?,
+                    run: r.get(3)?,
+                    checkpoint: r.get(4)?,
+                    path: r.get(5)?,
+                    step: r.get::<_, i64>(6)?.max(0) as u64,
+                    ready_at: r.get(7)?,
+                    attempts: r.get::<_, u32>(8)? + 1,
+                })
+            })
+            .optional()?;
+        if let Some(job) = &job {
+            tx.execute(
+                "UPDATE jobs SET state = 'running', attempts = ?2, lease_owner = ?3,
+                 lease_expires = ?4, started_at = ?5 WHERE id = ?1",
+                params![job.id, job.attempts, owner, t + lease_secs, t],
+            )?;
+        }
+        tx.commit()?;
+        Ok(job)
+    }
+
+    /// Extends a lease; false when it is no longer ours.
+    pub fn renew(&mut self, job: i64, owner: &str, lease_secs: f64) -> anyhow::Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE jobs SET lease_expires = ?3
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+            params![job, owner, now() + lease_secs],
+        )? == 1)
+    }
+
+    /// Writes a job's results and loss vectors and marks it done, in one transaction.
+    /// False (and nothing written) when the lease is no longer ours.
+    pub fn complete(
+        &mut self,
+        job: &Job,
+        owner: &str,
+        results: &[FilterResult],
+        losses: &EncodedLosses,
+        score_secs: f64,
+    ) -> anyhow::Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let t = now();
+        let owned = tx.execute(
+            "UPDATE jobs SET state = 'done', error = NULL, lease_owner = NULL,
+             lease_expires = NULL, finished_at = ?3, score_secs = ?4
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+            params![job.id, owner, t, score_secs],
+        )?;
+        if owned == 0 {
+            return Ok(false);
+        }
+        {
+            let mut st = tx.prepare(
+                "INSERT INTO results (checkpoint_id, evalset_id, filter, definition, mean, n,
+                 ci_lo, ci_hi, top1, top5, scored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let finite = |x: f64| x.is_finite().then_some(x);
+            for r in results.iter().filter(|r| r.domain.is_none()) {
+                st.execute(params![
+                    job.checkpoint_id,
+                    job.evalset_id,
+                    r.filter,
+                    r.definition,
+                    finite(r.mean),
+                    i64::try_from(r.n)?,
+                    finite(r.ci_lo),
+                    finite(r.ci_hi),
+                    finite(r.top1),
+                    finite(r.top5),
+                    t
+                ])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO token_losses (checkpoint_id, evalset_id, codec, tokens, loss, top1, top5)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                job.checkpoint_id,
+                job.evalset_id,
+                losses.codec,
+                i64::try_from(losses.tokens)?,
+                losses.loss,
+                losses.top1,
+                losses.top5
+            ],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Records a failed attempt: re-queued with backoff, or failed when out of attempts.
+    pub fn fail(
+        &mut self,
+        job: &Job,
+        owner: &str,
+        error: &str,
+        policy: RetryPolicy,
+    ) -> anyhow::Result<FailOutcome> {
+        let t = now();
+        let (outcome, state, not_before) = if job.attempts >= policy.max_attempts {
+            (FailOutcome::Failed, "failed", t)
+        } else {
+            let d = policy.delay(job.attempts);
+            (FailOutcome::Retry(d), "queued", t + d)
+        };
+        let n = self.conn.execute(
+            "UPDATE jobs SET state = ?3, error = ?4, not_before = ?5, lease_owner = NULL,
+             lease_expires = NULL, finished_at = ?6
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+            params![job.id, owner, state, error, not_before, t],
+        )?;
+        Ok(if n == 1 {
+            outcome
+        } else {
+            FailOutcome::LeaseLost
+        })
+    }
+
+    /// Puts a job back in the queue without counting the attempt (shutdown).
+    pub fn release(&mut self, job: &Job, owner: &str) -> anyhow::Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0),
+             lease_owner = NULL, lease_expires = NULL
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+            params![job.id, owner],
+        )? == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::losses::encode;
+    use crate::store::{EvalsetRow, NewCheckpoint, RunRow};
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 2,
+        backoff: 0.0,
+    };
+
+    fn setup() -> (tempfile::TempDir, Store, i64, i64) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = Store::open(&dir.path().join("m.db")).expect("open");
+        let run = s
+            .upsert_run(&RunRow {
+                name: "a".into(),
+                arch: "hybrid".into(),
+                dir: "/x".into(),
+                baseline: None,
+                tokens_per_step: 1,
+            })
+            .expect("run");
+        let es = s
+            .upsert_evalset(&EvalsetRow {
+                name: "e".into(),
+                hash: "h".into(),
+                tokenizer_hash: "t".into(),
+                dir: "/e".into(),
+                tokens: 3,
+            })
+            .expect("es");
+        for (name, step, anneal) in [
+            ("step30", 30, false),
+            ("step10", 10, false),
+            ("step20-anneal", 20, true),
+        ] {
+            let ck = NewCheckpoint {
+                name: name.into(),
+                path: format!("/x/{name}"),
+                step,
+                tokens: step,
+                anneal,
+            };
+            s.add_checkpoint(run, &ck, &[es]).expect("add");
+        }
+        (dir, s, run, es)
+    }
+
+    #[test]
+    fn lease_order_anneal_then_oldest() {
+        let (_d, mut s, run, es) = setup();
+        let order: Vec<String> = (0..3)
+            .map(|_| {
+                s.lease("me", 60.0, &[run], &[es])
+                    .expect("lease")
+                    .expect("job")
+                    .checkpoint
+            })
+            .collect();
+        assert_eq!(order, ["step20-anneal", "step10", "step30"]);
+        assert!(s.lease("me", 60.0, &[run], &[es]).expect("lease").is_none());
+    }
+
+    #[test]
+    fn complete_only_with_lease_and_once() {
+        let (_d, mut s, run, es) = setup();
+        let job = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        let losses = encode(&crate::score::EvalScores {
+            loss: vec![f32::NAN, 1.0, 2.0],
+            top1: vec![false, true, false],
+            top5: vec![false, true, true],
+        })
+        .expect("encode");
+        assert!(!s
+            .complete(&job, "other", &[], &losses, 1.0)
+            .expect("complete"));
+        assert!(s.complete(&job, "me", &[], &losses, 1.0).expect("complete"));
+        assert!(!s.complete(&job, "me", &[], &losses, 1.0).expect("again"));
+    }
+
+    #[test]
+    fn failure_retries_then_fails() {
+        let (_d, mut s, run, es) = setup();
+        let job = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert_eq!(
+            s.fail(&job, "me", "boom", POLICY).expect("fail"),
+            FailOutcome::Retry(0.0)
+        );
+        let again = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert_eq!(again.id, job.id);
+        assert_eq!(again.attempts, 2);
+        assert_eq!(
+            s.fail(&again, "me", "boom", POLICY).expect("fail"),
+            FailOutcome::Failed
+        );
+        assert_ne!(
+            s.lease("me", 60.0, &[run], &[es])
+                .expect("lease")
+                .expect("job")
+                .id,
+            job.id
+        );
+    }
+
+    #[test]
+    fn expired_and_dead_leases_are_reclaimed() {
+        let (_d, mut s, run, es) = setup();
+        let job = s
+            .lease("me", -1.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        let dead = format!("{}:999999999:0", hostname());
+        let other = s
+            .lease(&dead, 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        let live = s
+            .lease(&owner_id(), 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert_eq!(s.reclaim(POLICY).expect("reclaim"), 2);
+        assert!(!s.renew(live.id, "nobody", 60.0).expect("renew"));
+        let ids: Vec<i64> = (0..2)
+            .map(|_| {
+                s.lease("me", 60.0, &[run], &[es])
+                    .expect("lease")
+                    .expect("job")
+                    .id
+            })
+            .collect();
+        assert_eq!(ids, [job.id, other.id]);
+    }
+
+    #[test]
+    fn release_does_not_count_an_attempt() {
+        let (_d, mut s, run, es) = setup();
+        let job = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert!(s.release(&job, "me").expect("release"));
+        let again = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert_eq!((again.id, again.attempts), (job.id, 1));
+    }
+}

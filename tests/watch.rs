@@ -1,0 +1,536 @@
+//! The monitor end to end: the real binary on temp folders, real checkpoint files and a
+//! real SQLite db. Checkpoints appear while the daemon runs.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
+const SETTLE: f64 = 1.0;
+/// Built-in filters plus the one user filter of every test config.
+const FILTERS: i64 = 8;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/hf").join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read fixture") {
+        let e = e.expect("entry");
+        fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+/// A temp folder with a small corpus, run folders and a config.
+struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    /// `corpus`: `small` (one short document) or `default` (the shipped data/eval, for
+    /// scores that take long enough to be interrupted).
+    fn new(corpus: &str, runs: &[(&str, &str)], daemon: &str) -> Env {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let sources = if corpus == "small" {
+            let dir = tmp.path().join("corpus/prose");
+            fs::create_dir_all(&dir).expect("mkdir");
+            let text = fs::read_to_string(repo().join("data/eval/prose/01-harbor-strike.txt"))
+                .expect("corpus");
+            let cut: String = text.chars().take(1500).collect();
+            fs::write(dir.join("doc.txt"), cut).expect("write");
+            tmp.path().join("corpus")
+        } else {
+            repo().join("data/eval")
+        };
+        let mut cfg = format!(
+            "db = \"state/mon.db\"\nresamples = 20\n[daemon]\nsettle_secs = {SETTLE}\n\
+             rescan_secs = 3\nlease_secs = 5\nretry_secs = 0.2\nmax_attempts = 2\n{daemon}\n\
+             [[evalsets]]\nname = \"default\"\ndir = \"evalset\"\nsources = [{sources:?}]\n\
+             tokenizer = {:?}\nwindow = 256\n[filters]\nadj_adv = \"upos in {{ADJ, ADV}}\"\n",
+            repo().join("tests/fixtures/tokenizer.json")
+        );
+        for (name, extra) in runs {
+            fs::create_dir_all(tmp.path().join("runs").join(name)).expect("mkdir");
+            cfg += &format!(
+                "[[runs]]\nname = \"{name}\"\narch = \"transformer\"\ndir = \"runs/{name}\"\n\
+                 tokens_per_step = 1000\n{extra}\n"
+            );
+        }
+        fs::write(tmp.path().join("w.toml"), cfg).expect("config");
+        Env { tmp }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn spawn(&self, log: &str) -> Child {
+        let log = fs::File::create(self.path(log)).expect("log");
+        Command::new(BIN)
+            .args(["--log-format", "json", "watch", "--config"])
+            .arg(self.path("w.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn filtermon watch")
+    }
+
+    /// The daemon's db; panics when it does not exist (a test must not create it).
+    fn db(&self) -> Connection {
+        Connection::open_with_flags(self.path("state/mon.db"), OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .expect("db")
+    }
+
+    /// A number from the db; -1 while the daemon has not created the db or its tables.
+    fn query_i64(&self, sql: &str) -> i64 {
+        Connection::open_with_flags(self.path("state/mon.db"), OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .and_then(|db| db.query_row(sql, [], |r| r.get(0)))
+            .unwrap_or(-1)
+    }
+
+    /// Waits until a daemon has logged that it is watching.
+    fn wait_started(&self, log: &str) {
+        self.wait_for("the daemon to start", Duration::from_secs(60), |e| {
+            !events(&e.path(log), "watching").is_empty()
+        });
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&Env) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `(checkpoint, state, attempts, error)` of every job.
+    fn jobs(&self) -> Vec<(String, String, i64, Option<String>)> {
+        if self.query_i64("SELECT COUNT(*) FROM jobs") < 0 {
+            return Vec::new();
+        }
+        let db = self.db();
+        let mut st = db
+            .prepare(
+                "SELECT c.name, j.state, j.attempts, j.error FROM jobs j
+                 JOIN checkpoints c ON c.id = j.checkpoint_id ORDER BY c.name",
+            )
+            .expect("query");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    fn done(&self, checkpoint: &str) -> bool {
+        self.query_i64(&format!(
+            "SELECT COUNT(*) FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
+             WHERE c.name = '{checkpoint}' AND j.state = 'done'"
+        )) == 1
+    }
+
+    /// Checkpoint names of the "scored" events in a daemon's JSON log.
+    fn scored_events(&self, log: &str) -> Vec<String> {
+        events(&self.path(log), "scored")
+            .iter()
+            .map(|e| e["span"]["checkpoint"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+}
+
+fn events(log: &Path, message: &str) -> Vec<Value> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .collect()
+}
+
+fn kill(child: &mut Child, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {signal} failed");
+}
+
+fn stop(child: &mut Child) {
+    kill(child, "-TERM");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "daemon exit status");
+}
+
+/// Writes a file in `parts` chunks with pauses shorter than the settle period.
+fn write_slowly(from: &Path, to: &Path, parts: usize) {
+    let bytes = fs::read(from).expect("read");
+    let mut f = fs::File::create(to).expect("create");
+    for (i, chunk) in bytes.chunks(bytes.len().div_ceil(parts)).enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        f.write_all(chunk).expect("write");
+        f.flush().expect("flush");
+    }
+}
+
+#[test]
+fn checkpoints_appearing_over_time_are_each_scored_once_when_complete() {
+    let env = Env::new("small", &[("a", ""), ("b", "inbox = \"inbox\"")], "");
+    fs::create_dir_all(env.path("runs/b/inbox")).expect("mkdir");
+    let mut daemon = env.spawn("d.log");
+    env.wait_started("d.log");
+    // When each checkpoint's last byte was written (or its event announced).
+    let mut last_write: Vec<(&str, f64)> = Vec::new();
+
+    // Copied whole.
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
+    last_write.push(("step100", unix_now()));
+
+    // Written slowly, shard by shard, each shard in pieces.
+    let src = fixture("hybrid_norope_sharded");
+    let dst = env.path("runs/a/step200");
+    fs::create_dir_all(&dst).expect("mkdir");
+    for name in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors.index.json",
+    ] {
+        fs::copy(src.join(name), dst.join(name)).expect("copy");
+    }
+    for i in 1..=5 {
+        let shard = format!("model-0000{i}-of-00005.safetensors");
+        write_slowly(&src.join(&shard), &dst.join(&shard), 2);
+    }
+    last_write.push(("step200", unix_now()));
+
+    // Written as stepN-tmp, then renamed: ready at the rename, never scored as -tmp.
+    copy_dir(&fixture("gdn_only"), &env.path("runs/a/step300-tmp"));
+    std::thread::sleep(Duration::from_millis((SETTLE * 2500.0) as u64));
+    assert!(!env.jobs().iter().any(|j| j.0.starts_with("step300")));
+    fs::rename(env.path("runs/a/step300-tmp"), env.path("runs/a/step300")).expect("rename");
+    last_write.push(("step300", unix_now()));
+
+    // Announced by an inbox event; not scored before the event however long it sits.
+    copy_dir(&fixture("olmo2"), &env.path("runs/b/step400"));
+    std::thread::sleep(Duration::from_millis((SETTLE * 2500.0) as u64));
+    assert!(!env.jobs().iter().any(|j| j.0 == "step400"));
+    fs::write(env.path("runs/b/inbox/step-400.ready.json"), "{}").expect("event");
+    last_write.push(("step400", unix_now()));
+
+    let names = ["step100", "step200", "step300", "step400"];
+    env.wait_for("all four scored", Duration::from_secs(60), |e| {
+        names.iter().all(|n| e.done(n))
+    });
+    stop(&mut daemon);
+
+    for (name, state, attempts, error) in env.jobs() {
+        assert_eq!(
+            (state.as_str(), attempts, error),
+            ("done", 1, None),
+            "{name} was scored once, without a failed attempt on a partial checkpoint"
+        );
+    }
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM results"), 4 * FILTERS);
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM token_losses"), 4);
+    let mut scored = env.scored_events("d.log");
+    scored.sort();
+    assert_eq!(scored, names);
+    assert_eq!(
+        env.query_i64("SELECT tokens FROM checkpoints WHERE name = 'step300'"),
+        300_000
+    );
+
+    // Latency: the daemon's own measure (results committed − found ready − scoring time).
+    for e in events(&env.path("d.log"), "scored") {
+        let latency = e["fields"]["latency_secs"].as_f64().expect("latency");
+        eprintln!(
+            "{}: ready→committed minus scoring: {latency:.3} s (scoring {:.3} s)",
+            e["span"]["checkpoint"], e["fields"]["score_secs"]
+        );
+        assert!(latency < 1.0, "latency {latency} s");
+    }
+    // From outside: results committed − last write − settle − scoring time.
+    for (name, written) in last_write {
+        let (finished, score): (f64, f64) = env
+            .db()
+            .query_row(
+                "SELECT j.finished_at, j.score_secs FROM jobs j JOIN checkpoints c
+                 ON c.id = j.checkpoint_id WHERE c.name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("job");
+        // A renamed folder's files were already quiet, and an event vouches for its folder.
+        let settle = if name == "step300" || name == "step400" {
+            0.0
+        } else {
+            SETTLE
+        };
+        let latency = finished - written - settle - score;
+        eprintln!("{name}: last write→committed minus settle and scoring: {latency:.3} s");
+        assert!(latency < 1.0, "{name}: {latency} s");
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+#[test]
+fn kill_9_mid_score_leaves_a_sound_db_and_the_job_scored_once_after_restart() {
+    let env = Env::new("default", &[("a", "")], "");
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
+    let mut daemon = env.spawn("d1.log");
+    env.wait_for("step100 scored", Duration::from_secs(120), |e| {
+        e.done("step100")
+    });
+    let before: Vec<(String, f64)> = {
+        let db = env.db();
+        let mut st = db
+            .prepare("SELECT filter, scored_at FROM results ORDER BY filter")
+            .expect("query");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+
+    copy_dir(&fixture("gdn_only"), &env.path("runs/a/step200"));
+    env.wait_for("step200 being scored", Duration::from_secs(30), |e| {
+        e.jobs()
+            .iter()
+            .any(|j| j.0 == "step200" && j.1 == "running")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    kill(&mut daemon, "-KILL");
+    daemon.wait().expect("wait");
+
+    let db = env.db();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok");
+    drop(db);
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM results r JOIN checkpoints c ON c.id = r.checkpoint_id WHERE c.name = 'step200'"),
+        0,
+        "the interrupted score left no partial results"
+    );
+
+    let mut again = env.spawn("d2.log");
+    env.wait_for(
+        "step200 scored after restart",
+        Duration::from_secs(120),
+        |e| e.done("step200"),
+    );
+    stop(&mut again);
+    let after: Vec<(String, f64)> = {
+        let db = env.db();
+        let mut st = db
+            .prepare(
+                "SELECT filter, scored_at FROM results r JOIN checkpoints c
+                 ON c.id = r.checkpoint_id WHERE c.name = 'step100' ORDER BY filter",
+            )
+            .expect("query");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(before, after, "step100's results are untouched");
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM results"), 2 * FILTERS);
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM jobs"), 2);
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM checkpoints"), 2);
+    assert_eq!(env.scored_events("d2.log"), ["step200"]);
+}
+
+#[test]
+fn sigterm_returns_the_running_job_to_the_queue_and_exits_0() {
+    let env = Env::new("default", &[("a", "")], "grace_secs = 0");
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
+    let mut daemon = env.spawn("d.log");
+    env.wait_for("step100 being scored", Duration::from_secs(60), |e| {
+        e.jobs().iter().any(|j| j.1 == "running")
+    });
+    stop(&mut daemon);
+    assert_eq!(
+        env.jobs(),
+        [("step100".to_string(), "queued".to_string(), 0, None)]
+    );
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM results"), 0);
+}
+
+#[test]
+fn a_corrupt_checkpoint_fails_with_its_error_and_the_others_are_scored() {
+    let env = Env::new("small", &[("a", "")], "");
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step200"));
+    fs::write(
+        env.path("runs/a/step200/model.safetensors"),
+        b"not a safetensors file",
+    )
+    .expect("corrupt");
+    copy_dir(&fixture("olmo3_gqa_swa"), &env.path("runs/a/step300"));
+    let mut daemon = env.spawn("d.log");
+    env.wait_for(
+        "step200 failed, the others done",
+        Duration::from_secs(60),
+        |e| {
+            let jobs = e.jobs();
+            jobs.len() == 3
+                && jobs
+                    .iter()
+                    .all(|j| j.1 == "done" || (j.0 == "step200" && j.1 == "failed"))
+        },
+    );
+    stop(&mut daemon);
+    let jobs = env.jobs();
+    let (_, _, attempts, error) = &jobs[1];
+    assert_eq!(*attempts, 2, "retried up to max_attempts");
+    let error = error.as_deref().expect("error recorded");
+    assert!(error.contains("step200"), "{error}");
+
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--config"])
+        .arg(env.path("w.toml"))
+        .output()
+        .expect("status");
+    assert!(out.status.success());
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["runs"][0]["checkpoints"]["done"], 2);
+    assert_eq!(status["runs"][0]["checkpoints"]["failed"], 1);
+    assert_eq!(status["failures"][0]["checkpoint"], "step200");
+    assert_eq!(status["runs"][0]["latest"][0]["checkpoint"], "step300");
+
+    let out = Command::new(BIN)
+        .args(["status", "--db"])
+        .arg(env.path("state/mon.db"))
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2 done, 0 queued, 0 running, 1 failed"),
+        "{text}"
+    );
+    assert!(text.contains("failed for good"), "{text}");
+}
+
+#[test]
+fn two_daemons_on_one_db_never_score_a_job_twice() {
+    let env = Env::new("small", &[("a", "")], "");
+    let names = [
+        "step100", "step200", "step300", "step400", "step500", "step600",
+    ];
+    let fixtures = [
+        "olmo2",
+        "gdn_only",
+        "hybrid_rope",
+        "olmo3_yarn",
+        "hybrid_norope",
+        "olmo3_gqa_swa",
+    ];
+    for (n, f) in names.iter().zip(fixtures) {
+        copy_dir(&fixture(f), &env.path(&format!("runs/a/{n}")));
+    }
+    // The first daemon creates the db and prepares the evalset; the second joins it.
+    let mut one = env.spawn("d1.log");
+    env.wait_started("d1.log");
+    let mut two = env.spawn("d2.log");
+    env.wait_for("all scored", Duration::from_secs(90), |e| {
+        names.iter().all(|n| e.done(n))
+    });
+    stop(&mut one);
+    stop(&mut two);
+    let mut scored = env.scored_events("d1.log");
+    scored.extend(env.scored_events("d2.log"));
+    scored.sort();
+    assert_eq!(scored, names, "each job scored by exactly one daemon, once");
+    assert!(env.jobs().iter().all(|j| j.2 == 1));
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM results"), 6 * FILTERS);
+}
+
+#[test]
+fn export_writes_one_row_per_result() {
+    let env = Env::new("small", &[("a", "")], "");
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step7-anneal"));
+    let mut daemon = env.spawn("d.log");
+    env.wait_for("scored", Duration::from_secs(60), |e| {
+        e.done("step7-anneal")
+    });
+    stop(&mut daemon);
+    let export = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["export", "--db"])
+            .arg(env.path("state/mon.db"))
+            .args(args)
+            .output()
+            .expect("export")
+    };
+    let out = export(&["--format", "csv"]);
+    assert!(out.status.success());
+    let csv = String::from_utf8(out.stdout).expect("utf8");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "run,arch,step,tokens,kind,checkpoint,evalset,filter,mean,n,ci_lo,ci_hi,top1,top5,scored_at"
+    );
+    assert_eq!(lines.len() as i64, 1 + FILTERS);
+    assert!(lines[1].starts_with("a,transformer,7,7000,anneal,step7-anneal,default,all,"));
+
+    let out = export(&["--format", "jsonl", "--run", "a"]);
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len() as i64, FILTERS);
+    assert_eq!(rows[7]["filter"], "adj_adv");
+    assert!(rows[0]["scored_at"].as_str().expect("time").ends_with('Z'));
+
+    let out = export(&["--format", "csv", "--run", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn config_and_db_errors_exit_2_with_the_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = tmp.path().join("w.toml");
+    fs::write(
+        &cfg,
+        "db = \"m.db\"\n[[evalsets]]\nname = \"e\"\ndir = \"e\"\n[[runs]]\nname = \"r\"\n\
+         arch = \"rnn\"\ndir = \"r\"\ntokens_per_step = 1\nsettle = 3\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["watch", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("w.toml:10: runs[0].settle: unknown field `settle`"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["status", "--db"])
+        .arg(tmp.path().join("missing.db"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!tmp.path().join("missing.db").exists());
+}
