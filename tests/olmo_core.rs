@@ -289,17 +289,17 @@ fn broken_folders_exit_2_with_one_line() {
 }
 
 #[test]
-fn readiness_follows_the_step_folder_rules() {
-    assert!(olmo_core::is_ready(&step("transformer")));
+fn completeness_needs_the_config_and_a_whole_index() {
+    assert!(olmo_core::is_complete(&step("transformer")));
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pending = tmp.path().join("step100-tmp");
-    copy_tree(&step("gdn"), &pending);
-    assert!(!olmo_core::is_ready(&pending));
-    let done = tmp.path().join("step100");
-    std::fs::rename(&pending, &done).expect("rename");
-    assert!(olmo_core::is_ready(&done));
-    std::fs::remove_file(done.join(".metadata.json")).expect("rm");
-    assert!(!olmo_core::is_ready(&done));
-    assert_eq!(olmo_core::step_of(Path::new("/x/step2500")), Some(2500));
-    assert_eq!(olmo_core::step_of(Path::new("/x/step2500-tmp")), None);
+    let dir = tmp.path().join("step100");
+    copy_tree(&step("gdn"), &dir);
+    assert!(olmo_core::is_complete(&dir));
+    let index = dir.join("model_and_optim/.metadata");
+    let bytes = std::fs::read(&index).expect("read");
+    std::fs::write(&index, &bytes[..bytes.len() - 1]).expect("write");
+    assert!(!olmo_core::is_complete(&dir), "an index cut short");
+    std::fs::write(&index, &bytes).expect("write");
+    std::fs::remove_file(dir.join("config.json")).expect("rm");
+    assert!(!olmo_core::is_complete(&dir), "no config.json yet");
 }

@@ -92,6 +92,11 @@ impl Checkpoint {
         CausalLm::load(&self.spec, &self.weights(dtype, device)?)
     }
 
+    /// Whether the weights are Hugging Face safetensors (as opposed to an OLMo-core folder).
+    pub fn is_hugging_face(&self) -> bool {
+        matches!(self.format, Format::HuggingFace { .. })
+    }
+
     /// `tokenizer.json` of this checkpoint.
     pub fn tokenizer_path(&self) -> anyhow::Result<PathBuf> {
         let p = self.dir.join("tokenizer.json");
@@ -100,7 +105,7 @@ impl Checkpoint {
         } else if let Format::OlmoCore(_) = self.format {
             Err(input_error(format!(
                 "{}: OLMo-core checkpoints hold no tokenizer.json; pass --tokenizer \
-                 (or set the run's tokenizer in the watch config)",
+                 (or set the run's `tokenizer` in the watch config)",
                 self.dir.display()
             )))
         } else {

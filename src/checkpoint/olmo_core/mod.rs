@@ -10,6 +10,7 @@ pub mod distcp;
 pub mod names;
 pub mod pickle;
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use candle_core::Tensor;
@@ -28,24 +29,25 @@ pub fn is_native(dir: &Path) -> bool {
     dir.join(MODEL_AND_OPTIM).is_dir()
 }
 
-/// The step of a folder named `stepN` (never `stepN-tmp`, which OLMo-core renames when done).
-pub fn step_of(dir: &Path) -> Option<u64> {
-    let name = dir.file_name()?.to_str()?;
-    let digits = name.strip_prefix("step")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+/// Whether a native step folder is complete: `.metadata.json`, `config.json` (which OLMo-core's
+/// config saver writes only after the `stepN-tmp` rename) and a `model_and_optim/.metadata`
+/// that ends its pickle. Folder names are the caller's concern.
+pub fn is_complete(dir: &Path) -> bool {
+    dir.join(".metadata.json").is_file()
+        && dir.join("config.json").is_file()
+        && ends_with_stop(&dir.join(MODEL_AND_OPTIM).join(".metadata"))
 }
 
-/// Whether a native step folder is complete and may be scored: named `stepN`, with
-/// `.metadata.json`, `config.json` and a `model_and_optim/.metadata` that ends its pickle.
-pub fn is_ready(dir: &Path) -> bool {
-    let metadata = dir.join(MODEL_AND_OPTIM).join(".metadata");
-    step_of(dir).is_some()
-        && dir.join(".metadata.json").is_file()
-        && dir.join("config.json").is_file()
-        && std::fs::read(&metadata).is_ok_and(|b| b.last() == Some(&b'.'))
+/// Whether the file's last byte is pickle's STOP opcode; only that byte is read, as the index of
+/// a large model's checkpoint runs to megabytes.
+fn ends_with_stop(path: &Path) -> bool {
+    let mut last = [0u8; 1];
+    std::fs::File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::End(-1))?;
+            f.read_exact(&mut last)
+        })
+        .is_ok_and(|()| last[0] == b'.')
 }
 
 /// Reads the `model` object of `dir/config.json` and maps it.
