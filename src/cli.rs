@@ -241,4 +241,11 @@ pub struct BenchArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of scoring: time loading these checkpoint folders (e.g. an OLMo-core step folder
+    /// and its Hugging Face conversion), each `--repeats` times, and compare with the first.
+    #[arg(long, num_args = 1..)]
+    pub load: Vec<PathBuf>,
+    /// Loads per folder with `--load` (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
 }

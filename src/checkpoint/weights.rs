@@ -128,17 +128,17 @@ impl Weights {
         if let Source::Random = self.source {
             return Ok(Tensor::randn(0f32, 0.02, shape, &self.device)?.to_dtype(dtype)?);
         }
-        let (name, t) = self.load(names)?;
+        let (name, t, file) = self.load(names)?;
         if t.dims() != shape {
             return Err(input_error(format!(
                 "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
-                self.origin.display(),
+                file.display(),
                 t.dims()
             )));
         }
         t.to_dtype(dtype)
             .and_then(|t| t.to_device(&self.device))
-            .with_context(|| format!("{}: tensor `{name}`", self.origin.display()))
+            .with_context(|| format!("{}: tensor `{name}`", file.display()))
     }
 
     /// Raw tensor by any alias without a shape check (for tensors assembled from parts).
@@ -146,19 +146,21 @@ impl Weights {
         Ok(self.load(names)?.1)
     }
 
-    /// The first of `names` that exists, on the CPU in its stored dtype.
-    fn load<'a, S: AsRef<str>>(&self, names: &'a [S]) -> anyhow::Result<(&'a str, Tensor)> {
+    /// The first of `names` that exists, on the CPU in its stored dtype, with the file (or for
+    /// OLMo-core, the folder) it came from, for messages.
+    fn load<'a, S: AsRef<str>>(&self, names: &'a [S]) -> anyhow::Result<(&'a str, Tensor, &Path)> {
         let found = names.iter().map(AsRef::as_ref).find_map(|n| {
             let t = match &self.source {
                 Source::Random => Some(Err(anyhow::anyhow!("random weights have no files"))),
                 Source::Safetensors { files, routing } => routing.get(n).map(|&i| {
                     let (path, st) = &files[i];
                     st.load(n, &Device::Cpu)
+                        .map(|t| (t, path.as_path()))
                         .map_err(|e| input_error(format!("{}: tensor `{n}`: {e}", path.display())))
                 }),
-                Source::Native(src) => src.load(n),
+                Source::Native(src) => src.load(n).map(|r| r.map(|t| (t, src.dir()))),
             };
-            t.map(|t| t.map(|t| (n, t)))
+            t.map(|t| t.map(|(t, file)| (n, t, file)))
         });
         found.unwrap_or_else(|| {
             let all: Vec<&str> = names.iter().map(AsRef::as_ref).collect();

@@ -428,7 +428,7 @@ fn gdn_dims(
     neg: bool,
     d: usize,
 ) -> Result<GdnSpec, String> {
-    if heads == 0 || v_heads % heads != 0 || v_heads < heads {
+    if heads == 0 || !v_heads.is_multiple_of(heads) || v_heads < heads {
         return Err(format!(
             "GDN value heads ({v_heads}) are not a multiple of its heads ({heads})"
         ));

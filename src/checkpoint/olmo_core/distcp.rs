@@ -401,9 +401,12 @@ struct Location {
 
 type ChunkMeta = (Vec<usize>, Vec<usize>);
 
+/// A tensor as the index describes it: dtype, full shape, chunks (offsets, sizes).
+type IndexedTensor = (DType, Vec<usize>, Vec<ChunkMeta>);
+
 /// What `.metadata` says: tensors (dtype, shape, chunks) and where each chunk is stored.
 struct Index {
-    tensors: Vec<(String, (DType, Vec<usize>, Vec<ChunkMeta>))>,
+    tensors: Vec<(String, IndexedTensor)>,
     storage: HashMap<(String, Vec<usize>), Location>,
 }
 

@@ -358,7 +358,7 @@ impl Machine<'_> {
     }
 
     fn extend_dict(&mut self, items: Vec<usize>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of items".into());
         }
         let dict = self.top_node()?;
