@@ -170,8 +170,12 @@ pub struct PrepareArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["input", "evalset"])))]
 pub struct ScoreArgs {
-    /// Checkpoint folder (config.json, safetensors, tokenizer.json).
+    /// Checkpoint folder: Hugging Face (config.json, safetensors, tokenizer.json) or an
+    /// OLMo-core `stepN` folder.
     pub checkpoint: PathBuf,
+    /// `tokenizer.json` to use when the folder holds none (OLMo-core folders never do).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Documents: JSONL with a `text` field and optional `id` and `domain`.
     #[arg(long)]
     pub input: Option<PathBuf>,
@@ -247,6 +251,13 @@ pub struct BenchArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of scoring: time loading these checkpoint folders (e.g. an OLMo-core step folder
+    /// and its Hugging Face conversion), each `--repeats` times, and compare with the first.
+    #[arg(long, num_args = 1..)]
+    pub load: Vec<PathBuf>,
+    /// Loads per folder with `--load` (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
 }
 
 /// Which tags `--derive-filter` picks from.

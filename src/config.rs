@@ -138,6 +138,9 @@ pub struct RunConfig {
     pub baseline: Option<String>,
     /// Folder of `step-N.ready.json` events; when set, only announced checkpoints are scored.
     pub inbox: Option<PathBuf>,
+    /// `tokenizer.json` of the run, for checkpoint folders that hold none (OLMo-core's own)
+    /// or to check in place of the folder's; must be the evalsets' tokenizer.
+    pub tokenizer: Option<PathBuf>,
     /// Names of the evalsets scored on this run.
     pub evalsets: Vec<String>,
 }
@@ -251,6 +254,8 @@ struct RawRun {
     baseline: Option<Spanned<String>>,
     #[serde(default)]
     inbox: Option<PathBuf>,
+    #[serde(default)]
+    tokenizer: Option<Spanned<PathBuf>>,
     #[serde(default)]
     evalsets: Option<Spanned<Vec<String>>>,
 }
@@ -564,10 +569,25 @@ fn validate_run(
             list.get_ref().clone()
         }
     };
+    let tokenizer = match &r.tokenizer {
+        None => None,
+        Some(t) => {
+            let path = resolve(base, t.get_ref());
+            if !path.is_file() {
+                return Err(errs.spanned(
+                    t,
+                    &key("tokenizer"),
+                    &format!("{}: no such tokenizer.json", path.display()),
+                ));
+            }
+            Some(path)
+        }
+    };
     Ok(RunConfig {
         name,
         arch: r.arch,
         inbox: r.inbox.map(|p| resolve(&dir, &p)),
+        tokenizer,
         dir,
         checkpoints,
         anneal,

@@ -23,11 +23,16 @@ fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures/hf").join(name)
 }
 
+/// Copies a folder with its subfolders (OLMo-core step folders have some).
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("mkdir");
     for e in fs::read_dir(from).expect("read fixture") {
         let e = e.expect("entry");
-        fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
     }
 }
 
@@ -427,6 +432,43 @@ fn a_corrupt_checkpoint_fails_with_its_error_and_the_others_are_scored() {
         "{text}"
     );
     assert!(text.contains("failed for good"), "{text}");
+}
+
+#[test]
+fn olmo_core_step_folders_are_scored_with_the_runs_tokenizer() {
+    let tok = format!(
+        "tokenizer = {:?}",
+        repo().join("tests/fixtures/tokenizer.json")
+    );
+    let env = Env::new("small", &[("native", &tok), ("untokenized", "")], "");
+    let native = repo().join("tests/fixtures/olmo_core/hybrid/step100");
+    // As OLMo-core saves: written under `stepN-tmp`, then renamed.
+    for run in ["native", "untokenized"] {
+        let tmp = env.path(&format!("runs/{run}/step100-tmp"));
+        copy_dir(&native, &tmp);
+        fs::rename(&tmp, env.path(&format!("runs/{run}/step100"))).expect("rename");
+    }
+    let mut daemon = env.spawn("d.log");
+    env.wait_for("both jobs settled", Duration::from_secs(60), |e| {
+        let jobs = e.jobs();
+        jobs.len() == 2 && jobs.iter().all(|j| j.1 == "done" || j.1 == "failed")
+    });
+    stop(&mut daemon);
+    let done = env.query_i64(
+        "SELECT COUNT(*) FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
+         JOIN runs r ON r.id = c.run_id WHERE r.name = 'native' AND j.state = 'done'",
+    );
+    assert_eq!(done, 1, "the native run's checkpoint is scored");
+    let db = env.db();
+    let error: String = db
+        .query_row(
+            "SELECT j.error FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
+             JOIN runs r ON r.id = c.run_id WHERE r.name = 'untokenized'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the untokenized run's job failed");
+    assert!(error.contains("hold no tokenizer.json"), "{error}");
 }
 
 #[test]

@@ -2,19 +2,19 @@
 //!
 //! A folder is a checkpoint when its name matches the run's `checkpoints` pattern and does
 //! not end in `-tmp` (OLMo-core writes `stepN-tmp` and renames it when complete). It is
-//! *ready* when it is complete — `config.json` plus `model.safetensors` or every shard that
-//! `model.safetensors.index.json` names — and its files have settled: unchanged in size and
-//! mtime for the settle period, either observed here or shown by their mtimes. When the run
-//! has an inbox, a `step-N.ready.json` event replaces the settle test: only announced
-//! checkpoints are ready, as soon as they are complete.
-//!
-//! OLMo-core's native format (`.metadata.json`, `model_and_optim/.metadata`) is recognised
-//! but not scored yet: such folders are reported once and skipped.
+//! *ready* when it is complete and its files have settled: unchanged in size and mtime for the
+//! settle period, either observed here or shown by their mtimes. Complete means, for a Hugging
+//! Face folder, `config.json` plus `model.safetensors` or every shard that
+//! `model.safetensors.index.json` names; for an OLMo-core step folder (`model_and_optim/`),
+//! what [`olmo_core::is_complete`] checks. When the run has an inbox, a `step-N.ready.json`
+//! event replaces the settle test: only announced checkpoints are ready, as soon as they are
+//! complete.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::olmo_core;
 use crate::config::{RunConfig, ScoreWhich};
 
 /// A checkpoint folder found ready.
@@ -39,15 +39,6 @@ pub struct Scan {
     pub next_check: Option<Instant>,
 }
 
-/// How a folder stores its model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    /// Hugging Face files.
-    Hf,
-    /// OLMo-core distributed checkpoint.
-    OlmoCoreNative,
-}
-
 /// Size and mtime of every file of a folder, by name.
 type Fingerprint = Vec<(String, u64, SystemTime)>;
 
@@ -56,10 +47,7 @@ type Fingerprint = Vec<(String, u64, SystemTime)>;
 pub struct Discoverer {
     settle: Duration,
     seen: HashMap<PathBuf, (Fingerprint, Instant)>,
-    reported_native: HashSet<PathBuf>,
 }
-
-const NATIVE_MARKERS: [&str; 2] = [".metadata.json", "model_and_optim/.metadata"];
 
 impl Discoverer {
     /// A discoverer with the given settle period.
@@ -67,7 +55,6 @@ impl Discoverer {
         Discoverer {
             settle,
             seen: HashMap::new(),
-            reported_native: HashSet::new(),
         }
     }
 
@@ -80,17 +67,7 @@ impl Discoverer {
             if known.contains(&name) || (run.score == ScoreWhich::Anneal && !anneal) {
                 continue;
             }
-            let Some(format) = format_of(&path) else {
-                continue;
-            };
-            if format == Format::OlmoCoreNative {
-                if self.reported_native.insert(path.clone()) {
-                    tracing::warn!(
-                        run = %run.name,
-                        checkpoint = %name,
-                        "OLMo-core native checkpoints cannot be scored yet; convert it to HF format"
-                    );
-                }
+            if !is_complete(&path) {
                 continue;
             }
             let found = Found {
@@ -223,25 +200,24 @@ fn read_inbox(inbox: &Path, base: &Path) -> HashMap<u64, Option<PathBuf>> {
     out
 }
 
-/// The folder's format, when it is complete.
-fn format_of(dir: &Path) -> Option<Format> {
-    if dir.join("config.json").is_file() {
-        let index = dir.join("model.safetensors.index.json");
-        let complete = if index.is_file() {
-            // An index that does not parse is left to the loader, which reports it.
-            match super::shard_files(&index) {
-                Ok(_) => true,
-                Err(e) => !e.to_string().contains("is missing"),
-            }
-        } else {
-            dir.join("model.safetensors").is_file()
-        };
-        return complete.then_some(Format::Hf);
+/// Whether the folder holds a whole checkpoint, in either format.
+fn is_complete(dir: &Path) -> bool {
+    if olmo_core::is_native(dir) {
+        return olmo_core::is_complete(dir);
     }
-    NATIVE_MARKERS
-        .iter()
-        .all(|m| dir.join(m).is_file())
-        .then_some(Format::OlmoCoreNative)
+    if !dir.join("config.json").is_file() {
+        return false;
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        // An index that does not parse is left to the loader, which reports it.
+        match super::shard_files(&index) {
+            Ok(_) => true,
+            Err(e) => !e.to_string().contains("is missing"),
+        }
+    } else {
+        dir.join("model.safetensors").is_file()
+    }
 }
 
 fn fingerprint(dir: &Path) -> Option<Fingerprint> {
@@ -328,25 +304,39 @@ mod tests {
         )
         .expect("write");
         std::fs::write(dir.join("s1.safetensors"), "x").expect("write");
-        assert_eq!(format_of(&dir), None);
+        assert!(!is_complete(&dir));
         std::fs::write(dir.join("s2.safetensors"), "x").expect("write");
-        assert_eq!(format_of(&dir), Some(Format::Hf));
+        assert!(is_complete(&dir));
         std::fs::write(dir.join("model.safetensors.index.json"), "{not json").expect("write");
-        assert_eq!(format_of(&dir), Some(Format::Hf));
+        assert!(is_complete(&dir));
     }
 
     #[test]
-    fn native_format_is_skipped() {
+    fn native_step_folders_are_found_once_complete() {
         let tmp = tempfile::tempdir().expect("tmp");
         let r = run(tmp.path(), "");
-        let dir = tmp.path().join("step5");
-        std::fs::create_dir_all(dir.join("model_and_optim")).expect("mkdir");
-        std::fs::write(dir.join(".metadata.json"), "{}").expect("write");
-        std::fs::write(dir.join("model_and_optim/.metadata"), "x").expect("write");
-        assert_eq!(format_of(&dir), Some(Format::OlmoCoreNative));
-        assert!(Discoverer::new(Duration::ZERO)
-            .scan(&r, &HashSet::new())
-            .ready
-            .is_empty());
+        let native = |name: &str| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir_all(dir.join("model_and_optim")).expect("mkdir");
+            std::fs::write(dir.join(".metadata.json"), "{}").expect("write");
+            // A pickle ends with STOP (`.`); a cut-short index does not.
+            std::fs::write(dir.join("model_and_optim/.metadata"), b"\x80\x02N").expect("write");
+            dir
+        };
+        let mut d = Discoverer::new(Duration::ZERO);
+        let (step5, step6) = (native("step5"), native("step6-tmp"));
+        assert!(d.scan(&r, &HashSet::new()).ready.is_empty());
+        for dir in [&step5, &step6] {
+            std::fs::write(dir.join("model_and_optim/.metadata"), b"\x80\x02N.").expect("write");
+        }
+        assert!(
+            d.scan(&r, &HashSet::new()).ready.is_empty(),
+            "no config.json yet"
+        );
+        for dir in [&step5, &step6] {
+            std::fs::write(dir.join("config.json"), "{}").expect("write");
+        }
+        let s = d.scan(&r, &HashSet::new());
+        assert_eq!(s.ready.iter().map(|f| f.step).collect::<Vec<_>>(), [5]);
     }
 }

@@ -9,7 +9,7 @@ use crate::model::spec::{
     AttentionSpec, Family, GdnSpec, LayerSpec, Mixer, ModelSpec, NormPlacement, Rope, Yarn,
 };
 
-type Obj = Map<String, Value>;
+pub(crate) type Obj = Map<String, Value>;
 
 /// Reads and maps `config.json`; every problem names the file and the key.
 pub fn load(path: &Path) -> anyhow::Result<ModelSpec> {
@@ -199,7 +199,12 @@ fn rope_for(c: &Obj, family: Family, layer_type: &str) -> Result<Option<Rope>, S
         // explicit `"rope_theta": null` turns RoPE off (NoPE).
         Family::Olmo2 | Family::OlmoHybrid => Some(10_000.0),
     };
-    let legacy_theta = opt_f64(c, "rope_theta")?;
+    // The legacy top-level `rope_theta` as transformers reads it: an explicit null (which
+    // OLMo-core's hybrid converter writes for NoPE) turns RoPE off, an absent key does not.
+    let legacy_theta = match c.get("rope_theta") {
+        None => default_theta,
+        Some(_) => opt_f64(c, "rope_theta")?,
+    };
     let params: Option<&Obj> = match c.get("rope_parameters") {
         Some(Value::Object(p)) => {
             let nested = p.contains_key("full_attention") || p.contains_key("sliding_attention");
@@ -226,9 +231,9 @@ fn rope_for(c: &Obj, family: Family, layer_type: &str) -> Result<Option<Rope>, S
                 v.as_f64()
                     .ok_or_else(|| format!("`{}` is not a number", key("rope_theta")))?,
             ),
-            None => legacy_theta.or(default_theta),
+            None => legacy_theta,
         },
-        None => legacy_theta.or(default_theta),
+        None => legacy_theta,
     };
     let Some(theta) = theta else {
         return Ok(None);
@@ -298,11 +303,11 @@ fn gdn_spec(c: &Obj, hidden: usize, num_heads: usize) -> Result<GdnSpec, String>
     })
 }
 
-fn req_usize(c: &Obj, k: &str) -> Result<usize, String> {
+pub(crate) fn req_usize(c: &Obj, k: &str) -> Result<usize, String> {
     opt_usize(c, k)?.ok_or_else(|| format!("missing `{k}`"))
 }
 
-fn opt_usize(c: &Obj, k: &str) -> Result<Option<usize>, String> {
+pub(crate) fn opt_usize(c: &Obj, k: &str) -> Result<Option<usize>, String> {
     match c.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -312,7 +317,7 @@ fn opt_usize(c: &Obj, k: &str) -> Result<Option<usize>, String> {
     }
 }
 
-fn opt_f64(c: &Obj, k: &str) -> Result<Option<f64>, String> {
+pub(crate) fn opt_f64(c: &Obj, k: &str) -> Result<Option<f64>, String> {
     match c.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -322,7 +327,7 @@ fn opt_f64(c: &Obj, k: &str) -> Result<Option<f64>, String> {
     }
 }
 
-fn opt_bool(c: &Obj, k: &str) -> Result<Option<bool>, String> {
+pub(crate) fn opt_bool(c: &Obj, k: &str) -> Result<Option<bool>, String> {
     match c.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -425,6 +430,10 @@ mod tests {
                 .map(|r| r.theta),
             Some(5000.0)
         );
+        // The legacy spelling, as OLMo-core's converter writes it.
+        let mut legacy_off = base.clone();
+        legacy_off["rope_theta"] = Value::Null;
+        assert_eq!(ropes(&parse(&obj(legacy_off)).expect("parse"))[1], None);
         // transformers fills an absent rope_parameters with theta 10000, i.e. RoPE on.
         assert_eq!(
             ropes(&parse(&obj(base)).expect("parse"))[1]

@@ -1,7 +1,11 @@
 //! Checkpoint folders: finding their files, mapping their config, loading their weights.
+//!
+//! Two formats: Hugging Face folders (`config.json`, safetensors, `tokenizer.json`) and
+//! OLMo-core's native `stepN/` folders (see [`olmo_core`]), which hold no tokenizer.
 
 pub mod discover;
 pub mod hf_config;
+pub mod olmo_core;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -14,20 +18,33 @@ use crate::model::spec::ModelSpec;
 use crate::model::CausalLm;
 use weights::Weights;
 
-/// A Hugging Face-format checkpoint folder.
+/// How a checkpoint stores its weights.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// Safetensors files: `model.safetensors` or the shards an index names.
+    HuggingFace {
+        /// The files, in index order.
+        weight_files: Vec<PathBuf>,
+    },
+    /// An OLMo-core step folder, with the naming of its blocks.
+    OlmoCore(olmo_core::config::NativeModel),
+}
+
+/// A checkpoint folder.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     /// The folder.
     pub dir: PathBuf,
     /// The architecture from `config.json`.
     pub spec: ModelSpec,
-    /// The safetensors files holding the weights.
-    pub weight_files: Vec<PathBuf>,
+    /// Where the weights are.
+    pub format: Format,
 }
 
 impl Checkpoint {
-    /// Reads `config.json` and finds the weight files (`model.safetensors`, or the shards
-    /// named by `model.safetensors.index.json`).
+    /// Reads `config.json` and finds the weights: for a Hugging Face folder `model.safetensors`
+    /// or the shards named by `model.safetensors.index.json`; for an OLMo-core step folder the
+    /// model config under `model` (the weights are indexed when loaded).
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         if !dir.is_dir() {
             return Err(input_error(format!(
@@ -39,19 +56,45 @@ impl Checkpoint {
         if !config.is_file() {
             return Err(input_error(format!("{}: no config.json", dir.display())));
         }
+        if olmo_core::is_native(dir) {
+            let model = olmo_core::load_model_config(dir)?;
+            return Ok(Self {
+                dir: dir.to_path_buf(),
+                spec: model.spec.clone(),
+                format: Format::OlmoCore(model),
+            });
+        }
         let spec = hf_config::load(&config)?;
         let weight_files = weight_files(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             spec,
-            weight_files,
+            format: Format::HuggingFace { weight_files },
         })
+    }
+
+    /// Maps the weights.
+    pub fn weights(&self, dtype: DType, device: &Device) -> anyhow::Result<Weights> {
+        match &self.format {
+            Format::HuggingFace { weight_files } => {
+                Weights::open(&self.dir, weight_files, dtype, device)
+            }
+            Format::OlmoCore(model) => Ok(Weights::native(
+                olmo_core::NativeSource::open(&self.dir, model)?,
+                dtype,
+                device,
+            )),
+        }
     }
 
     /// Maps the weights and builds the model.
     pub fn load_model(&self, dtype: DType, device: &Device) -> anyhow::Result<CausalLm> {
-        let w = Weights::open(&self.dir, &self.weight_files, dtype, device)?;
-        CausalLm::load(&self.spec, &w)
+        CausalLm::load(&self.spec, &self.weights(dtype, device)?)
+    }
+
+    /// Whether the weights are Hugging Face safetensors (as opposed to an OLMo-core folder).
+    pub fn is_hugging_face(&self) -> bool {
+        matches!(self.format, Format::HuggingFace { .. })
     }
 
     /// `tokenizer.json` of this checkpoint.
@@ -59,12 +102,38 @@ impl Checkpoint {
         let p = self.dir.join("tokenizer.json");
         if p.is_file() {
             Ok(p)
+        } else if let Format::OlmoCore(_) = self.format {
+            Err(input_error(format!(
+                "{}: OLMo-core checkpoints hold no tokenizer.json; pass --tokenizer \
+                 (or set the run's `tokenizer` in the watch config)",
+                self.dir.display()
+            )))
         } else {
             Err(input_error(format!(
                 "{}: no tokenizer.json",
                 self.dir.display()
             )))
         }
+    }
+
+    /// `given` when set, else the folder's own `tokenizer.json`; its vocabulary must fit the
+    /// embedding, or token ids could index past it.
+    pub fn resolve_tokenizer(&self, given: Option<&Path>) -> anyhow::Result<PathBuf> {
+        let path = match given {
+            Some(p) => p.to_path_buf(),
+            None => self.tokenizer_path()?,
+        };
+        let tok = crate::tokenizer::load(&path)?;
+        let n = tok.get_vocab_size(true);
+        if n > self.spec.vocab_size {
+            return Err(input_error(format!(
+                "{}: tokenizer has {n} tokens but the embedding of {} has only {} rows",
+                path.display(),
+                self.dir.display(),
+                self.spec.vocab_size
+            )));
+        }
+        Ok(path)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Memory-mapped safetensors weights with shape checks, dtype conversion and name aliases.
+//! Checkpoint weights with shape checks, dtype conversion and name aliases, from memory-mapped
+//! safetensors files or an OLMo-core native folder, always asked for by Hugging Face name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use anyhow::Context;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use super::olmo_core::NativeSource;
 use crate::error::input_error;
 
 /// The tensors of one checkpoint, possibly spread over several files.
@@ -25,6 +27,8 @@ enum Source {
         files: Vec<(PathBuf, MmapedSafetensors)>,
         routing: HashMap<String, usize>,
     },
+    /// An OLMo-core step folder.
+    Native(NativeSource),
     /// Fabricate every requested tensor (benchmarks of model shapes without files).
     Random,
     /// Tensors held in memory, e.g. the trainer's variables: a model loaded from them shares
@@ -68,6 +72,12 @@ impl Weights {
             dtype,
             device,
         ))
+    }
+
+    /// The model weights of an OLMo-core step folder.
+    pub fn native(source: NativeSource, dtype: DType, device: &Device) -> Self {
+        let origin = source.dir().to_path_buf();
+        Self::with_source(Source::Native(source), &origin, dtype, device)
     }
 
     /// A source that answers every request with N(0, 0.02) noise of the requested shape.
@@ -134,6 +144,7 @@ impl Weights {
         match &self.source {
             Source::Files { routing, .. } => names.iter().any(|n| routing.contains_key(n.as_ref())),
             Source::Tensors(map) => names.iter().any(|n| map.contains_key(n.as_ref())),
+            Source::Native(src) => names.iter().any(|n| src.contains(n.as_ref())),
             Source::Random | Source::Recording(_) => true,
         }
     }
@@ -161,7 +172,7 @@ impl Weights {
                 }
                 return Ok(Tensor::zeros(shape, dtype, &self.device)?);
             }
-            Source::Files { .. } | Source::Tensors(_) => {}
+            Source::Files { .. } | Source::Tensors(_) | Source::Native(_) => {}
         }
         let (name, t, at) = self.load(names)?;
         if t.dims() != shape {
@@ -195,6 +206,10 @@ impl Weights {
             Source::Tensors(map) => {
                 let (name, t) = self.locate(names, |n| map.get(n).cloned())?;
                 Ok((name, t, self.origin.as_path()))
+            }
+            Source::Native(src) => {
+                let (name, t) = self.locate(names, |n| src.load(n))?;
+                Ok((name, t?, src.dir()))
             }
             Source::Random | Source::Recording(_) => Err(input_error(format!(
                 "{}: raw tensors are not available from this source",

@@ -7,8 +7,8 @@ use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::checkpoint::hf_config;
 use crate::checkpoint::weights::Weights;
+use crate::checkpoint::{hf_config, Checkpoint};
 use crate::cli::{BenchArch, BenchArgs};
 use crate::device;
 use crate::error::input_error;
@@ -61,6 +61,9 @@ pub fn twin_config(arch: BenchArch, layers: usize, hidden: usize, vocab: usize) 
 
 /// Runs the command.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if !args.load.is_empty() {
+        return bench_load(args);
+    }
     if args.window < 2 || args.windows == 0 || args.layers == 0 || args.hidden < 128 {
         return Err(input_error(
             "bench needs --window ≥ 2, --windows ≥ 1, --layers ≥ 1 and --hidden ≥ 128",
@@ -127,6 +130,54 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             );
         } else {
             println!("{name:<12} {:>6.1}M {tps:>10.0}", params as f64 / 1e6);
+        }
+    }
+    Ok(())
+}
+
+/// Median wall time of opening each folder and building its model, in interleaved rounds so
+/// that the page cache treats every folder alike; ratios are against the first folder.
+fn bench_load(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.repeats == 0 {
+        return Err(input_error("--repeats must be at least 1"));
+    }
+    let device = device::parse(&args.device)?;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); args.load.len()];
+    let mut params = vec![0usize; args.load.len()];
+    // One untimed round first, so that every folder starts from a warm page cache.
+    for round in 0..=args.repeats {
+        for (i, dir) in args.load.iter().enumerate() {
+            let start = Instant::now();
+            let model = Checkpoint::open(dir)?.load_model(args.dtype.dtype(), &device)?;
+            let secs = start.elapsed().as_secs_f64();
+            params[i] = model.parameter_count();
+            if round > 0 {
+                times[i].push(secs);
+            }
+        }
+    }
+    let medians: Vec<f64> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect();
+    for (i, dir) in args.load.iter().enumerate() {
+        let ratio = medians[i] / medians[0];
+        if args.json {
+            println!(
+                "{}",
+                json!({"checkpoint": dir.display().to_string(), "params": params[i],
+                       "load_s": medians[i], "ratio_to_first": ratio, "repeats": args.repeats})
+            );
+        } else {
+            println!(
+                "{:>8.1}M params  {:>8.3} s  {ratio:>5.2}x  {}",
+                params[i] as f64 / 1e6,
+                medians[i],
+                dir.display()
+            );
         }
     }
     Ok(())

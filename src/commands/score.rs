@@ -89,7 +89,7 @@ pub fn read_docs(path: &Path) -> anyhow::Result<Vec<InputDoc>> {
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     let device = device::parse(&args.runtime.device)?;
     let ckpt = Checkpoint::open(&args.checkpoint)?;
-    let tok_path = ckpt.tokenizer_path()?;
+    let tok_path = ckpt.resolve_tokenizer(args.tokenizer.as_deref())?;
     match (&args.input, &args.evalset) {
         (Some(input), None) => {
             let out = args

@@ -125,6 +125,11 @@ pub fn run(config: &WatchConfig) -> anyhow::Result<()> {
             backoff: config.daemon.retry.as_secs_f64(),
         },
         runs: run_ids,
+        tokenizers: config
+            .runs
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.tokenizer.clone()?)))
+            .collect(),
         evalsets,
         scorer: Scorer::new(ScoreSettings {
             device,

@@ -1,5 +1,6 @@
 //! The worker: leases jobs one at a time, scores them and commits the results.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,13 +62,15 @@ impl Scorer {
     }
 
     /// Scores one checkpoint on one evalset: per-filter results and the per-token vectors.
+    /// `tokenizer` is the run's, from the watch config.
     pub fn score(
         &mut self,
         dir: &Path,
         es: &LoadedEvalset,
+        tokenizer: Option<&Path>,
     ) -> anyhow::Result<(Vec<FilterResult>, EncodedLosses)> {
         let ckpt = Checkpoint::open(dir)?;
-        check_tokenizer(&ckpt, &es.es)?;
+        check_tokenizer(&ckpt, &es.es, tokenizer)?;
         if self.cached.as_ref().is_none_or(|(p, _)| p != dir) {
             self.cached = None;
             let model = ckpt.load_model(self.settings.dtype, &self.settings.device)?;
@@ -82,14 +85,20 @@ impl Scorer {
     }
 }
 
-/// A checkpoint must use the tokenizer its evalset was prepared with. One without a
-/// `tokenizer.json` cannot be checked and is scored with a warning.
-fn check_tokenizer(ckpt: &Checkpoint, es: &EvalSet) -> anyhow::Result<()> {
-    let Ok(path) = ckpt.tokenizer_path() else {
+/// A checkpoint must use the tokenizer its evalset was prepared with: the run's when the watch
+/// config names one, else the folder's own, and its vocabulary must fit the embedding. An
+/// OLMo-core folder holds none, so without the run's it is refused; a Hugging Face folder
+/// without one cannot be checked and is scored with a warning.
+fn check_tokenizer(
+    ckpt: &Checkpoint,
+    es: &EvalSet,
+    run_tokenizer: Option<&Path>,
+) -> anyhow::Result<()> {
+    if run_tokenizer.is_none() && ckpt.is_hugging_face() && ckpt.tokenizer_path().is_err() {
         tracing::warn!(checkpoint = %ckpt.dir.display(), "no tokenizer.json: cannot check it matches the evalset's");
         return Ok(());
-    };
-    es.check_tokenizer(&path)
+    }
+    es.check_tokenizer(&ckpt.resolve_tokenizer(run_tokenizer)?)
 }
 
 /// What the worker loop needs.
@@ -106,6 +115,8 @@ pub struct Worker {
     pub policy: RetryPolicy,
     /// Run ids this daemon serves.
     pub runs: Vec<i64>,
+    /// The runs' tokenizers from the watch config, by run name.
+    pub tokenizers: HashMap<String, PathBuf>,
     /// Evalsets this daemon serves.
     pub evalsets: Vec<LoadedEvalset>,
     /// The scorer.
@@ -158,10 +169,11 @@ impl Worker {
         let heartbeat = Heartbeat::start(&self.db, job.id, &self.owner, self.lease);
         let started = Instant::now();
         let scorer = &mut self.scorer;
-        let outcome = catch_unwind(AssertUnwindSafe(|| scorer.score(Path::new(&job.path), es)))
-            .unwrap_or_else(|panic| {
-                Err(anyhow::anyhow!("scoring panicked: {}", panic_text(&panic)))
-            });
+        let tokenizer = self.tokenizers.get(&job.run).map(PathBuf::as_path);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            scorer.score(Path::new(&job.path), es, tokenizer)
+        }))
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("scoring panicked: {}", panic_text(&panic))));
         let score_secs = started.elapsed().as_secs_f64();
         drop(heartbeat);
         match outcome {
