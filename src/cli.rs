@@ -285,6 +285,9 @@ pub struct CompareArgs {
     /// Compare results already in this store instead of scoring (with --a and --b).
     #[arg(long, requires_all = ["a", "b"], conflicts_with_all = ["checkpoint_a", "checkpoint_b"])]
     pub db: Option<PathBuf>,
+    /// `tokenizer.json` for checkpoint folders that hold none (OLMo-core `stepN` folders).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// With --db: A as RUN@STEP or RUN@CHECKPOINT (e.g. transformer@1000, hybrid@step1000-anneal).
     #[arg(long, requires = "db")]
     pub a: Option<String>,

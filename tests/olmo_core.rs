@@ -303,3 +303,53 @@ fn completeness_needs_the_config_and_a_whole_index() {
     std::fs::remove_file(dir.join("config.json")).expect("rm");
     assert!(!olmo_core::is_complete(&dir), "no config.json yet");
 }
+
+/// `compare` takes a native folder like an HF one: against its own conversion, every gap is 0.
+#[test]
+fn compare_takes_native_folders() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let es = tmp.path().join("es");
+    let tok = tokenizer();
+    let prep = std::process::Command::new(env!("CARGO_BIN_EXE_filtermon"))
+        .args(["prepare", "--window", "128", "--input"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/eval/python"))
+        .arg("--tokenizer")
+        .arg(&tok)
+        .arg("--out")
+        .arg(&es)
+        .output()
+        .expect("prepare");
+    assert!(
+        prep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&prep.stderr)
+    );
+    let out = tmp.path().join("cmp");
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_filtermon"))
+        .arg("compare")
+        .arg(step("transformer"))
+        .arg(run_dir("transformer").join("hf"))
+        .arg("--tokenizer")
+        .arg(&tok)
+        .arg("--evalset")
+        .arg(&es)
+        .args(["--resamples", "50", "--out"])
+        .arg(&out)
+        .output()
+        .expect("compare");
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).expect("metrics"))
+            .expect("json");
+    let text = m.to_string();
+    assert!(text.contains("\"category\""), "metrics lack categories");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        stdout.contains("filter=all") && stdout.contains("no difference"),
+        "{stdout}"
+    );
+}

@@ -178,7 +178,12 @@ fn from_checkpoints(args: &CompareArgs, path_a: &Path, path_b: &Path) -> anyhow:
     let es = EvalSet::open(evalset)?;
     let ckpt_a = Checkpoint::open(path_a)?;
     let ckpt_b = Checkpoint::open(path_b)?;
-    let tok = same_tokenizer(&ckpt_a.tokenizer_path()?, &ckpt_b.tokenizer_path()?, &es)?;
+    let given = args.tokenizer.as_deref();
+    let tok = same_tokenizer(
+        &ckpt_a.resolve_tokenizer(given)?,
+        &ckpt_b.resolve_tokenizer(given)?,
+        &es,
+    )?;
     let a = score(&ckpt_a, &es, args, &device)?;
     let b = score(&ckpt_b, &es, args, &device)?;
     Ok(Scored {
