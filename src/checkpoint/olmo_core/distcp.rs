@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{Cursor, Read};
 use std::path::{Component, Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, WithDType};
 use memmap2::Mmap;
 
 use super::pickle::{self, Pickle, Value};
@@ -188,12 +188,11 @@ impl DcpFolder {
         if let [c] = entry.chunks.as_slice() {
             let part = self.chunk(name, entry, c)?;
             if part.contiguous {
-                return Ok(Tensor::from_raw_buffer(
+                return tensor_from_bytes(
                     &part.storage[part.start * es..(part.start + numel) * es],
                     entry.dtype,
                     &entry.shape,
-                    &Device::Cpu,
-                )?);
+                );
             }
         }
         let mut buf = vec![0u8; numel * es];
@@ -201,12 +200,7 @@ impl DcpFolder {
             let part = self.chunk(name, entry, c)?;
             scatter(&part, c, &entry.shape, es, &mut buf);
         }
-        Ok(Tensor::from_raw_buffer(
-            &buf,
-            entry.dtype,
-            &entry.shape,
-            &Device::Cpu,
-        )?)
+        tensor_from_bytes(&buf, entry.dtype, &entry.shape)
     }
 
     /// Decodes the torch.save archive of one chunk and checks it against the index.
@@ -291,6 +285,34 @@ impl DcpFolder {
             contiguous,
         })
     }
+}
+
+/// An owned CPU tensor from little-endian bytes in one copy. DCP packs torch.save blobs at
+/// arbitrary offsets, so the bytes are usually unaligned, where candle's `from_raw_buffer` would
+/// copy twice.
+fn tensor_from_bytes(bytes: &[u8], dtype: DType, shape: &[usize]) -> anyhow::Result<Tensor> {
+    fn owned<T: WithDType>(bytes: &[u8], shape: &[usize]) -> candle_core::Result<Tensor> {
+        let n = bytes.len() / std::mem::size_of::<T>();
+        let mut v: Vec<T> = Vec::with_capacity(n);
+        // SAFETY: `v` has room for `n` elements, exactly the bytes copied (the caller's slice holds
+        // whole elements); every bit pattern is a valid value of these plain numeric types.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                v.as_mut_ptr().cast::<u8>(),
+                n * std::mem::size_of::<T>(),
+            );
+            v.set_len(n);
+        }
+        Tensor::from_vec(v, shape, &Device::Cpu)
+    }
+    Ok(match dtype {
+        DType::F32 => owned::<f32>(bytes, shape)?,
+        DType::BF16 => owned::<half::bf16>(bytes, shape)?,
+        DType::F16 => owned::<half::f16>(bytes, shape)?,
+        DType::F64 => owned::<f64>(bytes, shape)?,
+        other => Tensor::from_raw_buffer(bytes, other, shape, &Device::Cpu)?,
+    })
 }
 
 /// A chunk's view into its storage bytes.
