@@ -6,19 +6,8 @@ use std::process::Command;
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let p = e.expect("entry").path();
-        std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
-    }
-}
+mod common;
+use common::{copy_dir, fixture};
 
 fn docs(dir: &Path, lines: &[&str]) -> PathBuf {
     let p = dir.join("docs.jsonl");

@@ -1,20 +1,11 @@
 //! `filtermon compare` end to end on two fixture checkpoints that share a tokenizer.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn filtermon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_filtermon"))
-        .args(args)
-        .output()
-        .expect("run filtermon")
-}
+mod common;
+use common::{filtermon, repo};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
@@ -24,7 +15,7 @@ fn prepare(input: &str, out: &Path, tokenizer: &Path) {
     let res = filtermon(&[
         "prepare",
         "--input",
-        s(&root().join(input)),
+        s(&repo().join(input)),
         "--tokenizer",
         s(tokenizer),
         "--out",
@@ -59,13 +50,13 @@ fn compare_writes_every_artifact() {
     prepare(
         "data/eval",
         &es,
-        &root().join("tests/fixtures/tokenizer.json"),
+        &repo().join("tests/fixtures/tokenizer.json"),
     );
     let out = tmp.path().join("out");
     // Two transformers: scoring the hybrid fixture unoptimised would take most of a minute.
     let (a, b) = (
-        root().join("tests/fixtures/hf/olmo2"),
-        root().join("tests/fixtures/hf/olmo3_gqa_swa"),
+        repo().join("tests/fixtures/hf/olmo2"),
+        repo().join("tests/fixtures/hf/olmo3_gqa_swa"),
     );
     let res = filtermon(&[
         "compare",
@@ -249,9 +240,9 @@ fn compare_writes_every_artifact() {
             let res = filtermon(&[
                 "prepare",
                 "--input",
-                s(&root().join("data/eval/python")),
+                s(&repo().join("data/eval/python")),
                 "--tokenizer",
-                s(&root().join("tests/fixtures/tokenizer.json")),
+                s(&repo().join("tests/fixtures/tokenizer.json")),
                 "--out",
                 s(&tmp.path().join("es2")),
                 "--filters",
@@ -274,9 +265,9 @@ fn compare_refuses_mismatched_tokenizers() {
     prepare(
         "data/eval/python",
         &es,
-        &root().join("tests/fixtures/tokenizer.json"),
+        &repo().join("tests/fixtures/tokenizer.json"),
     );
-    let a = root().join("tests/fixtures/hf/hybrid_rope");
+    let a = repo().join("tests/fixtures/hf/hybrid_rope");
     let other = with_other_tokenizer(&a, &tmp.path().join("other"));
     let out = tmp.path().join("out");
     let refuse = |x: &Path, y: &Path, evalset: &Path, what: &str| {

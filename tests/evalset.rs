@@ -1,23 +1,15 @@
 //! `prepare` and `score --evalset` end to end on real files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn filtermon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_filtermon"))
-        .args(args)
-        .output()
-        .expect("run filtermon")
-}
+mod common;
+use common::{filtermon, repo};
 
 fn prepare(input: &Path, out: &Path, extra: &[&str]) -> Output {
-    let tok = root().join("tests/fixtures/tokenizer.json");
+    let tok = repo().join("tests/fixtures/tokenizer.json");
     let mut args = vec![
         "prepare",
         "--input",
@@ -43,7 +35,7 @@ fn labeled(dir: &Path) -> Vec<Value> {
 fn prepare_writes_every_artifact_and_is_deterministic() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let data = root().join("data/eval");
+    let data = repo().join("data/eval");
     for out in [&a, &b] {
         let res = prepare(&data, out, &["--window", "256"]);
         assert!(
@@ -173,13 +165,13 @@ fn subword_tokens_take_their_word_labels() {
 fn score_evalset_reports_every_filter_and_refuses_other_tokenizers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let es = tmp.path().join("es");
-    let res = prepare(&root().join("data/eval/python"), &es, &["--window", "128"]);
+    let res = prepare(&repo().join("data/eval/python"), &es, &["--window", "128"]);
     assert!(
         res.status.success(),
         "{}",
         String::from_utf8_lossy(&res.stderr)
     );
-    let ckpt = root().join("tests/fixtures/hf/hybrid_rope");
+    let ckpt = repo().join("tests/fixtures/hf/hybrid_rope");
     let losses = tmp.path().join("losses.jsonl");
     let res = filtermon(&[
         "score",
@@ -256,7 +248,7 @@ fn score_evalset_reports_every_filter_and_refuses_other_tokenizers() {
 fn corrupt_evalset_and_bad_corpus_lines_exit_2() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let es = tmp.path().join("es");
-    assert!(prepare(&root().join("data/eval/latex"), &es, &[])
+    assert!(prepare(&repo().join("data/eval/latex"), &es, &[])
         .status
         .success());
     let bin = es.join("evalset.bin");
@@ -267,7 +259,7 @@ fn corrupt_evalset_and_bad_corpus_lines_exit_2() {
         .expect("open")
         .set_len(len - 7)
         .expect("truncate");
-    let ckpt = root().join("tests/fixtures/hf/olmo2");
+    let ckpt = repo().join("tests/fixtures/hf/olmo2");
     let res = filtermon(&[
         "score",
         ckpt.to_str().expect("utf8"),

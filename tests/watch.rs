@@ -10,31 +10,13 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
+mod common;
+use common::{copy_dir, fixture, repo};
+
 const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
 const SETTLE: f64 = 1.0;
 /// Built-in filters plus the one user filter of every test config.
 const FILTERS: i64 = 8;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("tests/fixtures/hf").join(name)
-}
-
-/// Copies a folder with its subfolders (OLMo-core step folders have some).
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read fixture") {
-        let e = e.expect("entry");
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            fs::copy(e.path(), to.join(e.file_name())).expect("copy");
-        }
-    }
-}
 
 /// A temp folder with a small corpus, run folders and a config.
 struct Env {

@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests.
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A committed Hugging Face fixture checkpoint.
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/hf").join(name)
+}
+
+/// Runs the filtermon binary to completion.
+pub fn filtermon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_filtermon"))
+        .args(args)
+        .output()
+        .expect("run filtermon")
+}
+
+/// Copies a folder with its subfolders (OLMo-core step folders have some).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read folder") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    }
+}
