@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 
 mod common;
-use common::{copy_dir, fixture};
+use common::{copy_dir, fixture, token_losses};
 
 fn docs(dir: &Path, lines: &[&str]) -> PathBuf {
     let p = dir.join("docs.jsonl");
@@ -101,15 +101,7 @@ fn batching_does_not_change_losses() {
             "{}",
             String::from_utf8_lossy(&res.stderr)
         );
-        std::fs::read_to_string(&out)
-            .expect("output")
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).expect("json")["loss"]
-                    .as_f64()
-                    .expect("loss")
-            })
-            .collect()
+        token_losses(&out)
     };
     let (one, many) = (read("1"), read("4"));
     assert_eq!(one.len(), many.len());

@@ -9,6 +9,9 @@ use filtermon::checkpoint::{olmo_core, Checkpoint};
 use filtermon::model::nll;
 use serde_json::Value;
 
+mod common;
+use common::token_losses;
+
 const FIXTURES: &[&str] = &["transformer", "hybrid", "gdn"];
 
 fn root() -> PathBuf {
@@ -171,18 +174,6 @@ fn fails_with(out: &std::process::Output, want: &str) {
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.contains(want), "`{want}` not in: {err}");
-}
-
-fn token_losses(path: &Path) -> Vec<f64> {
-    std::fs::read_to_string(path)
-        .expect("out")
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).expect("json")["loss"]
-                .as_f64()
-                .expect("loss")
-        })
-        .collect()
 }
 
 #[test]

@@ -35,3 +35,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The `loss` column of a `--token-losses` file, in file order.
+pub fn token_losses(path: &Path) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .expect("token losses")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["loss"]
+                .as_f64()
+                .expect("loss")
+        })
+        .collect()
+}
