@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::bootstrap::{ratio_ci, Cluster};
+use super::bootstrap::{ratio, ratio_ci, Cluster};
 
 /// Mean of `a − b` over selected tokens and its 95% interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -30,21 +30,16 @@ pub fn paired_diff(
     seed: u64,
 ) -> PairedDiff {
     let mut clusters = vec![Cluster::default(); doc_count];
-    let (mut sum, mut n) = (0f64, 0usize);
+    let mut n = 0usize;
     for i in 0..a.len().min(b.len()) {
-        if !selected(i) || !a[i].is_finite() || !b[i].is_finite() {
-            continue;
+        if selected(i) && a[i].is_finite() && b[i].is_finite() {
+            clusters[docs[i] as usize].add(f64::from(a[i]) - f64::from(b[i]));
+            n += 1;
         }
-        let d = f64::from(a[i]) - f64::from(b[i]);
-        let c = &mut clusters[docs[i] as usize];
-        c.sum += d;
-        c.n += 1.0;
-        sum += d;
-        n += 1;
     }
     let (lo, hi) = ratio_ci(&clusters, resamples, seed, 0.95);
     PairedDiff {
-        mean: if n == 0 { f64::NAN } else { sum / n as f64 },
+        mean: ratio(&clusters),
         lo,
         hi,
         n,
