@@ -47,6 +47,41 @@ pub enum Command {
     Status(StatusArgs),
     /// One row per (run, checkpoint, evalset, filter) of a store, as CSV or JSONL.
     Export(ExportArgs),
+    /// Draw every curve and gap chart (PNG and SVG) and the HTML report from a store.
+    Chart(ChartArgs),
+    /// List the alerts a store holds, or acknowledge one.
+    Alerts(AlertsArgs),
+}
+
+/// `filtermon chart`.
+#[derive(Debug, Args)]
+pub struct ChartArgs {
+    /// The SQLite database.
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Folder for the charts and index.html (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// What the x axis shows.
+    #[arg(long, value_enum, default_value_t = crate::charts::XAxis::Tokens)]
+    pub x: crate::charts::XAxis,
+    /// Logarithmic x axis.
+    #[arg(long)]
+    pub log_x: bool,
+}
+
+/// `filtermon alerts`.
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    /// The SQLite database.
+    #[arg(long)]
+    pub db: PathBuf,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Acknowledge the alert with this id (it stays listed, marked acknowledged).
+    #[arg(long, value_name = "ID")]
+    pub ack: Option<i64>,
 }
 
 /// `filtermon watch`.

@@ -5,6 +5,7 @@
 //! per-token losses, [`evalset`] labels tokens and selects them with filters.
 
 pub mod alerts;
+pub mod charts;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;

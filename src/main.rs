@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         Command::Watch(a) => commands::watch::run(a),
         Command::Status(a) => commands::status::run(a),
         Command::Export(a) => commands::export::run(a),
+        Command::Chart(a) => commands::chart::run(a),
+        Command::Alerts(a) => commands::alerts::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

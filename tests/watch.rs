@@ -626,3 +626,148 @@ fn compare_reads_stored_losses_without_rescoring() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("hy@99"));
 }
+
+#[test]
+fn alerts_fire_once_reach_the_hook_and_the_report_follows_each_commit() {
+    let rules = "[[alerts]]\nname = \"any-gap\"\nrule = \"gap\"\nmax_gap = -1000.0\n\
+                 filters = [\"all\"]\n\
+                 [[alerts]]\nname = \"flip\"\nrule = \"sign_flip\"\nfilters = [\"all\"]\n\
+                 [[alerts]]\nname = \"rise\"\nrule = \"rise\"\nmin_delta = 0.0\n";
+    let env = Env::new(
+        "small",
+        &[("base", ""), ("other", "baseline = \"base\"")],
+        rules,
+    );
+    let hook_out = env.path("hook.jsonl");
+    let cfg = fs::read_to_string(env.path("w.toml")).expect("config");
+    let hook = format!("on_alert = \"cat >> '{}'\"\n", hook_out.display());
+    fs::write(env.path("w.toml"), hook + &cfg).expect("config");
+    for (run, ck) in [
+        ("base", "step100"),
+        ("base", "step200"),
+        ("base", "step300-anneal"),
+        ("other", "step100"),
+        ("other", "step200"),
+    ] {
+        copy_dir(&fixture("olmo2"), &env.path(&format!("runs/{run}/{ck}")));
+    }
+    let mut daemon = env.spawn("d.log");
+    let alerts = |e: &Env| e.query_i64("SELECT COUNT(*) FROM alerts");
+    env.wait_for("five scored and two alerts", Duration::from_secs(90), |e| {
+        e.query_i64("SELECT COUNT(*) FROM jobs WHERE state = 'done'") == 5 && alerts(e) == 2
+    });
+    // The hook runs on its own thread; give it a moment.
+    env.wait_for("the hook output", Duration::from_secs(10), |e| {
+        fs::read_to_string(e.path("hook.jsonl")).is_ok_and(|s| s.lines().count() == 2)
+    });
+    stop(&mut daemon);
+
+    // Same weights everywhere: every gap is 0 (above −1000, never a sign change), and the
+    // annealed base checkpoint has no earlier annealed one to rise from.
+    let lines = fs::read_to_string(&hook_out).expect("hook output");
+    let mut fired: Vec<(String, String)> = Vec::new();
+    for line in lines.lines() {
+        let v: Value = serde_json::from_str(line).expect("one JSON object per firing");
+        for key in [
+            "rule",
+            "run",
+            "filter",
+            "checkpoint",
+            "step",
+            "tokens",
+            "value",
+            "threshold",
+            "message",
+        ] {
+            assert!(!v[key].is_null(), "hook payload lacks {key}: {v}");
+        }
+        assert_eq!(
+            (&v["rule"], &v["run"], &v["filter"]),
+            (&"any-gap".into(), &"other".into(), &"all".into())
+        );
+        assert_eq!(v["value"].as_f64(), Some(0.0));
+        fired.push((
+            v["checkpoint"].as_str().unwrap_or("").into(),
+            v["tokens"].to_string(),
+        ));
+    }
+    fired.sort();
+    assert_eq!(
+        fired,
+        vec![
+            ("step100".to_string(), "100000".to_string()),
+            ("step200".to_string(), "200000".to_string())
+        ]
+    );
+    let warned = events(
+        &env.path("d.log"),
+        "other is 0.0000 nats worse than base on all at 100000 tokens (limit -1000)",
+    );
+    assert_eq!(warned.len(), 1, "each firing is logged once at WARN");
+    assert_eq!(warned[0]["level"], "WARN");
+
+    // The report: every chart the index names exists, as PNG and SVG.
+    let index = fs::read_to_string(env.path("charts/index.html")).expect("index.html");
+    assert!(index.contains("any-gap"), "the alert list is in the report");
+    let charts: Vec<&str> = index
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert_eq!(
+        charts.len(),
+        2 * FILTERS as usize,
+        "a loss and a gap chart per filter"
+    );
+    for png in charts {
+        assert!(env.path(&format!("charts/{png}")).is_file(), "{png}");
+        let svg = png.replace(".png", ".svg");
+        assert!(env.path(&format!("charts/{svg}")).is_file(), "{svg}");
+    }
+
+    // A restart re-evaluates every rule and stores nothing twice.
+    let mut again = env.spawn("d2.log");
+    env.wait_started("d2.log");
+    std::thread::sleep(Duration::from_millis(1500));
+    stop(&mut again);
+    assert_eq!(alerts(&env), 2);
+    assert_eq!(
+        fs::read_to_string(&hook_out).expect("hook").lines().count(),
+        2
+    );
+
+    // Listing and acknowledging.
+    let db = env.path("state/mon.db");
+    let out = Command::new(BIN)
+        .args(["alerts", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .expect("alerts");
+    assert!(out.status.success());
+    let listed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|a| a["acked_at"].is_null()));
+    let id = listed[0]["id"].as_i64().expect("id");
+    let ack = Command::new(BIN)
+        .args(["alerts", "--ack", &id.to_string(), "--db"])
+        .arg(&db)
+        .status()
+        .expect("ack");
+    assert!(ack.success());
+    assert_eq!(
+        env.query_i64(&format!(
+            "SELECT acked_at IS NOT NULL FROM alerts WHERE id = {id}"
+        )),
+        1
+    );
+    let missing = Command::new(BIN)
+        .args(["alerts", "--ack", "999", "--db"])
+        .arg(&db)
+        .output()
+        .expect("ack");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no alert with id 999"));
+}

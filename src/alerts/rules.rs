@@ -1,7 +1,7 @@
 //! Alert rules evaluated over loss curves (DESIGN §8). Pure functions: the daemon feeds them
 //! curves from the store and records what fires.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::curves::{gap, Curve, Point};
 use crate::stats::paired::PairedDiff;
@@ -20,7 +20,8 @@ pub enum RuleKind {
         /// Largest tolerated gap (nats).
         max_gap: f64,
     },
-    /// The sign of `run − baseline` changed between consecutive checkpoints.
+    /// The sign of `run − baseline` changed between consecutive checkpoints of the same
+    /// kind (stable or annealed).
     SignFlip,
 }
 
@@ -45,12 +46,17 @@ impl Rule {
 }
 
 /// One firing of a rule at one checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Firing {
     /// Rule name.
     pub rule: String,
     /// Run.
     pub run: String,
+    /// Evalset name.
+    pub evalset: String,
+    /// Evalset id in the store.
+    #[serde(skip)]
+    pub evalset_id: i64,
     /// Filter.
     pub filter: String,
     /// Checkpoint id in the store.
@@ -81,6 +87,8 @@ fn firing(
     Firing {
         rule: rule.name.clone(),
         run: c.run.clone(),
+        evalset: c.evalset.clone(),
+        evalset_id: c.evalset_id,
         filter: c.filter.clone(),
         checkpoint_id: p.checkpoint,
         checkpoint: p.name.clone(),
@@ -98,11 +106,11 @@ fn firing(
 pub fn baseline_firings(rule: &Rule, curves: &[Curve]) -> Vec<Firing> {
     let mut out = Vec::new();
     for c in curves.iter().filter(|c| rule.applies(c)) {
-        let Some(base) = c
-            .baseline
-            .as_ref()
-            .and_then(|b| curves.iter().find(|x| &x.run == b && x.filter == c.filter))
-        else {
+        let Some(base) = c.baseline.as_ref().and_then(|b| {
+            curves
+                .iter()
+                .find(|x| &x.run == b && x.filter == c.filter && x.evalset_id == c.evalset_id)
+        }) else {
             continue;
         };
         let gaps = gap(c, base);
@@ -117,7 +125,11 @@ pub fn baseline_firings(rule: &Rule, curves: &[Curve]) -> Vec<Firing> {
                 }
             }
             RuleKind::SignFlip => {
-                for pair in gaps.windows(2) {
+                // Consecutive checkpoints of the same kind: stable with stable, annealed
+                // with annealed.
+                let (annealed, stable): (Vec<_>, Vec<_>) =
+                    gaps.into_iter().partition(|(p, _)| p.anneal);
+                for pair in stable.windows(2).chain(annealed.windows(2)) {
                     let ((_, g0), (p, g1)) = (&pair[0], &pair[1]);
                     if g0.signum() != g1.signum() && *g0 != 0.0 && *g1 != 0.0 {
                         let msg = format!(
@@ -227,7 +239,20 @@ mod tests {
             Some("tf"),
             &[(1000, 3.1, false), (2000, 2.6, false), (3000, 2.3, false)],
         );
-        assert!(baseline_firings(&rule(RuleKind::SignFlip), &[base, steady]).is_empty());
+        assert!(baseline_firings(&rule(RuleKind::SignFlip), &[base.clone(), steady]).is_empty());
+        // An annealed point below the baseline between stable points above it is not a flip:
+        // annealed points are compared with annealed ones only.
+        let mut base_annealed = base.clone();
+        base_annealed
+            .points
+            .push(curve("tf", None, &[(2000, 2.3, true)]).points[0].clone());
+        base_annealed.points.sort_by_key(|p| p.tokens);
+        let mixed = curve(
+            "hy",
+            Some("tf"),
+            &[(1000, 3.1, false), (2000, 2.2, true), (3000, 2.3, false)],
+        );
+        assert!(baseline_firings(&rule(RuleKind::SignFlip), &[base_annealed, mixed]).is_empty());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! One module per subcommand: argument handling and output around the library stages.
 
+pub mod alerts;
 pub mod bench;
+pub mod chart;
 pub mod compare;
 pub mod export;
 pub mod prepare;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
+use crate::alerts::{Alerter, TokenSets};
 use crate::checkpoint::discover::Discoverer;
 use crate::config::{EvalsetConfig, WatchConfig};
 use crate::error::one_line;
@@ -115,6 +116,18 @@ pub fn run(config: &WatchConfig) -> anyhow::Result<()> {
         .name("discovery".into())
         .spawn(move || discovery.run(&event_rx, &mut fs_watcher))?;
 
+    let mut token_sets = std::collections::HashMap::new();
+    if Alerter::needs_token_sets(&config.alerts) {
+        for e in &evalsets {
+            token_sets.insert(e.id, TokenSets::new(&e.es, &e.filters)?);
+        }
+    }
+    let alerter = Alerter::new(
+        config.alerts.clone(),
+        token_sets,
+        config.resamples,
+        config.seed,
+    )?;
     let worker = Worker {
         store: Store::open(&config.db)?,
         db: config.db.clone(),
@@ -141,6 +154,8 @@ pub fn run(config: &WatchConfig) -> anyhow::Result<()> {
                 by_domain: false,
             },
         }),
+        alerter,
+        charts: config.charts.clone(),
         stop: stop.clone(),
         current: current.clone(),
     };

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 
+use crate::alerts::Alerter;
+use crate::charts::{render, ChartOptions};
 use crate::checkpoint::Checkpoint;
 use crate::error::one_line;
 use crate::evalset::filter::Filter;
@@ -121,6 +123,10 @@ pub struct Worker {
     pub evalsets: Vec<LoadedEvalset>,
     /// The scorer.
     pub scorer: Scorer,
+    /// Alert rules, evaluated after each commit.
+    pub alerter: Alerter,
+    /// Folder of the charts and report, redrawn after each commit.
+    pub charts: PathBuf,
     /// Set on SIGINT/SIGTERM: take no new job.
     pub stop: Arc<AtomicBool>,
     /// The job being scored, for the shutdown path to re-queue.
@@ -135,6 +141,8 @@ impl Worker {
     /// Runs until `stop` is set; `wake` is signalled when jobs are queued.
     pub fn run(mut self, wake: &Receiver<()>) -> anyhow::Result<()> {
         let es_ids: Vec<i64> = self.evalsets.iter().map(|e| e.id).collect();
+        // Catch up on what was committed before a restart (firings are stored only once).
+        self.after_commit(None);
         let mut last_reclaim: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
             if last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2) {
@@ -191,6 +199,7 @@ impl Worker {
                         filters = results.len(),
                         "scored"
                     );
+                    self.after_commit(Some(job.evalset_id));
                 } else {
                     tracing::warn!(job = job.id, "lease lost while scoring; results discarded");
                 }
@@ -214,6 +223,20 @@ impl Worker {
         }
         set_current(&self.current, None);
         Ok(())
+    }
+}
+
+impl Worker {
+    /// Alerts, then charts (so the report lists the new alerts). Neither may stop the daemon:
+    /// failures are logged. `evalset`: the one whose charts changed (`None`: all).
+    fn after_commit(&mut self, evalset: Option<i64>) {
+        if let Err(e) = self.alerter.evaluate(&mut self.store) {
+            tracing::error!(error = %one_line(&e), "evaluating alert rules");
+        }
+        match render(&self.store, &self.charts, &ChartOptions::default(), evalset) {
+            Ok(index) => tracing::debug!(report = %index.display(), "charts redrawn"),
+            Err(e) => tracing::error!(error = %one_line(&e), "drawing charts"),
+        }
     }
 }
 

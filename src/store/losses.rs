@@ -3,6 +3,7 @@
 //! index, position-0 tokens included (NaN loss), so paired analyses line up by index.
 
 use anyhow::Context;
+use rusqlite::{params, OptionalExtension};
 
 use crate::score::EvalScores;
 
@@ -73,6 +74,43 @@ pub fn decode(tokens: usize, loss: &[u8], top1: &[u8], top5: &[u8]) -> anyhow::R
     })
 }
 
+/// The `token_losses` columns of one row, as stored.
+struct Blobs {
+    codec: String,
+    tokens: i64,
+    loss: Vec<u8>,
+    top1: Vec<u8>,
+    top5: Vec<u8>,
+}
+
+impl Blobs {
+    /// The five columns starting at `at`.
+    fn read(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Blobs> {
+        Ok(Blobs {
+            codec: r.get(at)?,
+            tokens: r.get(at + 1)?,
+            loss: r.get(at + 2)?,
+            top1: r.get(at + 3)?,
+            top5: r.get(at + 4)?,
+        })
+    }
+
+    fn decode(&self) -> anyhow::Result<EvalScores> {
+        if self.codec != CODEC {
+            anyhow::bail!(
+                "losses stored with codec {}, this filtermon reads {CODEC}",
+                self.codec
+            );
+        }
+        decode(
+            usize::try_from(self.tokens)?,
+            &self.loss,
+            &self.top1,
+            &self.top5,
+        )
+    }
+}
+
 /// A checkpoint's stored per-token scores on one evalset, with where they came from.
 pub struct StoredScores {
     /// The checkpoint folder.
@@ -104,34 +142,15 @@ impl super::Store {
              WHERE r.name = ?1 AND (c.name = ?2 OR CAST(c.step AS TEXT) = ?2)
              ORDER BY c.name != ?2, c.kind = 'anneal', e.id",
         )?;
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            i64,
-            Vec<u8>,
-            Vec<u8>,
-            Vec<u8>,
-        );
-        let rows: Vec<Row> = stmt
-            .query_map(rusqlite::params![run, which], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
+        let rows: Vec<(String, String, String, Blobs)> = stmt
+            .query_map(params![run, which], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, Blobs::read(r, 3)?))
             })?
             .collect::<Result<_, _>>()?;
         let wanted = rows
             .into_iter()
             .find(|r| evalset.is_none_or(|h| r.2.starts_with(h)));
-        let Some((path, dir, hash, codec, tokens, loss, top1, top5)) = wanted else {
+        let Some((path, dir, hash, blobs)) = wanted else {
             return Err(crate::error::input_error(format!(
                 "no stored per-token losses for {run}@{which}{}",
                 evalset
@@ -139,20 +158,32 @@ impl super::Store {
                     .unwrap_or_default()
             )));
         };
-        if codec != CODEC {
-            anyhow::bail!(
-                "{run}@{which}: losses stored with codec {codec}, this filtermon reads {CODEC}"
-            );
-        }
         Ok(StoredScores {
             checkpoint: path.into(),
             evalset_dir: dir.into(),
             evalset_hash: hash,
-            scores: decode(tokens as usize, &loss, &top1, &top5)?,
+            scores: blobs.decode().with_context(|| format!("{run}@{which}"))?,
         })
     }
-}
 
+    /// The stored per-token scores of one checkpoint on one evalset, if any.
+    pub fn token_scores(
+        &self,
+        checkpoint_id: i64,
+        evalset_id: i64,
+    ) -> anyhow::Result<Option<EvalScores>> {
+        let blobs = self
+            .conn
+            .query_row(
+                "SELECT codec, tokens, loss, top1, top5 FROM token_losses
+                 WHERE checkpoint_id = ?1 AND evalset_id = ?2",
+                params![checkpoint_id, evalset_id],
+                |r| Blobs::read(r, 0),
+            )
+            .optional()?;
+        blobs.map(|b| b.decode()).transpose()
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

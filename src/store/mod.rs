@@ -5,6 +5,8 @@
 //! daemon. The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] takes any
 //! older database to the current version on open.
 
+pub mod alerts;
+pub mod curves;
 pub mod jobs;
 pub mod losses;
 pub mod report;
@@ -18,7 +20,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use crate::error::input_error;
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[r"
+pub const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -100,7 +103,12 @@ CREATE TABLE alerts (
     details TEXT,
     fired_at REAL NOT NULL
 );
-"];
+",
+    r"
+ALTER TABLE alerts ADD COLUMN acked_at REAL;
+CREATE UNIQUE INDEX alerts_once ON alerts (rule, checkpoint_id, evalset_id, filter);
+",
+];
 
 /// Seconds since the Unix epoch: every time in the store.
 pub fn now() -> f64 {

@@ -9,10 +9,13 @@ use anyhow::anyhow;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+pub mod svg;
+
 /// The font family every chart uses.
 pub const FONT: &str = "sans-serif";
 
-static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/LiberationSans-Regular.ttf");
+pub(crate) static FONT_BYTES: &[u8] =
+    include_bytes!("../../assets/fonts/LiberationSans-Regular.ttf");
 static REGISTER: Once = Once::new();
 
 /// Colour of an interval entirely above zero.
@@ -50,7 +53,7 @@ impl Interval {
     }
 }
 
-fn register_font() {
+pub(crate) fn register_font() {
     REGISTER.call_once(|| {
         // The bytes are compiled in and known to parse (tested), so failure cannot happen
         // at run time; if it did, plotters would report the missing font when drawing.
@@ -60,7 +63,7 @@ fn register_font() {
     });
 }
 
-fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing chart: {e}")
 }
 
@@ -76,6 +79,65 @@ pub fn png(
     draw(&root)?;
     root.present()
         .map_err(|e| anyhow!("writing {}: {e}", path.display()))
+}
+
+/// Escapes text for HTML/SVG content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A chart that draws on any `plotters` backend, so one drawing gives both PNG and SVG.
+pub trait Figure {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+    /// Draws on the whole (white) canvas.
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> anyhow::Result<()>;
+}
+
+/// `stem` with `.ext` appended (a stem may itself contain dots).
+fn with_ext(stem: &Path, ext: &str) -> std::path::PathBuf {
+    let mut s = stem.as_os_str().to_owned();
+    s.push(ext);
+    s.into()
+}
+
+/// Writes `fig` to `stem.png` and `stem.svg`. Each is written under a temporary name and
+/// renamed, so a browser refreshing the report never shows half a chart.
+pub fn png_and_svg(fig: &impl Figure, stem: &Path) -> anyhow::Result<()> {
+    register_font();
+    let size = fig.size();
+    let (png_tmp, svg_tmp) = (with_ext(stem, ".tmp.png"), with_ext(stem, ".tmp.svg"));
+    {
+        let root = BitMapBackend::new(&png_tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        fig.draw(&root)?;
+        root.present()
+            .map_err(|e| anyhow!("writing {}: {e}", png_tmp.display()))?;
+    }
+    {
+        let root = svg::SvgBackend::new(svg_tmp.clone(), size)?.into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        fig.draw(&root)?;
+        root.present()
+            .map_err(|e| anyhow!("writing {}: {e}", svg_tmp.display()))?;
+    }
+    for (tmp, ext) in [(png_tmp, ".png"), (svg_tmp, ".svg")] {
+        let dest = with_ext(stem, ext);
+        std::fs::rename(&tmp, &dest)
+            .map_err(|e| anyhow!("renaming {} to {}: {e}", tmp.display(), dest.display()))?;
+    }
+    Ok(())
 }
 
 /// Finite span of the intervals (and zero), padded by 5%.

@@ -15,6 +15,10 @@ use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod alerts;
+
+pub use alerts::AlertSettings;
+
 use crate::cli::DTypeArg;
 use crate::error::input_error;
 use crate::evalset::filter::filters_from_toml;
@@ -44,6 +48,8 @@ pub struct WatchConfig {
     pub evalsets: Vec<EvalsetConfig>,
     /// User filters as `(name, expression)`, besides the built-ins.
     pub filters: Vec<(String, String)>,
+    /// Alert rules and the hook.
+    pub alerts: AlertSettings,
     /// Watched runs.
     pub runs: Vec<RunConfig>,
 }
@@ -174,6 +180,12 @@ struct RawConfig {
     #[serde(default)]
     filters: Option<toml::Value>,
     runs: Spanned<Vec<RawRun>>,
+    #[serde(default)]
+    alerts: Vec<alerts::RawRule>,
+    #[serde(default)]
+    on_alert: Option<String>,
+    #[serde(default = "alerts::default_hook_timeout")]
+    on_alert_timeout_secs: Spanned<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -464,6 +476,19 @@ fn validate(
     for (i, r) in raw_runs.into_iter().enumerate() {
         runs.push(validate_run(r, i, &names, &evalsets, base, errs)?);
     }
+    let filter_names: Vec<String> = crate::evalset::filter::builtin_filters()
+        .into_iter()
+        .map(|(n, _)| n.to_string())
+        .chain(filters.iter().map(|(n, _)| n.clone()))
+        .collect();
+    let alerts = alerts::validate(
+        raw.alerts,
+        raw.on_alert,
+        &raw.on_alert_timeout_secs,
+        &names,
+        &filter_names,
+        errs,
+    )?;
     Ok(WatchConfig {
         path: path.to_path_buf(),
         db: resolve(base, &raw.db),
@@ -480,6 +505,7 @@ fn validate(
         daemon,
         evalsets,
         filters,
+        alerts,
         runs,
     })
 }
@@ -719,10 +745,10 @@ anneal = ["step10-anneal"]
     #[test]
     fn shipped_examples_are_valid() {
         for (name, text) in [
-            ("demo.toml", include_str!("../watch-configs/demo.toml")),
+            ("demo.toml", include_str!("../../watch-configs/demo.toml")),
             (
                 "olmo-1b-ladder.toml",
-                include_str!("../watch-configs/olmo-1b-ladder.toml"),
+                include_str!("../../watch-configs/olmo-1b-ladder.toml"),
             ),
         ] {
             let c = WatchConfig::parse(text, &Path::new("watch-configs").join(name))

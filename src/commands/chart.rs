@@ -1,0 +1,17 @@
+//! `filtermon chart`: the report from a store, on demand.
+
+use crate::charts::{render, ChartOptions};
+use crate::cli::ChartArgs;
+use crate::store::Store;
+
+/// Runs the command.
+pub fn run(args: &ChartArgs) -> anyhow::Result<()> {
+    let store = Store::open_existing(&args.db)?;
+    let opts = ChartOptions {
+        x: args.x,
+        log_x: args.log_x,
+    };
+    let index = render(&store, &args.out, &opts, None)?;
+    println!("{}", index.display());
+    Ok(())
+}

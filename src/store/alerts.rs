@@ -1,0 +1,99 @@
+//! Alert firings: recorded once per (rule, checkpoint, evalset, filter), listed and
+//! acknowledged.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::report::rfc3339;
+use super::{now, Store};
+use crate::alerts::rules::Firing;
+use crate::error::input_error;
+
+/// A stored firing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRow {
+    /// Id, for `alerts --ack`.
+    pub id: i64,
+    /// When it fired (RFC 3339 UTC).
+    pub fired_at: String,
+    /// When it was acknowledged (RFC 3339 UTC), if it was.
+    pub acked_at: Option<String>,
+    /// What fired.
+    #[serde(flatten)]
+    pub firing: Firing,
+}
+
+impl Store {
+    /// Records a firing unless the same rule already fired at the same checkpoint on the same
+    /// evalset and filter; returns the new row's id, or `None` for a repeat.
+    pub fn record_alert(&mut self, f: &Firing) -> anyhow::Result<Option<i64>> {
+        let run_id = self.run_id(&f.run)?;
+        let details = serde_json::to_string(f)?;
+        Ok(self
+            .conn
+            .query_row(
+                "INSERT INTO alerts (rule, run_id, checkpoint_id, evalset_id, filter, message,
+                 details, fired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT DO NOTHING RETURNING id",
+                params![
+                    f.rule,
+                    run_id,
+                    f.checkpoint_id,
+                    f.evalset_id,
+                    f.filter,
+                    f.message,
+                    details,
+                    now()
+                ],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every stored firing, newest first.
+    pub fn alerts(&self) -> anyhow::Result<Vec<AlertRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, fired_at, acked_at, details, checkpoint_id, evalset_id FROM alerts
+             ORDER BY fired_at DESC, id DESC",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, Option<f64>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, fired, acked, details, checkpoint_id, evalset_id) = row?;
+            let details = details.unwrap_or_default();
+            let mut firing: Firing = serde_json::from_str(&details)
+                .map_err(|e| anyhow::anyhow!("alert {id}: unreadable details: {e}"))?;
+            firing.checkpoint_id = checkpoint_id.unwrap_or_default();
+            firing.evalset_id = evalset_id.unwrap_or_default();
+            out.push(AlertRow {
+                id,
+                fired_at: rfc3339(fired),
+                acked_at: acked.map(rfc3339),
+                firing,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Acknowledges a firing; acknowledging twice keeps the first time. An unknown id is an
+    /// input error.
+    pub fn ack_alert(&mut self, id: i64) -> anyhow::Result<()> {
+        let found = self.conn.execute(
+            "UPDATE alerts SET acked_at = COALESCE(acked_at, ?2) WHERE id = ?1",
+            params![id, now()],
+        )?;
+        if found == 0 {
+            return Err(input_error(format!("no alert with id {id}")));
+        }
+        Ok(())
+    }
+}

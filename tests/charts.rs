@@ -1,0 +1,209 @@
+//! `filtermon chart` on a store of three runs with known curves: real PNG and SVG files,
+//! each run's series in each chart, and an index that names every chart.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use filtermon::score::EvalScores;
+use filtermon::stats::aggregate::FilterResult;
+use filtermon::store::losses::encode;
+use filtermon::store::{EvalsetRow, NewCheckpoint, RunRow, Store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
+const RUNS: [(&str, &str, Option<&str>); 3] = [
+    ("tf-1b", "transformer", None),
+    ("hy-1b", "hybrid", Some("tf-1b")),
+    ("gdn-1b", "rnn", Some("tf-1b")),
+];
+
+/// Power-law loss curves: the recurrent run trails on copy5 by a widening margin.
+fn loss(arch: &str, filter: &str, tokens: f64, anneal: bool) -> f64 {
+    let base = 2.0 + 40.0 * tokens.powf(-0.3);
+    let copy_penalty = match (arch, filter) {
+        ("rnn", "copy5") => 0.05 + 0.3 * (tokens / 4e7),
+        ("hybrid", _) => -0.02,
+        _ => 0.0,
+    };
+    base + copy_penalty - if anneal { 0.08 } else { 0.0 }
+}
+
+fn build_store(path: &Path) {
+    let mut store = Store::open(path).expect("store");
+    let es = store
+        .upsert_evalset(&EvalsetRow {
+            name: "web".into(),
+            hash: "h".into(),
+            tokenizer_hash: "t".into(),
+            dir: "/e".into(),
+            tokens: 4,
+        })
+        .expect("evalset");
+    let scores = EvalScores {
+        loss: vec![f32::NAN, 1.0, 2.0, 3.0],
+        top1: vec![false; 4],
+        top5: vec![false; 4],
+    };
+    let losses = encode(&scores).expect("encode");
+    for (name, arch, baseline) in RUNS {
+        let run = store
+            .upsert_run(&RunRow {
+                name: name.into(),
+                arch: arch.into(),
+                dir: format!("/runs/{name}"),
+                baseline: baseline.map(str::to_owned),
+                tokens_per_step: 4096,
+            })
+            .expect("run");
+        let mut cks: Vec<(u64, bool)> = (1..=10).map(|k| (k * 1000, false)).collect();
+        cks.extend([(4000, true), (8000, true)]);
+        for (step, anneal) in cks {
+            let ck = NewCheckpoint {
+                name: format!("step{step}{}", if anneal { "-anneal" } else { "" }),
+                path: format!("/runs/{name}/step{step}"),
+                step,
+                tokens: step * 4096,
+                anneal,
+            };
+            store.add_checkpoint(run, &ck, &[es]).expect("checkpoint");
+            let job = store
+                .lease("test", 60.0, &[run], &[es])
+                .expect("lease")
+                .expect("a job");
+            let results: Vec<FilterResult> = ["all", "copy5"]
+                .iter()
+                .map(|f| {
+                    let mean = loss(arch, f, ck.tokens as f64, anneal);
+                    FilterResult {
+                        filter: (*f).into(),
+                        definition: (*f).into(),
+                        domain: None,
+                        mean,
+                        n: 1000,
+                        ci_lo: mean - 0.03,
+                        ci_hi: mean + 0.03,
+                        top1: 0.3,
+                        top5: 0.6,
+                    }
+                })
+                .collect();
+            assert!(store
+                .complete(&job, "test", &results, &losses, 0.1)
+                .expect("complete"));
+        }
+    }
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let b = fs::read(path).expect("png");
+    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{} is a PNG", path.display());
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
+}
+
+#[test]
+fn charts_show_every_run_and_the_index_names_every_chart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("m.db");
+    build_store(&db);
+    let out = tmp.path().join("report");
+    let run = Command::new(BIN)
+        .args(["chart", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("chart");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let index = fs::read_to_string(out.join("index.html")).expect("index");
+    let mut pngs: Vec<&str> = index
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    pngs.sort_unstable();
+    assert_eq!(
+        pngs,
+        vec![
+            "web/all-gap.png",
+            "web/all.png",
+            "web/copy5-gap.png",
+            "web/copy5.png"
+        ]
+    );
+    for png in &pngs {
+        assert_eq!(png_size(&out.join(png)), (960, 600));
+        let svg_name = png.replace(".png", ".svg");
+        assert!(index.contains(&format!("href=\"{svg_name}\"")));
+        let svg = fs::read_to_string(out.join(&svg_name)).expect("svg");
+        assert!(svg.starts_with("<svg") && svg.contains(r#"width="960" height="600""#));
+        assert!(
+            !svg.contains("<text"),
+            "text is outlined with the shipped font"
+        );
+        for (name, arch, _) in RUNS {
+            let labelled = if png.ends_with("-gap.png") {
+                format!("{name} − tf-1b")
+            } else {
+                format!("{name} ({arch})")
+            };
+            if png.ends_with("-gap.png") && name == "tf-1b" {
+                assert!(!svg.contains(&format!("aria-label=\"{labelled}\"")));
+                continue;
+            }
+            assert!(
+                svg.contains(&format!("aria-label=\"{labelled}\"")),
+                "{svg_name} has {labelled} in its legend"
+            );
+        }
+    }
+    // Each architecture keeps its colour: the transformer's blue, the hybrid's orange and
+    // the recurrent run's green lines are in the loss chart; the gap chart has no blue line.
+    let copy5 = fs::read_to_string(out.join("web/copy5.svg")).expect("svg");
+    let copy5_gap = fs::read_to_string(out.join("web/copy5-gap.svg")).expect("svg");
+    for rgb in ["rgb(31,119,180)", "rgb(255,127,14)", "rgb(44,160,44)"] {
+        let line = format!("stroke=\"{rgb}\"");
+        assert!(
+            copy5
+                .lines()
+                .any(|l| l.starts_with("<polyline") && l.contains(&line)),
+            "a {rgb} line"
+        );
+    }
+    assert!(
+        copy5_gap.contains("rgb(44,160,44)") && !copy5_gap.contains("stroke=\"rgb(31,119,180)\"")
+    );
+    // The latest values: the annealed step 8000 is not the latest, step 10000 is.
+    assert!(index.contains("step10000"));
+    assert!(index.contains(&format!(
+        "{:.4}",
+        loss("rnn", "copy5", 10000.0 * 4096.0, false)
+    )));
+    assert!(index.contains("No alert has fired."));
+
+    let by_step = Command::new(BIN)
+        .args(["chart", "--x", "step", "--log-x", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(tmp.path().join("by-step"))
+        .status()
+        .expect("chart");
+    assert!(by_step.success());
+    let svg = fs::read_to_string(tmp.path().join("by-step/web/all.svg")).expect("svg");
+    assert!(svg.contains("aria-label=\"step\"") && !svg.contains("aria-label=\"tokens seen\""));
+
+    let missing = Command::new(BIN)
+        .args(["chart", "--db"])
+        .arg(tmp.path().join("none.db"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("chart");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such database"));
+}
