@@ -172,3 +172,123 @@ fn paired_rise(
         seed,
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::rules::Rule;
+    use crate::score::EvalScores;
+    use crate::stats::aggregate::FilterResult;
+    use crate::store::losses::encode;
+    use crate::store::{EvalsetRow, NewCheckpoint, RunRow};
+
+    const TOKENS: usize = 40;
+
+    /// A store with two annealed checkpoints of one run whose per-token losses are `first`
+    /// and `second` everywhere (position 0 unscored).
+    fn store_with(first: f32, second: f32) -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut store = Store::open(&dir.path().join("m.db")).expect("store");
+        let run = store
+            .upsert_run(&RunRow {
+                name: "hy".into(),
+                arch: "hybrid".into(),
+                dir: "/r".into(),
+                baseline: None,
+                tokens_per_step: 10,
+            })
+            .expect("run");
+        let es = store
+            .upsert_evalset(&EvalsetRow {
+                name: "e".into(),
+                hash: "h".into(),
+                tokenizer_hash: "t".into(),
+                dir: "/e".into(),
+                tokens: TOKENS as u64,
+            })
+            .expect("evalset");
+        for (step, loss) in [(100u64, first), (200, second)] {
+            let ck = NewCheckpoint {
+                name: format!("step{step}-anneal"),
+                path: format!("/r/step{step}-anneal"),
+                step,
+                tokens: step * 10,
+                anneal: true,
+            };
+            store.add_checkpoint(run, &ck, &[es]).expect("checkpoint");
+            let job = store.lease("t", 60.0, &[run], &[es]).expect("lease");
+            let job = job.expect("job");
+            let scores = EvalScores {
+                loss: (0..TOKENS)
+                    .map(|i| if i == 0 { f32::NAN } else { loss })
+                    .collect(),
+                top1: vec![false; TOKENS],
+                top5: vec![false; TOKENS],
+            };
+            let result = FilterResult {
+                filter: "all".into(),
+                definition: "all".into(),
+                domain: None,
+                mean: f64::from(loss),
+                n: TOKENS - 1,
+                ci_lo: f64::from(loss),
+                ci_hi: f64::from(loss),
+                top1: 0.0,
+                top5: 0.0,
+            };
+            let losses = encode(&scores).expect("encode");
+            assert!(store
+                .complete(&job, "t", &[result], &losses, 0.0)
+                .expect("complete"));
+        }
+        (dir, store, es)
+    }
+
+    fn alerter(es: i64, min_delta: f64) -> Alerter {
+        let sets = TokenSets {
+            docs: (0..TOKENS as u32).map(|i| i / 8).collect(),
+            doc_count: TOKENS.div_ceil(8),
+            masks: [("all".to_string(), (0..TOKENS).map(|i| i > 0).collect())].into(),
+        };
+        let settings = AlertSettings {
+            rules: vec![Rule {
+                name: "rise".into(),
+                kind: RuleKind::Rise { min_delta },
+                filters: vec![],
+                runs: vec![],
+            }],
+            on_alert: None,
+            hook_timeout: std::time::Duration::from_secs(1),
+        };
+        Alerter::new(settings, [(es, sets)].into(), 200, 0).expect("alerter")
+    }
+
+    #[test]
+    fn a_rise_in_stored_losses_fires_once_across_restarts() {
+        let (_dir, mut store, es) = store_with(2.0, 2.5);
+        let fired = alerter(es, 0.1).evaluate(&mut store).expect("rules");
+        assert_eq!(fired.len(), 1);
+        let f = &fired[0].1;
+        assert_eq!((f.checkpoint.as_str(), f.step), ("step200-anneal", 200));
+        assert!((f.value - 0.5).abs() < 1e-6 && f.threshold == 0.1);
+        let mut same = alerter(es, 0.1);
+        assert!(same.evaluate(&mut store).expect("rules").is_empty());
+        assert!(same.evaluate(&mut store).expect("rules").is_empty());
+        assert_eq!(store.alerts().expect("alerts").len(), 1);
+    }
+
+    #[test]
+    fn a_rise_below_min_delta_or_a_fall_does_not_fire() {
+        let (_dir, mut store, es) = store_with(2.0, 2.5);
+        assert!(alerter(es, 0.6)
+            .evaluate(&mut store)
+            .expect("rules")
+            .is_empty());
+        let (_dir, mut store, es) = store_with(2.5, 2.0);
+        assert!(alerter(es, 0.0)
+            .evaluate(&mut store)
+            .expect("rules")
+            .is_empty());
+        assert!(store.alerts().expect("alerts").is_empty());
+    }
+}

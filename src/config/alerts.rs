@@ -129,3 +129,81 @@ pub(super) fn validate(
         hook_timeout: seconds(errs, timeout, "on_alert_timeout_secs", 0.1)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::alerts::rules::RuleKind;
+    use crate::config::WatchConfig;
+
+    const BASE: &str = r#"
+db = "mon.db"
+on_alert = "notify-send filtermon"
+[[evalsets]]
+name = "default"
+dir = "es"
+[[runs]]
+name = "a"
+arch = "transformer"
+dir = "ckpt/a"
+tokens_per_step = 1000
+"#;
+
+    fn parse(rules: &str) -> anyhow::Result<WatchConfig> {
+        WatchConfig::parse(&format!("{BASE}{rules}"), Path::new("w.toml"))
+    }
+
+    fn err(rules: &str) -> String {
+        let e = parse(rules).expect_err("should fail");
+        assert!(crate::error::is_input_error(&e));
+        crate::error::one_line(&e)
+    }
+
+    #[test]
+    fn rules_parse_with_defaults() {
+        let c = parse(
+            "[[alerts]]\nname = \"r\"\nrule = \"rise\"\n\
+             [[alerts]]\nname = \"g\"\nrule = \"gap\"\nmax_gap = 0.1\nfilters = [\"copy5\"]\nruns = [\"a\"]\n\
+             [[alerts]]\nname = \"s\"\nrule = \"sign_flip\"\n",
+        )
+        .expect("valid");
+        let a = &c.alerts;
+        assert_eq!(a.on_alert.as_deref(), Some("notify-send filtermon"));
+        assert_eq!(a.hook_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(a.rules[0].kind, RuleKind::Rise { min_delta: 0.0 });
+        assert_eq!(a.rules[1].kind, RuleKind::Gap { max_gap: 0.1 });
+        assert_eq!((a.rules[1].filters.len(), a.rules[1].runs.len()), (1, 1));
+        assert_eq!(a.rules[2].kind, RuleKind::SignFlip);
+    }
+
+    #[test]
+    fn mistakes_name_the_rule_key() {
+        let e = err("[[alerts]]\nname = \"g\"\nrule = \"gap\"\n");
+        assert!(
+            e.contains("alerts[0].max_gap: a `gap` rule needs it"),
+            "{e}"
+        );
+        let e = err("[[alerts]]\nname = \"x\"\nrule = \"drop\"\n");
+        assert!(
+            e.contains("w.toml:14: alerts[0].rule: unknown rule \"drop\""),
+            "{e}"
+        );
+        let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\nmax_gap = 1.0\n");
+        assert!(
+            e.contains("alerts[0].max_gap: does not apply to a `rise` rule"),
+            "{e}"
+        );
+        let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\nruns = [\"zz\"]\n");
+        assert!(e.contains("alerts[0].runs: no run named \"zz\""), "{e}");
+        let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\nfilters = [\"nope\"]\n");
+        assert!(
+            e.contains("alerts[0].filters: no filter named \"nope\""),
+            "{e}"
+        );
+        let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\nthreshold = 1\n");
+        assert!(e.contains("unknown field `threshold`"), "{e}");
+        let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\n[[alerts]]\nname = \"x\"\nrule = \"rise\"\n");
+        assert!(e.contains("alerts[1].name: empty or used twice"), "{e}");
+    }
+}
