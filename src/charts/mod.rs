@@ -240,13 +240,13 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
     out
 }
 
-/// Draws the report into `out`: every chart of `evalset` (all evalsets when `None`) and
+/// Draws the report into `out`: every chart of `evalsets` (all when `None`) and
 /// `index.html` (which always lists every chart). Returns the index's path.
 pub fn render(
     store: &Store,
     out: &Path,
     opts: &ChartOptions,
-    evalset: Option<i64>,
+    evalsets: Option<&[i64]>,
 ) -> anyhow::Result<PathBuf> {
     let curves = store.curves(None)?;
     let charts = plan(&curves, opts);
@@ -254,7 +254,7 @@ pub fn render(
         .map_err(|e| input_error(format!("{}: cannot create folder: {e}", out.display())))?;
     for c in charts
         .iter()
-        .filter(|c| evalset.is_none_or(|e| e == c.evalset_id))
+        .filter(|c| evalsets.is_none_or(|e| e.contains(&c.evalset_id)))
     {
         let stem = out.join(&c.stem);
         if let Some(dir) = stem.parent() {

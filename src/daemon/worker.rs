@@ -137,12 +137,20 @@ pub struct Worker {
 /// daemons, retries coming due).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// Longest time charts lag behind the results while a backlog is scored.
+const CHART_EVERY: Duration = Duration::from_secs(60);
+
 impl Worker {
     /// Runs until `stop` is set; `wake` is signalled when jobs are queued.
     pub fn run(mut self, wake: &Receiver<()>) -> anyhow::Result<()> {
         let es_ids: Vec<i64> = self.evalsets.iter().map(|e| e.id).collect();
         // Catch up on what was committed before a restart (firings are stored only once).
-        self.after_commit(None);
+        self.evaluate_alerts();
+        self.draw_charts(None);
+        // Charts are redrawn when the queue runs dry, or at least every CHART_EVERY while a
+        // backlog is scored, rather than after every commit.
+        let mut stale: Vec<i64> = Vec::new();
+        let mut drawn = Instant::now();
         let mut last_reclaim: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
             if last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2) {
@@ -152,18 +160,36 @@ impl Worker {
             let job =
                 self.store
                     .lease(&self.owner, self.lease.as_secs_f64(), &self.runs, &es_ids)?;
-            match job {
-                Some(job) => self.run_job(job)?,
-                None => match wake.recv_timeout(IDLE_POLL) {
-                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                },
+            let idle = job.is_none();
+            if let Some(job) = job {
+                let evalset = job.evalset_id;
+                if self.run_job(job)? {
+                    self.evaluate_alerts();
+                    if !stale.contains(&evalset) {
+                        stale.push(evalset);
+                    }
+                }
             }
+            if !stale.is_empty() && (idle || drawn.elapsed() >= CHART_EVERY) {
+                self.draw_charts(Some(&stale));
+                stale.clear();
+                drawn = Instant::now();
+            }
+            if idle {
+                match wake.recv_timeout(IDLE_POLL) {
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        if !stale.is_empty() {
+            self.draw_charts(Some(&stale));
         }
         Ok(())
     }
 
-    fn run_job(&mut self, job: Job) -> anyhow::Result<()> {
+    /// Scores one job; `true` when its results were committed.
+    fn run_job(&mut self, job: Job) -> anyhow::Result<bool> {
         let Some(es) = self.evalsets.iter().find(|e| e.id == job.evalset_id) else {
             anyhow::bail!(
                 "leased job {} of an evalset this daemon does not serve",
@@ -184,6 +210,7 @@ impl Worker {
         .unwrap_or_else(|panic| Err(anyhow::anyhow!("scoring panicked: {}", panic_text(&panic))));
         let score_secs = started.elapsed().as_secs_f64();
         drop(heartbeat);
+        let mut committed = false;
         match outcome {
             Ok((results, losses)) => {
                 if self
@@ -199,7 +226,7 @@ impl Worker {
                         filters = results.len(),
                         "scored"
                     );
-                    self.after_commit(Some(job.evalset_id));
+                    committed = true;
                 } else {
                     tracing::warn!(job = job.id, "lease lost while scoring; results discarded");
                 }
@@ -222,19 +249,30 @@ impl Worker {
             }
         }
         set_current(&self.current, None);
-        Ok(())
+        Ok(committed)
     }
 }
 
 impl Worker {
-    /// Alerts, then charts (so the report lists the new alerts). Neither may stop the daemon:
-    /// failures are logged. `evalset`: the one whose charts changed (`None`: all).
-    fn after_commit(&mut self, evalset: Option<i64>) {
+    // Neither alerts nor charts may stop the daemon: failures are logged.
+
+    fn evaluate_alerts(&mut self) {
         if let Err(e) = self.alerter.evaluate(&mut self.store) {
             tracing::error!(error = %one_line(&e), "evaluating alert rules");
         }
-        match render(&self.store, &self.charts, &ChartOptions::default(), evalset) {
-            Ok(index) => tracing::debug!(report = %index.display(), "charts redrawn"),
+    }
+
+    /// Redraws the charts of `evalsets` (`None`: all) and the report.
+    fn draw_charts(&self, evalsets: Option<&[i64]>) {
+        let started = Instant::now();
+        match render(
+            &self.store,
+            &self.charts,
+            &ChartOptions::default(),
+            evalsets,
+        ) {
+            Ok(index) => tracing::debug!(report = %index.display(),
+                secs = started.elapsed().as_secs_f64(), "charts redrawn"),
             Err(e) => tracing::error!(error = %one_line(&e), "drawing charts"),
         }
     }
