@@ -17,11 +17,24 @@ const RUNS: [(&str, &str, Option<&str>); 3] = [
     ("gdn-1b", "rnn", Some("tf-1b")),
 ];
 
+/// Filters, and recall rows of each family.
+const ROWS: [&str; 9] = [
+    "all",
+    "copy5",
+    "recall.gain@64",
+    "recall.gain@1024",
+    "recall.copy5@1-32",
+    "recall.copy5@129-512",
+    "recall.copy5@2049+",
+    "recall.copy_n@2",
+    "recall.copy_n@10",
+];
+
 /// Power-law loss curves: the recurrent run trails on copy5 by a widening margin.
 fn loss(arch: &str, filter: &str, tokens: f64, anneal: bool) -> f64 {
     let base = 2.0 + 40.0 * tokens.powf(-0.3);
     let copy_penalty = match (arch, filter) {
-        ("rnn", "copy5") => 0.05 + 0.3 * (tokens / 4e7),
+        ("rnn", f) if f.contains("copy") || f.contains("gain") => 0.05 + 0.3 * (tokens / 4e7),
         ("hybrid", _) => -0.02,
         _ => 0.0,
     };
@@ -70,7 +83,7 @@ fn build_store(path: &Path) {
                 .lease("test", 60.0, &[run], &[es])
                 .expect("lease")
                 .expect("a job");
-            let results: Vec<FilterResult> = ["all", "copy5"]
+            let results: Vec<FilterResult> = ROWS
                 .iter()
                 .map(|f| {
                     let mean = loss(arch, f, ck.tokens as f64, anneal);
@@ -127,15 +140,26 @@ fn charts_show_every_run_and_the_index_names_every_chart() {
         .filter_map(|s| s.split('"').next())
         .collect();
     pngs.sort_unstable();
-    assert_eq!(
-        pngs,
-        vec![
-            "web/all-gap.png",
-            "web/all.png",
-            "web/copy5-gap.png",
-            "web/copy5.png"
-        ]
-    );
+    let recall_rows = ROWS[2..].iter().map(|r| format!("web/{r}.png"));
+    let mut expected: Vec<String> = [
+        "web/all-gap.png",
+        "web/all.png",
+        "web/copy5-gap.png",
+        "web/copy5.png",
+        "web/recall-cliff.png",
+        "web/recall-cliff-gap.png",
+        "web/recall-copy-n.png",
+        "web/recall-copy-n-gap.png",
+        "web/recall-gain.png",
+        "web/recall-gain-gap.png",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain(recall_rows)
+    .collect();
+    expected.sort_unstable();
+    assert_eq!(pngs, expected);
+    assert!(index.contains("Recall diagnostics"));
     for png in &pngs {
         assert_eq!(png_size(&out.join(png)), (960, 600));
         let svg_name = png.replace(".png", ".svg");
@@ -149,6 +173,8 @@ fn charts_show_every_run_and_the_index_names_every_chart() {
         for (name, arch, _) in RUNS {
             let labelled = if png.ends_with("-gap.png") {
                 format!("{name} − tf-1b")
+            } else if png.starts_with("web/recall-") {
+                format!("{name} ({arch}) @ step10000")
             } else {
                 format!("{name} ({arch})")
             };
@@ -178,6 +204,10 @@ fn charts_show_every_run_and_the_index_names_every_chart() {
     assert!(
         copy5_gap.contains("rgb(44,160,44)") && !copy5_gap.contains("stroke=\"rgb(31,119,180)\"")
     );
+    // The cliff's bins are named on a categorical axis, in order of distance.
+    let cliff = fs::read_to_string(out.join("web/recall-cliff.svg")).expect("svg");
+    let at = |label: &str| cliff.find(&format!("aria-label=\"{label}\"")).expect(label);
+    assert!(at("1-32") < at("129-512") && at("129-512") < at("2049+"));
     // The latest values: the annealed step 8000 is not the latest, step 10000 is.
     assert!(index.contains("step10000"));
     assert!(index.contains(&format!(

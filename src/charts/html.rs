@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::Planned;
+use super::{is_recall, Planned, Section};
 use crate::curves::Curve;
 use crate::plot::escape;
 use crate::store::alerts::AlertRow;
@@ -144,10 +144,15 @@ pub fn index(
         let of_es: Vec<&Curve> = curves.iter().filter(|c| c.evalset_id == id).collect();
         let mut filters: Vec<&str> = Vec::new();
         for c in &of_es {
-            if !filters.contains(&c.filter.as_str()) {
+            if !filters.contains(&c.filter.as_str()) && !is_recall(&c.filter) {
                 filters.push(&c.filter);
             }
         }
+        let of_section = |section: Section| {
+            charts
+                .iter()
+                .filter(move |c| c.evalset_id == id && c.section == section)
+        };
         writeln!(
             out,
             "<h2>Evalset {}</h2>\n<h3>Latest values (mean NLL, nats, with 95% CI)</h3>",
@@ -157,13 +162,26 @@ pub fn index(
         out.push_str("<h3>Curves</h3>\n");
         for f in &filters {
             out.push_str("<div class=charts>\n");
-            for c in charts
-                .iter()
-                .filter(|c| c.evalset_id == id && c.filter == *f)
-            {
+            for c in of_section(Section::Filter).filter(|c| c.filter == *f) {
                 figure(&mut out, &c.stem, &c.caption)?;
             }
             out.push_str("</div>\n");
+        }
+        if of_section(Section::Recall).next().is_some() {
+            out.push_str("<h3>Recall diagnostics</h3>\n<div class=charts>\n");
+            for c in of_section(Section::Recall) {
+                figure(&mut out, &c.stem, &c.caption)?;
+            }
+            out.push_str("</div>\n");
+        }
+        if of_section(Section::RecallOverTraining).next().is_some() {
+            out.push_str(
+                "<details><summary>Recall rows over training</summary>\n<div class=charts>\n",
+            );
+            for c in of_section(Section::RecallOverTraining) {
+                figure(&mut out, &c.stem, &c.caption)?;
+            }
+            out.push_str("</div></details>\n");
         }
     }
     out.push_str("</body></html>\n");

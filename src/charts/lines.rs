@@ -1,6 +1,7 @@
-//! Line charts over training: one series per run, stable checkpoints joined by a line with
-//! a CI band, annealed checkpoints as triangles with CI bars. Loss curves and gap curves
-//! are both drawn with it.
+//! Line charts: one series per run, stable checkpoints joined by a line with a CI band,
+//! annealed checkpoints as triangles with CI bars. Loss and gap curves over training are
+//! drawn with it, and so are the recall snapshots (x = gap, copy distance or repeat length,
+//! every point of one checkpoint).
 
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
@@ -48,6 +49,11 @@ pub struct LineChart {
     pub log_x: bool,
     /// Draw a line at y = 0 (gap charts).
     pub zero_line: bool,
+    /// Names of the x positions 0, 1, … for a categorical axis; empty: numeric x.
+    pub x_labels: Vec<String>,
+    /// Points are checkpoints over training (legend explains stable and annealed markers);
+    /// `false` for snapshots of one checkpoint.
+    pub over_training: bool,
     /// The series.
     pub series: Vec<Series>,
 }
@@ -100,6 +106,17 @@ fn padded(values: impl Iterator<Item = f64>, log: bool) -> Option<(f64, f64)> {
 }
 
 impl LineChart {
+    fn x_label(&self, v: f64) -> String {
+        if self.x_labels.is_empty() {
+            return human(v);
+        }
+        let i = v.round();
+        if (v - i).abs() > 1e-6 || i < 0.0 {
+            return String::new();
+        }
+        self.x_labels.get(i as usize).cloned().unwrap_or_default()
+    }
+
     fn points(&self) -> impl Iterator<Item = &SeriesPoint> {
         self.series.iter().flat_map(|s| &s.points)
     }
@@ -118,7 +135,12 @@ impl LineChart {
             .configure_mesh()
             .x_desc(self.x_desc.as_str())
             .y_desc(self.y_desc.as_str())
-            .x_label_formatter(&|v| human(*v))
+            .x_label_formatter(&|v| self.x_label(*v))
+            .x_labels(if self.x_labels.is_empty() {
+                10
+            } else {
+                self.x_labels.len()
+            })
             .y_label_formatter(&|v| tick(*v, y1 - y0))
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 16))
@@ -238,6 +260,9 @@ impl LineChart {
             .map_err(plot_err)?;
             text(area, &s.label, y)?;
             y += 24;
+        }
+        if !self.over_training {
+            return Ok(());
         }
         y += 8;
         area.draw(&Circle::new((21, y), 3, grey.filled()))

@@ -4,6 +4,7 @@
 
 pub mod html;
 pub mod lines;
+pub mod recall;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,22 @@ impl ChartOptions {
     }
 }
 
+/// Where a chart goes in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// A filter's loss or gap over training.
+    Filter,
+    /// A recall snapshot (by gap, copy distance or repeat length).
+    Recall,
+    /// One recall row over training.
+    RecallOverTraining,
+}
+
+/// True for the rows of recall diagnostics rather than filters.
+fn is_recall(name: &str) -> bool {
+    name.starts_with("recall.")
+}
+
 /// One chart file pair (`stem.png`, `stem.svg`) of the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
@@ -58,6 +75,8 @@ pub struct Planned {
     pub stem: String,
     /// Caption in the report.
     pub caption: String,
+    /// Report section.
+    pub section: Section,
     /// What to draw.
     pub chart: LineChart,
 }
@@ -124,7 +143,7 @@ pub fn run_colours(curves: &[Curve]) -> HashMap<String, RGBColor> {
 fn file_name(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+            if c.is_ascii_alphanumeric() || "-_.@+".contains(c) {
                 c
             } else {
                 '_'
@@ -152,6 +171,8 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
             names.insert(c.evalset_id, name);
         }
     }
+    let mut evalsets: Vec<i64> = curves.iter().map(|c| c.evalset_id).collect();
+    evalsets.dedup();
     let mut groups: Vec<(i64, &str)> = Vec::new();
     for c in curves {
         if !groups.contains(&(c.evalset_id, c.filter.as_str())) {
@@ -185,20 +206,36 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
             })
             .collect();
         let stem = format!("{}/{}", names[&es], file_name(filter));
+        let recall = is_recall(filter);
         out.push(Planned {
             evalset_id: es,
             filter: filter.to_owned(),
             stem: stem.clone(),
-            caption: format!("{filter}: loss"),
+            caption: if recall {
+                format!("{filter} over training")
+            } else {
+                format!("{filter}: loss")
+            },
+            section: if recall {
+                Section::RecallOverTraining
+            } else {
+                Section::Filter
+            },
             chart: LineChart {
                 title: format!("{filter} — {evalset}"),
                 x_desc: opts.x_desc().into(),
-                y_desc: "mean NLL (nats)".into(),
+                y_desc: if recall { "value" } else { "mean NLL (nats)" }.into(),
                 log_x: opts.log_x,
                 zero_line: false,
+                x_labels: Vec::new(),
+                over_training: true,
                 series,
             },
         });
+        if recall {
+            // The recall snapshots below show these rows' gaps to the baseline.
+            continue;
+        }
         let gaps: Vec<Series> = group
             .iter()
             .filter_map(|c| {
@@ -226,16 +263,28 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
                 filter: filter.to_owned(),
                 stem: format!("{stem}-gap"),
                 caption: format!("{filter}: gap to baseline"),
+                section: Section::Filter,
                 chart: LineChart {
                     title: format!("{filter} — {evalset}: run − baseline at matched tokens"),
                     x_desc: opts.x_desc().into(),
                     y_desc: "Δ mean NLL (nats)".into(),
                     log_x: opts.log_x,
                     zero_line: true,
+                    x_labels: Vec::new(),
+                    over_training: true,
                     series: gaps,
                 },
             });
         }
+    }
+    for es in evalsets {
+        let of_es: Vec<&Curve> = curves.iter().filter(|c| c.evalset_id == es).collect();
+        out.extend(recall::plan(
+            &of_es,
+            &colours,
+            &names[&es],
+            &of_es[0].evalset,
+        ));
     }
     out
 }

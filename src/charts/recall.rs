@@ -1,0 +1,218 @@
+//! Recall snapshots: each run's recall rows at its latest checkpoint, against their own x —
+//! retrieval gain by the gap between planted copies, COPY-5 loss by copy distance (the
+//! recall cliff), loss by repeat length (the copy-n curve) — and each run's gap to its
+//! baseline on the same x.
+
+use std::collections::HashMap;
+
+use plotters::style::RGBColor;
+
+use super::lines::{LineChart, Series, SeriesPoint};
+use super::{Planned, Section};
+use crate::curves::{gap, Curve, Point};
+
+/// A family of recall rows sharing a name prefix and an x axis.
+struct Family {
+    prefix: &'static str,
+    stem: &'static str,
+    title: &'static str,
+    x_desc: &'static str,
+    y_desc: &'static str,
+    log_x: bool,
+    /// Bins named by ranges: one evenly spaced position each.
+    categorical: bool,
+}
+
+const FAMILIES: [Family; 3] = [
+    Family {
+        prefix: "recall.gain@",
+        stem: "recall-gain",
+        title: "retrieval gain by gap",
+        x_desc: "tokens between the planted copies",
+        y_desc: "first − second copy NLL (nats)",
+        log_x: true,
+        categorical: false,
+    },
+    Family {
+        prefix: "recall.copy5@",
+        stem: "recall-cliff",
+        title: "recall cliff: COPY-5 loss by copy distance",
+        x_desc: "copy distance (tokens)",
+        y_desc: "mean NLL (nats)",
+        log_x: false,
+        categorical: true,
+    },
+    Family {
+        prefix: "recall.copy_n@",
+        stem: "recall-copy-n",
+        title: "copy-n curve: loss by repeat length",
+        x_desc: "repeat length n",
+        y_desc: "mean NLL (nats)",
+        log_x: false,
+        categorical: false,
+    },
+];
+
+/// The leading number of a row suffix: `64` → 64, `129-512` → 129, `2049+` → 2049.
+fn leading_number(suffix: &str) -> Option<f64> {
+    let digits: String = suffix.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The run's latest checkpoint among `curves` (most tokens, then step).
+fn latest(curves: &[&Curve]) -> Option<Point> {
+    curves
+        .iter()
+        .filter_map(|c| c.points.last())
+        .max_by_key(|p| (p.tokens, p.step, p.checkpoint))
+        .cloned()
+}
+
+/// Snapshot charts of one evalset's curves; `dir` is its folder in the report.
+pub fn plan(
+    curves: &[&Curve],
+    colours: &HashMap<String, RGBColor>,
+    dir: &str,
+    evalset: &str,
+) -> Vec<Planned> {
+    let mut out = Vec::new();
+    for fam in &FAMILIES {
+        let members: Vec<(&str, f64, &Curve)> = curves
+            .iter()
+            .filter_map(|c| {
+                let suffix = c.filter.strip_prefix(fam.prefix)?;
+                Some((suffix, leading_number(suffix)?, *c))
+            })
+            .collect();
+        let mut bins: Vec<(f64, &str)> = members.iter().map(|(s, k, _)| (*k, *s)).collect();
+        bins.sort_by(|a, b| a.0.total_cmp(&b.0));
+        bins.dedup();
+        if bins.is_empty() {
+            continue;
+        }
+        let x_of = |i: usize, k: f64| if fam.categorical { i as f64 } else { k };
+        let mut runs: Vec<&str> = members.iter().map(|(_, _, c)| c.run.as_str()).collect();
+        runs.sort_unstable();
+        runs.dedup();
+        let mut values = Vec::new();
+        let mut gaps = Vec::new();
+        for run in runs {
+            let of_run: Vec<&Curve> = members
+                .iter()
+                .filter(|(_, _, c)| c.run == run)
+                .map(|(_, _, c)| *c)
+                .collect();
+            let Some(at) = latest(&of_run) else { continue };
+            let colour = colours.get(run).copied().unwrap_or(RGBColor(0, 0, 0));
+            let arch = &of_run[0].arch;
+            let mut points = Vec::new();
+            let mut gap_points = Vec::new();
+            let mut baseline = None;
+            for (i, (k, suffix)) in bins.iter().enumerate() {
+                let Some(c) = of_run
+                    .iter()
+                    .find(|c| c.filter.ends_with(&format!("@{suffix}")))
+                else {
+                    continue;
+                };
+                if let Some(p) = c.points.iter().find(|p| p.checkpoint == at.checkpoint) {
+                    points.push(SeriesPoint {
+                        x: x_of(i, *k),
+                        y: p.mean,
+                        lo: p.ci_lo,
+                        hi: p.ci_hi,
+                        anneal: false,
+                    });
+                }
+                let base = curves
+                    .iter()
+                    .find(|b| Some(&b.run) == c.baseline.as_ref() && b.filter == c.filter);
+                if let Some(base) = base {
+                    baseline = Some(base.run.clone());
+                    if let Some((_, g)) = gap(c, base)
+                        .into_iter()
+                        .find(|(p, _)| p.checkpoint == at.checkpoint)
+                    {
+                        gap_points.push(SeriesPoint {
+                            x: x_of(i, *k),
+                            y: g,
+                            lo: f64::NAN,
+                            hi: f64::NAN,
+                            anneal: false,
+                        });
+                    }
+                }
+            }
+            values.push(Series {
+                label: format!("{run} ({arch}) @ {}", at.name),
+                color: colour,
+                points,
+            });
+            if let (Some(b), false) = (baseline, gap_points.is_empty()) {
+                gaps.push(Series {
+                    label: format!("{run} − {b}"),
+                    color: colour,
+                    points: gap_points,
+                });
+            }
+        }
+        let x_labels: Vec<String> = if fam.categorical {
+            bins.iter().map(|(_, s)| (*s).to_owned()).collect()
+        } else {
+            Vec::new()
+        };
+        let chart = |title: String, y_desc: &str, zero_line: bool, series: Vec<Series>| LineChart {
+            title,
+            x_desc: fam.x_desc.into(),
+            y_desc: y_desc.into(),
+            log_x: fam.log_x,
+            zero_line,
+            x_labels: x_labels.clone(),
+            over_training: false,
+            series,
+        };
+        let gain = fam.stem == "recall-gain";
+        out.push(Planned {
+            evalset_id: curves[0].evalset_id,
+            filter: fam.stem.into(),
+            stem: format!("{dir}/{}", fam.stem),
+            caption: format!("{} (latest checkpoints)", fam.title),
+            section: Section::Recall,
+            chart: chart(
+                format!("{} — {evalset}", fam.title),
+                fam.y_desc,
+                gain,
+                values,
+            ),
+        });
+        if !gaps.is_empty() {
+            out.push(Planned {
+                evalset_id: curves[0].evalset_id,
+                filter: fam.stem.into(),
+                stem: format!("{dir}/{}-gap", fam.stem),
+                caption: format!("{}: run − baseline", fam.title),
+                section: Section::Recall,
+                chart: chart(
+                    format!("{} — {evalset}: run − baseline", fam.title),
+                    "Δ (nats)",
+                    true,
+                    gaps,
+                ),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_sort_by_their_leading_number() {
+        assert_eq!(leading_number("64"), Some(64.0));
+        assert_eq!(leading_number("129-512"), Some(129.0));
+        assert_eq!(leading_number("2049+"), Some(2049.0));
+        assert_eq!(leading_number("x"), None);
+    }
+}
