@@ -14,7 +14,7 @@ use crate::evalset::EvalSet;
 use crate::stats::paired::{paired_diff, PairedDiff};
 use crate::store::Store;
 use hook::HookRunner;
-use rules::{baseline_firings, rise_firings, Firing, RuleKind};
+use rules::{baseline_firings, retrieval_firings, rise_firings, Firing, RuleKind};
 
 /// What a `rise` rule needs of an evalset: each filter's token mask and the documents, for
 /// the paired document-cluster bootstrap.
@@ -112,6 +112,7 @@ impl Alerter {
                 })?);
             } else {
                 firings.extend(baseline_firings(rule, &curves));
+                firings.extend(retrieval_firings(rule, &curves));
             }
         }
         let mut new = Vec::new();

@@ -23,6 +23,13 @@ pub enum RuleKind {
     /// The sign of `run − baseline` changed between consecutive checkpoints of the same
     /// kind (stable or annealed).
     SignFlip,
+    /// A retrieval gain (`recall.gain@G` rows of a probe evalset) fell below `min_gain` at a
+    /// checkpoint, or dropped between consecutive annealed checkpoints with the two 95%
+    /// intervals apart.
+    RetrievalDrop {
+        /// Smallest acceptable gain (nats); `None`: only drops are checked.
+        min_gain: Option<f64>,
+    },
 }
 
 /// A named rule, optionally restricted to some filters and runs (empty = all).
@@ -40,10 +47,24 @@ pub struct Rule {
 
 impl Rule {
     fn applies(&self, c: &Curve) -> bool {
-        (self.filters.is_empty() || self.filters.contains(&c.filter))
-            && (self.runs.is_empty() || self.runs.contains(&c.run))
+        let filter = if self.filters.is_empty() {
+            // By default loss rules watch the filters, and the retrieval rule the gains (which
+            // are differences, not losses).
+            match self.kind {
+                RuleKind::RetrievalDrop { .. } => c.filter.starts_with(GAIN_PREFIX),
+                _ => !c.filter.starts_with(RECALL_PREFIX),
+            }
+        } else {
+            self.filters.contains(&c.filter)
+        };
+        filter && (self.runs.is_empty() || self.runs.contains(&c.run))
     }
 }
+
+/// Name prefix of the recall diagnostics' rows.
+const RECALL_PREFIX: &str = "recall.";
+/// Name prefix of the retrieval-gain rows.
+const GAIN_PREFIX: &str = "recall.gain@";
 
 /// One firing of a rule at one checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,7 +161,39 @@ pub fn baseline_firings(rule: &Rule, curves: &[Curve]) -> Vec<Firing> {
                     }
                 }
             }
-            RuleKind::Rise { .. } => {}
+            RuleKind::Rise { .. } | RuleKind::RetrievalDrop { .. } => {}
+        }
+    }
+    out
+}
+
+/// Every firing of a `RetrievalDrop` rule.
+pub fn retrieval_firings(rule: &Rule, curves: &[Curve]) -> Vec<Firing> {
+    let RuleKind::RetrievalDrop { min_gain } = rule.kind else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in curves.iter().filter(|c| rule.applies(c)) {
+        if let Some(min) = min_gain {
+            for p in c.points.iter().filter(|p| p.mean < min) {
+                let msg = format!(
+                    "{} retrieves less than {min} nats on {} at {} ({:.4})",
+                    c.run, c.filter, p.name, p.mean
+                );
+                out.push(firing(rule, c, p, p.mean, min, msg));
+            }
+        }
+        let annealed: Vec<&Point> = c.annealed().collect();
+        for pair in annealed.windows(2) {
+            let (prev, cur) = (pair[0], pair[1]);
+            if cur.ci_hi < prev.ci_lo {
+                let msg = format!(
+                    "{} on {} dropped from {:.4} [{:.4}, {:.4}] at {} to {:.4} [{:.4}, {:.4}] at {}",
+                    c.run, c.filter, prev.mean, prev.ci_lo, prev.ci_hi, prev.name, cur.mean,
+                    cur.ci_lo, cur.ci_hi, cur.name
+                );
+                out.push(firing(rule, c, cur, cur.mean - prev.mean, 0.0, msg));
+            }
         }
     }
     out
@@ -253,6 +306,45 @@ mod tests {
             &[(1000, 3.1, false), (2000, 2.2, true), (3000, 2.3, false)],
         );
         assert!(baseline_firings(&rule(RuleKind::SignFlip), &[base_annealed, mixed]).is_empty());
+    }
+
+    #[test]
+    fn retrieval_drop_fires_below_the_floor_and_on_disjoint_annealed_intervals() {
+        let mut c = curve(
+            "gdn",
+            None,
+            &[
+                (1000, 1.5, true),
+                (2000, 0.4, false),
+                (3000, 1.2, true),
+                (4000, 1.19, true),
+            ],
+        );
+        c.filter = "recall.gain@512".into();
+        for p in &mut c.points {
+            (p.ci_lo, p.ci_hi) = (p.mean - 0.1, p.mean + 0.1);
+        }
+        let drop = |min_gain| rule(RuleKind::RetrievalDrop { min_gain });
+        // 1.5 → 1.2: [1.4, 1.6] and [1.1, 1.3] are apart; 1.2 → 1.19 overlaps; the stable
+        // point is no annealed neighbour.
+        let fired = retrieval_firings(&drop(None), std::slice::from_ref(&c));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].tokens, 3000);
+        assert!((fired[0].value + 0.3).abs() < 1e-9);
+        let fired = retrieval_firings(&drop(Some(0.5)), std::slice::from_ref(&c));
+        assert_eq!(
+            fired.iter().map(|f| f.tokens).collect::<Vec<_>>(),
+            vec![2000, 3000]
+        );
+        // Loss rows are not gains, and gain rows are not losses.
+        let mut loss = c.clone();
+        loss.filter = "copy5".into();
+        assert!(retrieval_firings(&drop(Some(9.0)), &[loss]).is_empty());
+        let gap_rule = rule(RuleKind::Gap { max_gap: -9.0 });
+        let mut base = c.clone();
+        base.run = "tf".into();
+        c.baseline = Some("tf".into());
+        assert!(baseline_firings(&gap_rule, &[base, c]).is_empty());
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub(super) struct RawRule {
     #[serde(default)]
     max_gap: Option<Spanned<f64>>,
     #[serde(default)]
+    min_gain: Option<Spanned<f64>>,
+    #[serde(default)]
+    gaps: Option<Spanned<Vec<u32>>>,
+    #[serde(default)]
     filters: Vec<String>,
     #[serde(default)]
     runs: Option<Spanned<Vec<String>>>,
@@ -69,6 +73,19 @@ pub(super) fn validate(
             )),
             None => Ok(()),
         };
+        let retrieval = r.rule.get_ref() == "retrieval_drop";
+        if !retrieval {
+            unused(&r.min_gain, "min_gain")?;
+            if let Some(g) = &r.gaps {
+                return Err(errs.spanned(g, &key("gaps"), "only for `retrieval_drop` rules"));
+            }
+        } else if !r.filters.is_empty() {
+            return Err(errs.spanned(
+                &r.name,
+                &key("filters"),
+                "a `retrieval_drop` rule watches `gaps`, not filters",
+            ));
+        }
         let kind = match r.rule.get_ref().as_str() {
             "rise" => {
                 unused(&r.max_gap, "max_gap")?;
@@ -92,15 +109,27 @@ pub(super) fn validate(
                 unused(&r.max_gap, "max_gap")?;
                 RuleKind::SignFlip
             }
+            "retrieval_drop" => {
+                unused(&r.min_delta, "min_delta")?;
+                unused(&r.max_gap, "max_gap")?;
+                RuleKind::RetrievalDrop {
+                    min_gain: r
+                        .min_gain
+                        .as_ref()
+                        .map(|v| finite(v, "min_gain"))
+                        .transpose()?,
+                }
+            }
             other => {
                 return Err(errs.spanned(
                     &r.rule,
                     &key("rule"),
-                    &format!("unknown rule {other:?} (rise, gap, sign_flip)"),
+                    &format!("unknown rule {other:?} (rise, gap, sign_flip, retrieval_drop)"),
                 ))
             }
         };
-        if let Some(f) = r.filters.iter().find(|f| !filter_names.contains(f)) {
+        let known = |f: &String| filter_names.contains(f) || f.starts_with("recall.");
+        if let Some(f) = r.filters.iter().find(|f| !known(f)) {
             return Err(errs.spanned(&r.name, &key("filters"), &format!("no filter named {f:?}")));
         }
         let runs = match r.runs {
@@ -116,10 +145,18 @@ pub(super) fn validate(
             }
             None => Vec::new(),
         };
+        let filters = match r.gaps {
+            Some(gaps) => gaps
+                .into_inner()
+                .into_iter()
+                .map(|g| format!("recall.gain@{g}"))
+                .collect(),
+            None => r.filters,
+        };
         rules.push(Rule {
             name,
             kind,
-            filters: r.filters,
+            filters,
             runs,
         });
     }
@@ -165,7 +202,8 @@ tokens_per_step = 1000
         let c = parse(
             "[[alerts]]\nname = \"r\"\nrule = \"rise\"\n\
              [[alerts]]\nname = \"g\"\nrule = \"gap\"\nmax_gap = 0.1\nfilters = [\"copy5\"]\nruns = [\"a\"]\n\
-             [[alerts]]\nname = \"s\"\nrule = \"sign_flip\"\n",
+             [[alerts]]\nname = \"s\"\nrule = \"sign_flip\"\n\
+             [[alerts]]\nname = \"d\"\nrule = \"retrieval_drop\"\nmin_gain = 1.5\ngaps = [512]\n",
         )
         .expect("valid");
         let a = &c.alerts;
@@ -175,6 +213,13 @@ tokens_per_step = 1000
         assert_eq!(a.rules[1].kind, RuleKind::Gap { max_gap: 0.1 });
         assert_eq!((a.rules[1].filters.len(), a.rules[1].runs.len()), (1, 1));
         assert_eq!(a.rules[2].kind, RuleKind::SignFlip);
+        assert_eq!(
+            a.rules[3].kind,
+            RuleKind::RetrievalDrop {
+                min_gain: Some(1.5)
+            }
+        );
+        assert_eq!(a.rules[3].filters, vec!["recall.gain@512".to_string()]);
     }
 
     #[test]
@@ -201,6 +246,13 @@ tokens_per_step = 1000
             e.contains("alerts[0].filters: no filter named \"nope\""),
             "{e}"
         );
+        let e = err("[[alerts]]\nname = \"x\"\nrule = \"gap\"\nmax_gap = 1.0\ngaps = [64]\n");
+        assert!(
+            e.contains("alerts[0].gaps: only for `retrieval_drop` rules"),
+            "{e}"
+        );
+        let e = err("[[alerts]]\nname = \"x\"\nrule = \"retrieval_drop\"\nfilters = [\"all\"]\n");
+        assert!(e.contains("watches `gaps`, not filters"), "{e}");
         let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\nthreshold = 1\n");
         assert!(e.contains("unknown field `threshold`"), "{e}");
         let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\n[[alerts]]\nname = \"x\"\nrule = \"rise\"\n");
