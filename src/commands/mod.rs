@@ -4,6 +4,7 @@ pub mod bench;
 pub mod compare;
 pub mod export;
 pub mod prepare;
+pub mod probe;
 pub mod score;
 pub mod status;
 pub mod watch;
