@@ -189,12 +189,8 @@ pub struct ProbeArgs {
     #[arg(long, default_value_t = 32)]
     pub span: usize,
     /// Gaps (first-copy start to second-copy start, in tokens), comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "64,128,256,512,1024,1792"
-    )]
-    pub gaps: Vec<usize>,
+    #[arg(long, default_value = "64,128,256,512,1024,1792")]
+    pub gaps: String,
     /// Windows in all; they cycle through the gaps.
     #[arg(long, default_value_t = crate::evalset::probe::DEFAULT_WINDOWS)]
     pub windows: usize,

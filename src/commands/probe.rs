@@ -1,16 +1,17 @@
 //! `filtermon probe`: build a planted-repeat probe evalset and report its layout.
 
 use crate::cli::ProbeArgs;
-use crate::evalset::probe::{probe, ProbeOptions, ProbeSpec};
+use crate::evalset::probe::{parse_gaps, probe, ProbeOptions, ProbeSpec};
 
 /// Runs the command.
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
+    let gaps = parse_gaps(&args.gaps)?;
     let opts = ProbeOptions {
         tokenizer: args.tokenizer.clone(),
         out: args.out.clone(),
         spec: ProbeSpec {
             span: args.span,
-            gaps: args.gaps.clone(),
+            gaps: gaps.clone(),
             windows: args.windows,
             window: args.window,
             seed: args.seed,
@@ -29,7 +30,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         es.tokenizer_hash()
     );
     println!("{:>6} {:>8}", "gap", "windows");
-    for &gap in &args.gaps {
+    for &gap in &gaps {
         let n = es.probe().map_or(0, |p| {
             p.windows.iter().filter(|w| w.gap as usize == gap).count()
         });

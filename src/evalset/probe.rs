@@ -121,6 +121,19 @@ impl ProbeSpec {
     }
 }
 
+/// Parses `--gaps`: comma-separated token counts (`""` is no gap, which
+/// [`ProbeSpec::validate`] refuses).
+pub fn parse_gaps(text: &str) -> anyhow::Result<Vec<usize>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(|g| {
+            g.parse::<usize>()
+                .map_err(|_| input_error(format!("--gaps: `{g}` is not a number of tokens")))
+        })
+        .collect()
+}
+
 /// Where random tokens are drawn from: never a special or added token.
 #[derive(Debug, Clone)]
 pub enum TokenSampler {
@@ -405,6 +418,18 @@ mod tests {
         tight.validate().expect("gap + span == window fits");
         let b = build(&tight, &TokenSampler::Uniform(vec![1, 2, 3]));
         assert!(b.layout.windows.iter().all(|w| w.first == 0));
+    }
+
+    #[test]
+    fn gap_lists() {
+        assert_eq!(
+            parse_gaps("64, 128,1792").expect("gaps"),
+            vec![64, 128, 1792]
+        );
+        assert!(parse_gaps("").expect("empty").is_empty());
+        let e = parse_gaps("64,x").expect_err("x");
+        assert!(e.to_string().contains("`x` is not a number"), "{e}");
+        assert!(parse_gaps("-5").is_err());
     }
 
     #[test]
