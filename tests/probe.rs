@@ -34,8 +34,8 @@ fn fixture_sampler() -> &'static (TokenSampler, HashSet<u32>) {
 
 fn spec_strategy() -> impl Strategy<Value = ProbeSpec> {
     (1usize..9, 1usize..7, 1usize..5, 0u64..1000).prop_flat_map(|(span, windows, n_gaps, seed)| {
-        // Windows roomy enough for the largest gap; gaps drawn between span and the room left.
-        (span * 2 + 2..span * 6 + 40).prop_flat_map(move |window| {
+        // Windows roomy enough for four distinct gaps between span and window − span.
+        (span * 2 + 4..span * 6 + 40).prop_flat_map(move |window| {
             prop::collection::hash_set(span..=window - span, n_gaps).prop_map(move |gaps| {
                 ProbeSpec {
                     span,
