@@ -425,3 +425,48 @@ fn score_reports_retrieval_gain_per_gap() {
         assert!(table.contains(needle), "`{needle}` not in: {table}");
     }
 }
+
+#[test]
+fn a_layout_that_does_not_match_its_windows_is_refused() {
+    use filtermon::evalset::format::{self, Header};
+    let spec = ProbeSpec {
+        span: 3,
+        gaps: vec![4, 6],
+        windows: 3,
+        window: 16,
+        seed: 1,
+    };
+    let b = build(&spec, &TokenSampler::Uniform(vec![5, 6, 7]));
+    let records: Vec<u8> = b.labels.iter().flat_map(format::encode_record).collect();
+    let header = |layout| Header {
+        id: "x".into(),
+        tokenizer_hash: "t".into(),
+        labeler_version: "l".into(),
+        window: 16,
+        domains: vec!["probe".into()],
+        docs: b.docs.clone(),
+        windows: b.windows.clone(),
+        tokens: b.tokens.len() as u64,
+        probe: Some(layout),
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let open = |layout| {
+        format::write(
+            &tmp.path().join(format::FILE_NAME),
+            &header(layout),
+            &b.tokens,
+            &records,
+        )
+        .expect("write");
+        EvalSet::open(tmp.path())
+    };
+    assert!(open(b.layout.clone()).is_ok());
+    let mut short = b.layout.clone();
+    short.windows.pop();
+    let e = open(short).err().expect("one window short");
+    assert!(e.to_string().contains("probe layout has 2 windows"), "{e}");
+    let mut outside = b.layout.clone();
+    outside.windows[0].first = 12;
+    let e = open(outside).err().expect("span outside its window");
+    assert!(e.to_string().contains("do not fit"), "{e}");
+}
