@@ -30,6 +30,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Turn documents into a labeled, immutable evalset.
     Prepare(PrepareArgs),
+    /// Build a planted-repeat probe evalset: random tokens with one span planted twice per
+    /// window at a controlled gap, to measure retrieval free of language statistics.
+    Probe(ProbeArgs),
     /// Score a checkpoint on documents or an evalset: per-token NLL, top-1 and top-5.
     Score(ScoreArgs),
     /// Paired token-level comparison of two checkpoints on an evalset.
@@ -199,6 +202,43 @@ pub struct PrepareArgs {
     /// TOML file of extra filters (`[filters]` name = "expression") for the report.
     #[arg(long)]
     pub filters: Option<PathBuf>,
+}
+
+/// `filtermon probe`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Window k plants its span at gap GAPS[k mod len(GAPS)]: the first copy starts at a random
+position p, the second at p + gap (gap = distance between the copies' first tokens; it must be
+at least --span and gap + span at most --window). The rest of the window is random tokens.
+The output folder is an evalset like prepare's (score --evalset, watch and compare take it);
+its tokens carry the labels probe_gap, probe_occurrence (first|second|none) and probe_offset,
+and score --evalset reports the retrieval gain per gap from it.")]
+pub struct ProbeArgs {
+    /// `tokenizer.json`, or a checkpoint folder holding one.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tokens per planted span.
+    #[arg(long, default_value_t = 32)]
+    pub span: usize,
+    /// Gaps (first-copy start to second-copy start, in tokens), comma-separated.
+    #[arg(long, default_value = "64,128,256,512,1024,1792")]
+    pub gaps: String,
+    /// Windows in all; they cycle through the gaps.
+    #[arg(long, default_value_t = crate::evalset::probe::DEFAULT_WINDOWS)]
+    pub windows: usize,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 2048)]
+    pub window: usize,
+    /// Seed of the random tokens and span positions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Draw tokens from this evalset's unigram distribution (it must use the same tokenizer)
+    /// instead of uniformly over the vocabulary. Special and added tokens are never drawn.
+    #[arg(long, value_name = "EVALSET")]
+    pub unigram: Option<PathBuf>,
 }
 
 /// `filtermon score`.

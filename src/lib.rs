@@ -19,6 +19,7 @@ pub mod error;
 pub mod evalset;
 pub mod model;
 pub mod plot;
+pub mod recall;
 pub mod score;
 pub mod stats;
 pub mod store;

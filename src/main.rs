@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match &cli.command {
         Command::Prepare(a) => commands::prepare::run(a),
+        Command::Probe(a) => commands::probe::run(a),
         Command::Score(a) => commands::score::run(a),
         Command::Compare(a) => commands::compare::run(a),
         Command::Bench(a) => commands::bench::run(a),

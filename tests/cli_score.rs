@@ -105,8 +105,11 @@ fn batching_does_not_change_losses() {
     };
     let (one, many) = (read("1"), read("4"));
     assert_eq!(one.len(), many.len());
+    // Batches change the shapes of the projection matmuls, hence their rounding: on the
+    // shipped prose, batch 4 and batch 1 differ by up to 3e-5 nats (f32, ~6-nat losses),
+    // while a padding leak would move losses by far more.
     for (a, b) in one.iter().zip(&many) {
-        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        assert!((a - b).abs() < 5e-5, "{a} vs {b}");
     }
 }
 

@@ -29,6 +29,7 @@ fn base() -> TokenLabels {
         word_initial: true,
         pos: 10,
         domain: 0,
+        probe: None,
     }
 }
 
@@ -345,12 +346,12 @@ fn builtins() {
 
 #[test]
 fn bad_names() {
-    for name in ["", "a b", "x/y", "ü"] {
+    for name in ["", "a b", "x/y", "ü", "recall.gain@64", "a.b", "a@b"] {
         let e = Filter::compile(name, "content", &[]).unwrap_err();
         assert!(is_input_error(&e));
         assert!(e.to_string().contains("filter name"), "{e}");
     }
-    assert!(Filter::compile("ok_name-2.v1", "content", &[]).is_ok());
+    assert!(Filter::compile("ok_name-2_v1", "content", &[]).is_ok());
 }
 
 fn write_file(text: &str) -> tempfile::NamedTempFile {
@@ -482,6 +483,7 @@ mod random_expressions {
                     word_initial: b[2],
                     pos,
                     domain,
+                    probe: None,
                 }
             })
     }

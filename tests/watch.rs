@@ -15,8 +15,10 @@ use common::{copy_dir, fixture, repo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
 const SETTLE: f64 = 1.0;
-/// Built-in filters plus the one user filter of every test config.
-const FILTERS: i64 = 8;
+/// Result rows per scored checkpoint: the built-in filters plus the one user filter of every
+/// test config, then the recall metrics of a document evalset (5 recall-cliff bins, copy-1…16
+/// and the COPY-5 miss rate).
+const FILTERS: i64 = 8 + 22;
 
 /// A temp folder with a small corpus, run folders and a config.
 struct Env {

@@ -6,6 +6,7 @@ pub mod chart;
 pub mod compare;
 pub mod export;
 pub mod prepare;
+pub mod probe;
 pub mod score;
 pub mod status;
 pub mod watch;

@@ -13,6 +13,7 @@ use crate::cli::ScoreArgs;
 use crate::error::input_error;
 use crate::evalset::filter::{compile_filters, load_filter_file};
 use crate::evalset::EvalSet;
+use crate::recall::{self, Estimate, LossBin, RecallMetrics};
 use crate::score::{cut_windows, score_evalset, score_windows, Window};
 use crate::stats::aggregate::{aggregate, AggregateOptions, FilterResult};
 use crate::{device, tokenizer};
@@ -203,6 +204,7 @@ fn score_evalset_cmd(
         by_domain: args.by_domain,
     };
     let results = aggregate(&es, &scores, &filters, opts)?;
+    let recall = recall::compute(&es, &scores, opts.into())?;
     if args.json {
         println!(
             "{}",
@@ -212,10 +214,12 @@ fn score_evalset_cmd(
                 "tokens": speed.tokens,
                 "tokens_per_s": speed.tokens as f64 / speed.seconds.max(1e-9),
                 "results": results,
+                "recall": recall,
             }))?
         );
     } else {
         print_table(&results);
+        print_recall(&recall);
         println!(
             "{} tokens of evalset {} at {:.0} tokens/s",
             speed.tokens,
@@ -263,4 +267,59 @@ pub fn print_table(results: &[FilterResult]) {
             r.top5
         );
     }
+}
+
+/// The recall diagnostics: retrieval gain per gap (probe evalsets), the COPY-5 loss by copy
+/// distance, the copy-n curve and the COPY-5 miss rate.
+pub fn print_recall(m: &RecallMetrics) {
+    let ci = |e: &Estimate| format!("[{:.4}, {:.4}]", e.ci_lo, e.ci_hi);
+    if !m.gains.is_empty() {
+        println!(
+            "\nretrieval gain (NLL first copy - second copy, span offsets >= 1)\n{:>6} {:>8} {:>9} {:>9} {:>9} {:>20} {:>7} {:>7}",
+            "gap", "windows", "first", "second", "gain", "95% CI", "top-1", "top-5"
+        );
+        for g in &m.gains {
+            println!(
+                "{:>6} {:>8} {:>9.4} {:>9.4} {:>9.4} {:>20} {:>7.3} {:>7.3}",
+                g.gap,
+                g.windows,
+                g.first,
+                g.second,
+                g.gain.value,
+                ci(&g.gain),
+                g.second_top1,
+                g.second_top5
+            );
+        }
+    }
+    let bins = |title: &str, key: &str, rows: &[LossBin]| {
+        println!(
+            "\n{title}\n{key:>10} {:>8} {:>9} {:>20} {:>7} {:>7}",
+            "tokens", "mean NLL", "95% CI", "top-1", "top-5"
+        );
+        for b in rows {
+            println!(
+                "{:>10} {:>8} {:>9.4} {:>20} {:>7.3} {:>7.3}",
+                b.bin,
+                b.loss.n,
+                b.loss.value,
+                ci(&b.loss),
+                b.top1,
+                b.top5
+            );
+        }
+    };
+    bins(
+        "recall cliff: COPY-5 by copy distance",
+        "distance",
+        &m.cliff,
+    );
+    bins("copy-n curve: repeat_len == n", "n", &m.copy_n);
+    let miss = &m.copy5_miss;
+    println!(
+        "\nCOPY-5 top-1 miss rate {:.4} {} over {} tokens",
+        miss.value,
+        ci(miss),
+        miss.n
+    );
 }

@@ -17,6 +17,7 @@ use crate::error::one_line;
 use crate::evalset::filter::Filter;
 use crate::evalset::EvalSet;
 use crate::model::CausalLm;
+use crate::recall;
 use crate::score::score_evalset;
 use crate::stats::aggregate::{aggregate, AggregateOptions, FilterResult};
 use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
@@ -63,7 +64,8 @@ impl Scorer {
         }
     }
 
-    /// Scores one checkpoint on one evalset: per-filter results and the per-token vectors.
+    /// Scores one checkpoint on one evalset: per-filter results followed by the recall metrics
+    /// rows ([`recall::RecallMetrics::results`]), and the per-token vectors.
     /// `tokenizer` is the run's, from the watch config.
     pub fn score(
         &mut self,
@@ -82,7 +84,8 @@ impl Scorer {
             anyhow::bail!("model cache is empty after loading");
         };
         let (scores, _) = score_evalset(model, &es.es, self.settings.batch, &self.settings.device)?;
-        let results = aggregate(&es.es, &scores, &es.filters, self.settings.aggregate)?;
+        let mut results = aggregate(&es.es, &scores, &es.filters, self.settings.aggregate)?;
+        results.extend(recall::compute(&es.es, &scores, self.settings.aggregate.into())?.results());
         Ok((results, encode(&scores)?))
     }
 }

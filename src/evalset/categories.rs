@@ -222,6 +222,7 @@ mod tests {
             word_initial: true,
             pos: 3,
             domain: 1,
+            probe: None,
         }
     }
 

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::evalset::categories::CategorySet;
 use crate::evalset::filter::compile_filters;
+use crate::evalset::labels::probe::Occurrence;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::prepare::{TokenTexts, LABELER_VERSION};
 use crate::evalset::EvalSet;
@@ -53,9 +54,23 @@ pub struct LabeledToken<'a> {
     pub word_initial: bool,
     /// Document domain.
     pub domain: &'a str,
+    /// The probe labels, in probe evalsets only.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeFields>,
     /// Both models' scores, in `compare`'s dataset.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub paired: Option<PairedScores>,
+}
+
+/// The probe labels of one token of a probe evalset.
+#[derive(Debug, Serialize)]
+pub struct ProbeFields {
+    /// The window's gap between the two planted spans.
+    pub probe_gap: u32,
+    /// `first`, `second` or `none`.
+    pub probe_occurrence: Occurrence,
+    /// Offset within the planted span; `null` outside the spans.
+    pub probe_offset: Option<u32>,
 }
 
 /// The scores of two models A and B on one token; losses are absent at position 0 (no prefix).
@@ -122,19 +137,30 @@ impl<'a> LabeledToken<'a> {
             log_freq: l.log_freq,
             word_initial: l.word_initial,
             domain: &es.domains()[l.domain as usize],
+            probe: l.probe.map(|p| ProbeFields {
+                probe_gap: p.gap,
+                probe_occurrence: p.occurrence,
+                probe_offset: p.offset,
+            }),
             paired: None,
         }
     }
 }
 
+/// Where an evalset came from, for `manifest.json`.
+pub struct Provenance<'a> {
+    /// Corpus files or folders (for a probe evalset: the `--unigram` evalset, if any).
+    pub sources: &'a [PathBuf],
+    /// The `tokenizer.json` used.
+    pub tokenizer: &'a Path,
+    /// Lines or files skipped with `--skip-bad`.
+    pub skipped: usize,
+    /// How `filtermon probe` built the evalset.
+    pub probe: Option<serde_json::Value>,
+}
+
 /// Writes all three files into the evalset's folder.
-pub fn write_all(
-    es: &EvalSet,
-    texts: &TokenTexts,
-    sources: &[PathBuf],
-    tokenizer: &Path,
-    skipped: usize,
-) -> anyhow::Result<()> {
+pub fn write_all(es: &EvalSet, texts: &TokenTexts, from: &Provenance) -> anyhow::Result<()> {
     let labels = es.labels()?;
     write_labeled_dataset(
         es,
@@ -151,7 +177,7 @@ pub fn write_all(
         &set,
         &es.dir().join("token_category_map.csv"),
     )?;
-    write_manifest(es, sources, tokenizer, skipped)
+    write_manifest(es, from)
 }
 
 /// Writes `labeled_dataset.jsonl`: every token with its labels and, given two scorings
@@ -234,33 +260,31 @@ pub fn write_category_map(
     Ok(())
 }
 
-fn write_manifest(
-    es: &EvalSet,
-    sources: &[PathBuf],
-    tokenizer: &Path,
-    skipped: usize,
-) -> anyhow::Result<()> {
+fn write_manifest(es: &EvalSet, from: &Provenance) -> anyhow::Result<()> {
     let h = es.header();
     let mut per_domain: BTreeMap<&str, u64> = BTreeMap::new();
     for w in es.windows() {
         let d = &es.domains()[h.docs[w.doc as usize].domain as usize];
         *per_domain.entry(d).or_default() += u64::from(w.len);
     }
-    let manifest = json!({
+    let mut manifest = json!({
         "id": es.id(),
         "format_version": crate::evalset::format::FORMAT_VERSION,
         "labeler_version": LABELER_VERSION,
-        "tokenizer": tokenizer.display().to_string(),
+        "tokenizer": from.tokenizer.display().to_string(),
         "tokenizer_hash": es.tokenizer_hash(),
         "window": h.window,
-        "sources": sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "sources": from.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "documents": h.docs.len(),
         "windows": h.windows.len(),
         "tokens": h.tokens,
         "tokens_per_domain": per_domain,
-        "skipped": skipped,
+        "skipped": from.skipped,
         "created_by": concat!("filtermon ", env!("CARGO_PKG_VERSION")),
     });
+    if let Some(probe) = &from.probe {
+        manifest["probe"] = probe.clone();
+    }
     std::fs::write(
         es.dir().join("manifest.json"),
         serde_json::to_string_pretty(&manifest)? + "\n",

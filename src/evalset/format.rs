@@ -66,6 +66,62 @@ pub struct Header {
     pub windows: Vec<WindowMeta>,
     /// Total tokens.
     pub tokens: u64,
+    /// Where `filtermon probe` planted its repeated spans; absent in evalsets of documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeLayout>,
+}
+
+/// The planted layout of a probe evalset: every window holds one span of random tokens twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeLayout {
+    /// Tokens per planted span.
+    pub span: u32,
+    /// One entry per window of [`Header::windows`], in the same order.
+    pub windows: Vec<ProbeWindow>,
+}
+
+/// Where one window's span sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeWindow {
+    /// Distance from the first occurrence's start to the second's (≥ the span length, so the
+    /// two never overlap).
+    pub gap: u32,
+    /// Position in the window of the first occurrence's first token.
+    pub first: u32,
+}
+
+impl ProbeWindow {
+    /// Position in the window of the second occurrence's first token.
+    pub fn second(&self) -> u32 {
+        self.first + self.gap
+    }
+}
+
+impl ProbeLayout {
+    /// Checks the layout against the window table: one entry per window, spans non-empty,
+    /// not overlapping and inside their windows.
+    pub fn check(&self, windows: &[WindowMeta]) -> Result<(), String> {
+        if self.span == 0 {
+            return Err("probe span of 0 tokens".into());
+        }
+        if self.windows.len() != windows.len() {
+            return Err(format!(
+                "probe layout has {} windows, the evalset {}",
+                self.windows.len(),
+                windows.len()
+            ));
+        }
+        for (i, (p, w)) in self.windows.iter().zip(windows).enumerate() {
+            let end = u64::from(p.first) + u64::from(p.gap) + u64::from(self.span);
+            if p.gap < self.span || end > u64::from(w.len) {
+                return Err(format!(
+                    "probe window {i}: spans at {} and {}+{} do not fit apart in {} tokens",
+                    p.first, p.first, p.gap, w.len
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Packs the stored part of a token's labels (`pos` and `domain` follow from its window).
@@ -95,11 +151,12 @@ pub fn decode_record(r: &[u8], pos: u32, domain: u16) -> Option<TokenLabels> {
         log_freq: f32::from_le_bytes(word(8)?),
         pos,
         domain,
+        probe: None,
     })
 }
 
 /// The evalset id: a hash over tokens, label records, tokenizer hash, labeler version,
-/// window length and document table.
+/// window length, document table and, for probe evalsets, the planted layout.
 pub fn content_id(header: &Header, tokens: &[u32], records: &[u8]) -> String {
     let mut h = Sha256::new();
     for t in tokens {
@@ -114,6 +171,15 @@ pub fn content_id(header: &Header, tokens: &[u32], records: &[u8]) -> String {
         h.update([0]);
         h.update(header.domains[d.domain as usize].as_bytes());
         h.update([0]);
+    }
+    // Only probe evalsets hash their layout, so the ids of document evalsets stay as they were.
+    if let Some(p) = &header.probe {
+        h.update(b"probe");
+        h.update(p.span.to_le_bytes());
+        for w in &p.windows {
+            h.update(w.gap.to_le_bytes());
+            h.update(w.first.to_le_bytes());
+        }
     }
     hex::encode(&h.finalize()[..8])
 }
@@ -187,6 +253,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Layout> {
         .all(|d| (d.domain as usize) < header.domains.len());
     if !consistent {
         return Err(bad("window or document table out of range"));
+    }
+    if let Some(p) = &header.probe {
+        p.check(&header.windows).map_err(|e| bad(&e))?;
     }
     Ok(Layout {
         header,

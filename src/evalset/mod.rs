@@ -7,6 +7,7 @@ pub mod filter;
 pub mod format;
 pub mod labels;
 pub mod prepare;
+pub mod probe;
 pub mod reader;
 
 use std::fs::File;
@@ -16,6 +17,7 @@ use memmap2::Mmap;
 
 use crate::error::input_error;
 use format::{Header, Layout, WindowMeta, RECORD};
+use labels::probe::ProbeLabel;
 use labels::TokenLabels;
 
 /// A prepared evalset, memory-mapped.
@@ -116,22 +118,29 @@ impl EvalSet {
             .collect()
     }
 
-    /// Every token's labels, in global order.
+    /// The planted layout, for evalsets made by `filtermon probe`.
+    pub fn probe(&self) -> Option<&format::ProbeLayout> {
+        self.layout.header.probe.as_ref()
+    }
+
+    /// Every token's labels, in global order (probe labels derived from the header's layout).
     pub fn labels(&self) -> anyhow::Result<Vec<TokenLabels>> {
         let h = &self.layout.header;
         let mut out = Vec::with_capacity(self.len());
-        for w in &h.windows {
+        for (wi, w) in h.windows.iter().enumerate() {
             let domain = h.docs[w.doc as usize].domain;
+            let probe = h.probe.as_ref().map(|layout| (layout, &layout.windows[wi]));
             for p in 0..w.len {
                 let i = w.start as usize + p as usize;
                 let at = self.layout.labels_at + RECORD * i;
                 let rec = &self.map[at..at + RECORD];
-                let l = format::decode_record(rec, p, domain).ok_or_else(|| {
+                let mut l = format::decode_record(rec, p, domain).ok_or_else(|| {
                     input_error(format!(
                         "{}: corrupt label record of token {i}",
                         self.dir.display()
                     ))
                 })?;
+                l.probe = probe.map(|(layout, pw)| ProbeLabel::at(pw, layout.span, p));
                 out.push(l);
             }
         }

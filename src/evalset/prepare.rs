@@ -89,18 +89,7 @@ pub fn prepare(opts: &PrepareOptions) -> anyhow::Result<Prepared> {
     if b.tokens.is_empty() {
         return Err(input_error("the inputs hold no tokens"));
     }
-    let freq = FrequencyTable::from_windows(std::iter::once(b.tokens.as_slice()));
-    let records: Vec<u8> = b
-        .labels
-        .iter()
-        .zip(&b.tokens)
-        .flat_map(|(l, &t)| {
-            let mut l = *l;
-            l.log_freq = freq.log_freq(t).unwrap_or(0.0);
-            format::encode_record(&l)
-        })
-        .collect();
-    let mut header = Header {
+    let header = Header {
         id: String::new(),
         tokenizer_hash: crate::tokenizer::hash(&tok_path)?,
         labeler_version: LABELER_VERSION.into(),
@@ -109,20 +98,45 @@ pub fn prepare(opts: &PrepareOptions) -> anyhow::Result<Prepared> {
         docs: b.docs,
         windows: b.windows,
         tokens: b.tokens.len() as u64,
+        probe: None,
     };
-    header.id = format::content_id(&header, &b.tokens, &records);
-    std::fs::create_dir_all(&opts.out)
-        .map_err(|e| input_error(format!("{}: cannot create: {e}", opts.out.display())))?;
-    format::write(
-        &opts.out.join(format::FILE_NAME),
-        &header,
-        &b.tokens,
-        &records,
-    )?;
-    let evalset = EvalSet::open(&opts.out)?;
+    let evalset = write_evalset(&opts.out, header, &b.tokens, &b.labels)?;
     let texts = TokenTexts::new(&tok);
-    export::write_all(&evalset, &texts, &opts.inputs, &tok_path, skipped)?;
+    let from = export::Provenance {
+        sources: &opts.inputs,
+        tokenizer: &tok_path,
+        skipped,
+        probe: None,
+    };
+    export::write_all(&evalset, &texts, &from)?;
     Ok(Prepared { evalset, skipped })
+}
+
+/// Writes `OUT/evalset.bin` from tokens and their labels and opens it: fills `log_freq` from
+/// the tokens' own counts and the header's id from the content. `header.id` and the labels'
+/// `log_freq` are ignored.
+pub fn write_evalset(
+    out: &Path,
+    mut header: Header,
+    tokens: &[u32],
+    labels: &[TokenLabels],
+) -> anyhow::Result<EvalSet> {
+    let freq = FrequencyTable::from_windows(std::iter::once(tokens));
+    let records: Vec<u8> = labels
+        .iter()
+        .zip(tokens)
+        .flat_map(|(l, &t)| {
+            let mut l = *l;
+            l.log_freq = freq.log_freq(t).unwrap_or(0.0);
+            format::encode_record(&l)
+        })
+        .collect();
+    header.tokens = tokens.len() as u64;
+    header.id = format::content_id(&header, tokens, &records);
+    std::fs::create_dir_all(out)
+        .map_err(|e| input_error(format!("{}: cannot create: {e}", out.display())))?;
+    format::write(&out.join(format::FILE_NAME), &header, tokens, &records)?;
+    EvalSet::open(out)
 }
 
 /// Decoded text of token ids, cached.
@@ -222,6 +236,7 @@ impl Builder {
                     word_initial,
                     pos: p as u32,
                     domain: domain_idx as u16,
+                    probe: None,
                 });
             }
             self.tokens.extend_from_slice(&toks);

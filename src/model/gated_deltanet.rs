@@ -45,6 +45,9 @@ pub struct GatedDeltaNet {
     pub o_norm: Tensor,
     /// Shape.
     pub spec: GdnSpec,
+    /// Chunk length of the inference kernel ([`CHUNK`] when loaded); any length gives the same
+    /// outputs up to rounding, which tests check on whole models.
+    pub chunk: usize,
 }
 
 impl GatedDeltaNet {
@@ -56,7 +59,7 @@ impl GatedDeltaNet {
         let kernel = if x.track_op() {
             Kernel::Autograd
         } else {
-            Kernel::Chunked(CHUNK)
+            Kernel::Chunked(self.chunk)
         };
         self.forward_with(x, kernel)
     }
@@ -385,16 +388,19 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
         let w = dv + dk;
         let mut x = vec![0f32; chunk * w];
         let mut v_new = vec![0f32; chunk * dv];
-        let mut gc = vec![0f32; chunk];
+        let mut gc = vec![0f64; chunk];
         let mut kk = vec![0f32; chunk * chunk];
         let mut ws = vec![0f32; dv];
         for s0 in (0..t).step_by(chunk) {
             let n = chunk.min(t - s0);
             let q = &h.q[s0 * dk..(s0 + n) * dk];
             let k = &h.k[s0 * dk..(s0 + n) * dk];
-            let mut acc = 0f32;
+            // Cumulative log-decays in f64: the gates use differences gc_i − gc_j of sums that
+            // grow with the chunk, and in f32 their cancellation error made 128-token chunks
+            // drift ~1e-4 nats from 64-token ones on a whole model.
+            let mut acc = 0f64;
             for (c, g) in gc.iter_mut().zip(&h.g[s0..s0 + n]) {
-                acc += g;
+                acc += f64::from(*g);
                 *c = acc;
             }
             // kk[i, j] = k_i · k_j for j < i, reused by the triangular solve.
@@ -414,12 +420,12 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
                 {
                     *c = beta * vi;
                 }
-                let e = beta * gc[i].exp();
+                let e = beta * gc[i].exp() as f32;
                 for (c, &ki) in row[dv..].iter_mut().zip(&k[i * dk..(i + 1) * dk]) {
                     *c = e * ki;
                 }
                 for j in 0..i {
-                    let a = beta * kk[i * chunk + j] * (gc[i] - gc[j]).exp();
+                    let a = beta * kk[i * chunk + j] * (gc[i] - gc[j]).exp() as f32;
                     axpy(row, -a, &done[j * w..(j + 1) * w]);
                 }
             }
@@ -439,19 +445,19 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
                 let qi = &q[i * dk..(i + 1) * dk];
                 let o = &mut out[(s0 + i) * dv..(s0 + i + 1) * dv];
                 vec_state(o, qi, &state, dv);
-                let e = gc[i].exp();
+                let e = gc[i].exp() as f32;
                 o.iter_mut().for_each(|x| *x *= e);
                 for j in 0..=i {
-                    let a = dot(qi, &k[j * dk..(j + 1) * dk]) * (gc[i] - gc[j]).exp();
+                    let a = dot(qi, &k[j * dk..(j + 1) * dk]) * (gc[i] - gc[j]).exp() as f32;
                     axpy(o, a, &v_new[j * dv..(j + 1) * dv]);
                 }
             }
             // S ← e^{gc_last} S + Σ_j e^{gc_last − gc_j} k_j ⊗ v_new_j
             let last = gc[n - 1];
-            let decay = last.exp();
+            let decay = last.exp() as f32;
             state.iter_mut().for_each(|s| *s *= decay);
             for j in 0..n {
-                let e = (last - gc[j]).exp();
+                let e = (last - gc[j]).exp() as f32;
                 let kj = &k[j * dk..(j + 1) * dk];
                 let vn = &v_new[j * dv..(j + 1) * dv];
                 for (r, &kr) in kj.iter().enumerate() {
@@ -584,6 +590,7 @@ mod tests {
             dt_bias: r(&[nv], 1.0)?,
             o_norm: (r(&[6], 0.1)? + 1.0)?,
             spec,
+            chunk: CHUNK,
         })
     }
 

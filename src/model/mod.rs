@@ -122,6 +122,15 @@ impl CausalLm {
         self.norm.forward(&x)
     }
 
+    /// Sets the chunk length of every Gated DeltaNet layer's kernel.
+    pub fn set_gdn_chunk(&mut self, chunk: usize) {
+        for b in &mut self.blocks {
+            if let Mixer::GatedDeltaNet(g) = &mut b.mixer {
+                g.chunk = chunk.max(1);
+            }
+        }
+    }
+
     /// Number of parameters (the tied head counted once).
     pub fn parameter_count(&self) -> usize {
         let mut n = self.embed.elem_count() + self.norm_len();
@@ -215,6 +224,7 @@ impl CausalLm {
                             g.head_v_dim,
                         )?,
                         spec: g.clone(),
+                        chunk: gated_deltanet::CHUNK,
                     };
                     let (first, second) = norm_names(layer.norm);
                     (

@@ -27,14 +27,7 @@ impl Cluster {
 
 /// The point estimate `Σ sum / Σ n`; NaN without values.
 pub fn ratio(clusters: &[Cluster]) -> f64 {
-    let (s, n) = clusters
-        .iter()
-        .fold((0.0, 0.0), |(s, n), c| (s + c.sum, n + c.n));
-    if n > 0.0 {
-        s / n
-    } else {
-        f64::NAN
-    }
+    ratio_of(clusters.iter().copied())
 }
 
 /// Percentile bootstrap interval of `Σ sum / Σ n` over resampled clusters.
@@ -42,21 +35,67 @@ pub fn ratio(clusters: &[Cluster]) -> f64 {
 /// Returns `(lo, hi)` at the given two-sided `level` (0.95 for a 95% CI); NaN when no cluster
 /// has any value.
 pub fn ratio_ci(clusters: &[Cluster], resamples: usize, seed: u64, level: f64) -> (f64, f64) {
-    let k = clusters.len();
-    if k == 0 || clusters.iter().all(|c| c.n == 0.0) || resamples == 0 {
+    if clusters.iter().all(|c| c.n == 0.0) {
+        return (f64::NAN, f64::NAN);
+    }
+    percentile_ci(clusters.len(), resamples, seed, level, |drawn| {
+        ratio_of(drawn.iter().map(|&i| clusters[i]))
+    })
+}
+
+/// `ratio(a) − ratio(b)` for clusters that hold two quantities each, `pairs[i] = (a_i, b_i)`
+/// (e.g. a window's losses on two kinds of token); NaN when either side has no value.
+pub fn ratio_diff(pairs: &[(Cluster, Cluster)]) -> f64 {
+    ratio_of(pairs.iter().map(|p| p.0)) - ratio_of(pairs.iter().map(|p| p.1))
+}
+
+/// Percentile bootstrap interval of [`ratio_diff`], resampling whole clusters so that both
+/// quantities of a cluster stay together.
+pub fn ratio_diff_ci(
+    pairs: &[(Cluster, Cluster)],
+    resamples: usize,
+    seed: u64,
+    level: f64,
+) -> (f64, f64) {
+    if !ratio_diff(pairs).is_finite() {
+        return (f64::NAN, f64::NAN);
+    }
+    percentile_ci(pairs.len(), resamples, seed, level, |drawn| {
+        ratio_of(drawn.iter().map(|&i| pairs[i].0)) - ratio_of(drawn.iter().map(|&i| pairs[i].1))
+    })
+}
+
+fn ratio_of(clusters: impl Iterator<Item = Cluster>) -> f64 {
+    let (s, n) = clusters.fold((0.0, 0.0), |(s, n), c| (s + c.sum, n + c.n));
+    if n > 0.0 {
+        s / n
+    } else {
+        f64::NAN
+    }
+}
+
+/// Percentile interval of `stat` over `resamples` draws of `k` cluster indices with
+/// replacement; resamples where `stat` is not finite (no value drawn) are left out.
+fn percentile_ci(
+    k: usize,
+    resamples: usize,
+    seed: u64,
+    level: f64,
+    mut stat: impl FnMut(&[usize]) -> f64,
+) -> (f64, f64) {
+    if k == 0 || resamples == 0 {
         return (f64::NAN, f64::NAN);
     }
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut drawn = vec![0usize; k];
     let mut stats: Vec<f64> = Vec::with_capacity(resamples);
     for _ in 0..resamples {
-        let (mut s, mut n) = (0.0, 0.0);
-        for _ in 0..k {
-            let c = clusters[rng.random_range(0..k)];
-            s += c.sum;
-            n += c.n;
+        for d in drawn.iter_mut() {
+            *d = rng.random_range(0..k);
         }
-        if n > 0.0 {
-            stats.push(s / n);
+        let s = stat(&drawn);
+        if s.is_finite() {
+            stats.push(s);
         }
     }
     stats.sort_by(f64::total_cmp);
@@ -115,6 +154,50 @@ mod tests {
     fn identical_documents_give_a_point_interval() {
         let c = vec![Cluster { sum: 6.0, n: 3.0 }; 30];
         assert_eq!(ratio_ci(&c, 100, 0, 0.95), (2.0, 2.0));
+    }
+
+    #[test]
+    fn difference_interval_keeps_pairs_together() {
+        // b = a − 1 in every cluster: the difference is exactly 1 in every resample, although
+        // each side alone varies a lot between clusters.
+        let pairs: Vec<(Cluster, Cluster)> = (0..30)
+            .map(|i| {
+                let a = Cluster {
+                    sum: 4.0 * (i % 5) as f64,
+                    n: 4.0,
+                };
+                let b = Cluster {
+                    sum: a.sum - 4.0,
+                    n: 4.0,
+                };
+                (a, b)
+            })
+            .collect();
+        assert!((ratio_diff(&pairs) - 1.0).abs() < 1e-12);
+        let (lo, hi) = ratio_diff_ci(&pairs, 300, 2, 0.95);
+        assert!(
+            (lo - 1.0).abs() < 1e-12 && (hi - 1.0).abs() < 1e-12,
+            "{lo} {hi}"
+        );
+        // Independent noise on one side widens the interval around the estimate.
+        let noisy: Vec<(Cluster, Cluster)> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| {
+                let shift = if i % 2 == 0 { 2.0 } else { -2.0 };
+                (
+                    *a,
+                    Cluster {
+                        sum: b.sum + shift,
+                        n: b.n,
+                    },
+                )
+            })
+            .collect();
+        let (lo, hi) = ratio_diff_ci(&noisy, 500, 2, 0.95);
+        let d = ratio_diff(&noisy);
+        assert!(lo < d && d < hi && hi - lo > 0.05, "{lo} {d} {hi}");
+        assert!(ratio_diff_ci(&[], 10, 0, 0.95).0.is_nan());
     }
 
     #[test]

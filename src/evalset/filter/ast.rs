@@ -1,5 +1,6 @@
 //! The type-checked syntax tree and the labels, operators and literals it is made of.
 
+use crate::evalset::labels::probe::Occurrence;
 use crate::tagset::Upos;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub(super) enum Label {
     LogFreq,
     Pos,
     Domain,
+    ProbeGap,
+    ProbeOccurrence,
+    ProbeOffset,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +29,10 @@ pub(super) enum Kind {
     Upos,
     Tag,
     Domain,
+    Occurrence,
 }
 
-pub(super) const LABELS: [(&str, Label); 12] = [
+pub(super) const LABELS: [(&str, Label); 15] = [
     ("tag", Label::Tag),
     ("upos", Label::Upos),
     ("content", Label::Content),
@@ -40,6 +45,9 @@ pub(super) const LABELS: [(&str, Label); 12] = [
     ("log_freq", Label::LogFreq),
     ("pos", Label::Pos),
     ("domain", Label::Domain),
+    ("probe_gap", Label::ProbeGap),
+    ("probe_occurrence", Label::ProbeOccurrence),
+    ("probe_offset", Label::ProbeOffset),
 ];
 
 impl Label {
@@ -62,10 +70,16 @@ impl Label {
             | Label::OpenBracket
             | Label::CloseBracket
             | Label::WordInitial => Kind::Bool,
-            Label::RepeatLen | Label::CopyDistance | Label::LogFreq | Label::Pos => Kind::Num,
+            Label::RepeatLen
+            | Label::CopyDistance
+            | Label::LogFreq
+            | Label::Pos
+            | Label::ProbeGap
+            | Label::ProbeOffset => Kind::Num,
             Label::Upos => Kind::Upos,
             Label::Tag => Kind::Tag,
             Label::Domain => Kind::Domain,
+            Label::ProbeOccurrence => Kind::Occurrence,
         }
     }
 }
@@ -107,6 +121,7 @@ pub(super) enum Lit {
     Upos(Upos),
     Tag(u8),
     Domain(String),
+    Occurrence(Occurrence),
 }
 
 /// The type-checked syntax tree, kept for rendering the canonical source.

@@ -1,6 +1,7 @@
 //! Lowering a syntax tree to what a token is tested against, and the test itself.
 
 use super::ast::{Expr, Kind, Label, Lit, Op};
+use crate::evalset::labels::probe::Occurrence;
 use crate::evalset::labels::TokenLabels;
 
 /// What [`Filter::matches`](super::Filter::matches) evaluates: literals resolved to masks
@@ -29,6 +30,10 @@ pub(super) enum Node {
     },
     Domain {
         ids: Vec<u16>,
+        negate: bool,
+    },
+    Occurrence {
+        values: Vec<Occurrence>,
         negate: bool,
     },
     Not(Box<Node>),
@@ -123,6 +128,19 @@ pub(super) fn lower(e: &Expr, domains: &[String]) -> Node {
                         .collect();
                     Node::Domain { ids, negate }
                 }
+                Kind::Occurrence => {
+                    let values = values
+                        .iter()
+                        .filter_map(|v| {
+                            if let Lit::Occurrence(o) = v {
+                                Some(*o)
+                            } else {
+                                None
+                            }
+                        })
+                        .collect();
+                    Node::Occurrence { values, negate }
+                }
             }
         }
     }
@@ -134,7 +152,11 @@ impl Node {
             Node::Const(b) => *b,
             Node::Flag(l) => l.bool_of(t),
             Node::Cmp { label, op, value } => {
-                let x = label.num_of(t);
+                // A token without the label (probe labels outside probe spans) fails every
+                // comparison, as SQL's NULL does.
+                let Some(x) = label.num_of(t) else {
+                    return false;
+                };
                 match op {
                     Op::Lt => x < *value,
                     Op::Le => x <= *value,
@@ -149,13 +171,15 @@ impl Node {
                 label,
                 values,
                 negate,
-            } => {
-                let x = label.num_of(t);
-                values.contains(&x) != *negate
-            }
+            } => label
+                .num_of(t)
+                .is_some_and(|x| values.contains(&x) != *negate),
             Node::Upos { mask, negate } => (mask >> (t.upos as u8) & 1 == 1) != *negate,
             Node::Tag { mask, negate } => (t.tag < 64 && mask >> t.tag & 1 == 1) != *negate,
             Node::Domain { ids, negate } => ids.contains(&t.domain) != *negate,
+            Node::Occurrence { values, negate } => {
+                values.contains(&t.probe_occurrence()) != *negate
+            }
             Node::Not(inner) => !inner.eval(t),
             Node::And(items) => items.iter().all(|i| i.eval(t)),
             Node::Or(items) => items.iter().any(|i| i.eval(t)),
@@ -175,13 +199,15 @@ impl Label {
         }
     }
 
-    fn num_of(self, t: &TokenLabels) -> f64 {
+    fn num_of(self, t: &TokenLabels) -> Option<f64> {
         match self {
-            Label::RepeatLen => f64::from(t.repeat_len),
-            Label::CopyDistance => f64::from(t.copy_distance),
-            Label::LogFreq => f64::from(t.log_freq),
-            Label::Pos => f64::from(t.pos),
-            _ => f64::NAN,
+            Label::RepeatLen => Some(f64::from(t.repeat_len)),
+            Label::CopyDistance => Some(f64::from(t.copy_distance)),
+            Label::LogFreq => Some(f64::from(t.log_freq)),
+            Label::Pos => Some(f64::from(t.pos)),
+            Label::ProbeGap => t.probe.map(|p| f64::from(p.gap)),
+            Label::ProbeOffset => t.probe.and_then(|p| p.offset).map(f64::from),
+            _ => None,
         }
     }
 }

@@ -25,6 +25,13 @@
 //! | `upos` | UPOS tag | `==`, `!=`, `in` | `ADJ`, `"PROPN"` (case-insensitive) |
 //! | `tag` | PTB tag | `==`, `!=`, `in` | `NN`, `"PRP$"`, `","` (exact; quote tags that are not identifiers) |
 //! | `domain` | domain name | `==`, `!=`, `in` | `"python"` or `python` |
+//! | `probe_gap` `probe_offset` | number | all six, `in` | numbers |
+//! | `probe_occurrence` | planted copy | `==`, `!=`, `in` | `first`, `second`, `none` |
+//!
+//! The probe labels describe evalsets made by `filtermon probe`. `probe_gap` is the window's
+//! gap and `probe_offset` the offset within a planted span; a token without the value (every
+//! token of a document evalset, and filler tokens for `probe_offset`) fails every comparison
+//! on it, `!=` included, as SQL's NULL does. `probe_occurrence` is `none` for such tokens.
 //!
 //! Everything is type-checked when the filter is compiled: `upos == 3`,
 //! `repeat_len == "x"`, `upos < ADJ` and unknown tag names are errors that name
@@ -201,10 +208,13 @@ fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
     if !ok {
-        // Names end up in file names of charts and in SQL rows.
-        crate::bail_input!("filter name `{name}`: use ASCII letters, digits, '_', '-' or '.'");
+        // Names end up in file names of charts and in SQL rows, where '.' and '@' mark the
+        // recall metrics stored beside filter results (`recall.gain@64`).
+        crate::bail_input!(
+            "filter name `{name}`: use ASCII letters, digits, '_' or '-' ('.' and '@' are reserved for recall metrics such as recall.gain@64)"
+        );
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use super::ast::{Expr, Kind, Label, Lit, Op, LABELS};
 use super::lex::{err, lex, SyntaxError, Tok, Token};
 use crate::error::input_error;
+use crate::evalset::labels::probe::Occurrence;
 use crate::tagset::{ptb_id, Upos};
 
 pub(super) fn parse(expr: &str) -> Result<Expr> {
@@ -238,6 +239,21 @@ impl Parser {
             (Kind::Domain, _) => err(
                 t.at,
                 format!("'{name}' is a domain name such as \"python\", found {found}"),
+            ),
+            (Kind::Occurrence, Tok::Ident(s) | Tok::Str(s)) if !is_keyword(&t.tok) => {
+                Occurrence::from_name(s).map_or_else(
+                    || {
+                        err(
+                            t.at,
+                            format!("'{name}' is first, second or none, found '{s}'"),
+                        )
+                    },
+                    |o| Ok(Lit::Occurrence(o)),
+                )
+            }
+            (Kind::Occurrence, _) => err(
+                t.at,
+                format!("'{name}' is first, second or none, found {found}"),
             ),
         }
     }

@@ -91,6 +91,7 @@ fn render_lit(l: &Lit, out: &mut String) {
             }
         }
         Lit::Domain(d) => quote(d, out),
+        Lit::Occurrence(o) => out.push_str(o.name()),
     }
 }
 

@@ -2,9 +2,11 @@
 
 pub mod brackets;
 pub mod frequency;
+pub mod probe;
 pub mod repeats;
 
 use crate::tagset::Upos;
+use probe::{Occurrence, ProbeLabel};
 
 /// Every label one scored token carries (DESIGN §5).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,6 +31,8 @@ pub struct TokenLabels {
     pub pos: u32,
     /// Index into the evalset's list of domain names.
     pub domain: u16,
+    /// Position relative to the planted spans, in probe evalsets only.
+    pub probe: Option<ProbeLabel>,
 }
 
 impl TokenLabels {
@@ -40,5 +44,11 @@ impl TokenLabels {
     /// UPOS is a function word (ADP, AUX, CCONJ, DET, PART, PRON, SCONJ).
     pub fn function(&self) -> bool {
         self.upos.is_function()
+    }
+
+    /// Which planted span the token is in; [`Occurrence::None`] outside them and in document
+    /// evalsets.
+    pub fn probe_occurrence(&self) -> Occurrence {
+        self.probe.map_or(Occurrence::None, |p| p.occurrence)
     }
 }
