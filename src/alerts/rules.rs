@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::curves::{gap, Curve, Point};
+use crate::recall::is_recall_row;
 use crate::stats::paired::PairedDiff;
 
 /// What a rule checks.
@@ -52,7 +53,7 @@ impl Rule {
             // are differences, not losses).
             match self.kind {
                 RuleKind::RetrievalDrop { .. } => c.filter.starts_with(GAIN_PREFIX),
-                _ => !c.filter.starts_with(RECALL_PREFIX),
+                _ => !is_recall_row(&c.filter),
             }
         } else {
             self.filters.contains(&c.filter)
@@ -61,8 +62,6 @@ impl Rule {
     }
 }
 
-/// Name prefix of the recall diagnostics' rows.
-const RECALL_PREFIX: &str = "recall.";
 /// Name prefix of the retrieval-gain rows.
 const GAIN_PREFIX: &str = "recall.gain@";
 
@@ -306,6 +305,11 @@ mod tests {
             &[(1000, 3.1, false), (2000, 2.2, true), (3000, 2.3, false)],
         );
         assert!(baseline_firings(&rule(RuleKind::SignFlip), &[base_annealed, mixed]).is_empty());
+    }
+
+    #[test]
+    fn gain_prefix_matches_the_row_names() {
+        assert!(crate::recall::gain_name(512).starts_with(GAIN_PREFIX));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::{is_recall, Planned, Section};
+use super::{Planned, Section};
 use crate::curves::Curve;
 use crate::plot::escape;
+use crate::recall::is_recall_row;
 use crate::store::alerts::AlertRow;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}
@@ -144,7 +145,7 @@ pub fn index(
         let of_es: Vec<&Curve> = curves.iter().filter(|c| c.evalset_id == id).collect();
         let mut filters: Vec<&str> = Vec::new();
         for c in &of_es {
-            if !filters.contains(&c.filter.as_str()) && !is_recall(&c.filter) {
+            if !filters.contains(&c.filter.as_str()) && !is_recall_row(&c.filter) {
                 filters.push(&c.filter);
             }
         }

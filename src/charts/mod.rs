@@ -16,6 +16,7 @@ use plotters::style::RGBColor;
 use crate::curves::{gap, Curve};
 use crate::error::input_error;
 use crate::plot::png_and_svg;
+use crate::recall::is_recall_row;
 use crate::store::report::rfc3339;
 use crate::store::{now, Store};
 use lines::{LineChart, Series, SeriesPoint};
@@ -57,11 +58,6 @@ pub enum Section {
     Recall,
     /// One recall row over training.
     RecallOverTraining,
-}
-
-/// True for the rows of recall diagnostics rather than filters.
-fn is_recall(name: &str) -> bool {
-    name.starts_with("recall.")
 }
 
 /// One chart file pair (`stem.png`, `stem.svg`) of the report.
@@ -206,7 +202,7 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
             })
             .collect();
         let stem = format!("{}/{}", names[&es], file_name(filter));
-        let recall = is_recall(filter);
+        let recall = is_recall_row(filter);
         out.push(Planned {
             evalset_id: es,
             filter: filter.to_owned(),

@@ -209,6 +209,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn families_match_the_row_names() {
+        use crate::recall::{cliff_name, copy_n_name, gain_name};
+        let names = [gain_name(64), cliff_name("1-32"), copy_n_name("5")];
+        for (fam, name) in FAMILIES.iter().zip(names) {
+            assert!(name.starts_with(fam.prefix), "{name}");
+        }
+    }
+
+    #[test]
     fn bins_sort_by_their_leading_number() {
         assert_eq!(leading_number("64"), Some(64.0));
         assert_eq!(leading_number("129-512"), Some(129.0));

@@ -7,6 +7,7 @@ use toml::Spanned;
 
 use super::{seconds, Errors};
 use crate::alerts::rules::{Rule, RuleKind};
+use crate::recall::{gain_name, is_recall_row};
 
 /// Alert rules and what to run when one fires.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +129,7 @@ pub(super) fn validate(
                 ))
             }
         };
-        let known = |f: &String| filter_names.contains(f) || f.starts_with("recall.");
+        let known = |f: &String| filter_names.contains(f) || is_recall_row(f);
         if let Some(f) = r.filters.iter().find(|f| !known(f)) {
             return Err(errs.spanned(&r.name, &key("filters"), &format!("no filter named {f:?}")));
         }
@@ -146,11 +147,7 @@ pub(super) fn validate(
             None => Vec::new(),
         };
         let filters = match r.gaps {
-            Some(gaps) => gaps
-                .into_inner()
-                .into_iter()
-                .map(|g| format!("recall.gain@{g}"))
-                .collect(),
+            Some(gaps) => gaps.into_inner().into_iter().map(gain_name).collect(),
             None => r.filters,
         };
         rules.push(Rule {
