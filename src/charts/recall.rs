@@ -161,44 +161,45 @@ pub fn plan(
         } else {
             Vec::new()
         };
-        let chart = |title: String, y_desc: &str, zero_line: bool, series: Vec<Series>| LineChart {
-            title,
-            x_desc: fam.x_desc.into(),
-            y_desc: y_desc.into(),
-            log_x: fam.log_x,
-            zero_line,
-            x_labels: x_labels.clone(),
-            over_training: false,
-            series,
-        };
-        let gain = fam.stem == "recall-gain";
-        out.push(Planned {
+        let planned = |suffix: &str,
+                       caption: String,
+                       title: String,
+                       y_desc: &str,
+                       zero_line: bool,
+                       series: Vec<Series>| Planned {
             evalset_id: curves[0].evalset_id,
             filter: fam.stem.into(),
-            stem: format!("{dir}/{}", fam.stem),
-            caption: format!("{} (latest checkpoints)", fam.title),
+            stem: format!("{dir}/{}{suffix}", fam.stem),
+            caption,
             section: Section::Recall,
-            chart: chart(
-                format!("{} — {evalset}", fam.title),
-                fam.y_desc,
-                gain,
-                values,
-            ),
-        });
+            chart: LineChart {
+                title,
+                x_desc: fam.x_desc.into(),
+                y_desc: y_desc.into(),
+                log_x: fam.log_x,
+                zero_line,
+                x_labels: x_labels.clone(),
+                over_training: false,
+                series,
+            },
+        };
+        out.push(planned(
+            "",
+            format!("{} (latest checkpoints)", fam.title),
+            format!("{} — {evalset}", fam.title),
+            fam.y_desc,
+            fam.stem == "recall-gain",
+            values,
+        ));
         if !gaps.is_empty() {
-            out.push(Planned {
-                evalset_id: curves[0].evalset_id,
-                filter: fam.stem.into(),
-                stem: format!("{dir}/{}-gap", fam.stem),
-                caption: format!("{}: run − baseline", fam.title),
-                section: Section::Recall,
-                chart: chart(
-                    format!("{} — {evalset}: run − baseline", fam.title),
-                    "Δ (nats)",
-                    true,
-                    gaps,
-                ),
-            });
+            out.push(planned(
+                "-gap",
+                format!("{}: run − baseline", fam.title),
+                format!("{} — {evalset}: run − baseline", fam.title),
+                "Δ (nats)",
+                true,
+                gaps,
+            ));
         }
     }
     out

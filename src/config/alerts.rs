@@ -189,9 +189,7 @@ tokens_per_step = 1000
     }
 
     fn err(rules: &str) -> String {
-        let e = parse(rules).expect_err("should fail");
-        assert!(crate::error::is_input_error(&e));
-        crate::error::one_line(&e)
+        crate::config::tests::err(&format!("{BASE}{rules}"))
     }
 
     #[test]

@@ -647,7 +647,7 @@ pub fn olmo_tokens_per_step(file: &Path) -> anyhow::Result<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const OK: &str = r#"
@@ -671,7 +671,8 @@ baseline = "a"
 anneal = ["step10-anneal"]
 "#;
 
-    fn err(text: &str) -> String {
+    /// The one-line input error of a config that must not parse.
+    pub(crate) fn err(text: &str) -> String {
         let e = WatchConfig::parse(text, Path::new("w.toml")).expect_err("should fail");
         assert!(crate::error::is_input_error(&e));
         crate::error::one_line(&e)

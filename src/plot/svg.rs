@@ -64,6 +64,16 @@ fn points(path: impl IntoIterator<Item = BackendCoord>) -> String {
     s.trim_end().to_owned()
 }
 
+impl SvgBackend {
+    /// Appends one element, unless its colour is fully transparent.
+    fn element(&mut self, color: BackendColor, element: std::fmt::Arguments) -> Result<()> {
+        if color.alpha > 0.0 {
+            let _ = writeln!(self.body, "{element}");
+        }
+        Ok(())
+    }
+}
+
 impl DrawingBackend for SvgBackend {
     type ErrorType = std::io::Error;
 
@@ -86,14 +96,13 @@ impl DrawingBackend for SvgBackend {
     }
 
     fn draw_pixel(&mut self, (x, y): BackendCoord, color: BackendColor) -> Result<()> {
-        if color.alpha > 0.0 {
-            let _ = writeln!(
-                self.body,
+        self.element(
+            color,
+            format_args!(
                 r#"<rect x="{x}" y="{y}" width="1" height="1" {}/>"#,
                 fill(color)
-            );
-        }
-        Ok(())
+            ),
+        )
     }
 
     fn draw_line<S: BackendStyle>(
@@ -102,14 +111,13 @@ impl DrawingBackend for SvgBackend {
         (x2, y2): BackendCoord,
         style: &S,
     ) -> Result<()> {
-        if style.color().alpha > 0.0 {
-            let _ = writeln!(
-                self.body,
+        self.element(
+            style.color(),
+            format_args!(
                 r#"<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" {}/>"#,
                 stroke(style)
-            );
-        }
-        Ok(())
+            ),
+        )
     }
 
     fn draw_rect<S: BackendStyle>(
@@ -119,22 +127,21 @@ impl DrawingBackend for SvgBackend {
         style: &S,
         filled: bool,
     ) -> Result<()> {
-        if style.color().alpha > 0.0 {
-            let paint = if filled {
-                fill(style.color())
-            } else {
-                stroke(style)
-            };
-            let _ = writeln!(
-                self.body,
+        let paint = if filled {
+            fill(style.color())
+        } else {
+            stroke(style)
+        };
+        self.element(
+            style.color(),
+            format_args!(
                 r#"<rect x="{}" y="{}" width="{}" height="{}" {paint}/>"#,
                 x0.min(x1),
                 y0.min(y1),
                 (x1 - x0).abs(),
                 (y1 - y0).abs()
-            );
-        }
-        Ok(())
+            ),
+        )
     }
 
     fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
@@ -142,15 +149,14 @@ impl DrawingBackend for SvgBackend {
         path: I,
         style: &S,
     ) -> Result<()> {
-        if style.color().alpha > 0.0 {
-            let _ = writeln!(
-                self.body,
+        self.element(
+            style.color(),
+            format_args!(
                 r#"<polyline points="{}" {} stroke-linejoin="round"/>"#,
                 points(path),
                 stroke(style)
-            );
-        }
-        Ok(())
+            ),
+        )
     }
 
     fn draw_circle<S: BackendStyle>(
@@ -179,15 +185,14 @@ impl DrawingBackend for SvgBackend {
         vert: I,
         style: &S,
     ) -> Result<()> {
-        if style.color().alpha > 0.0 {
-            let _ = writeln!(
-                self.body,
+        self.element(
+            style.color(),
+            format_args!(
                 r#"<polygon points="{}" {}/>"#,
                 points(vert),
                 fill(style.color())
-            );
-        }
-        Ok(())
+            ),
+        )
     }
 
     fn draw_text<T: BackendTextStyle>(
