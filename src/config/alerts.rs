@@ -169,27 +169,20 @@ mod tests {
     use std::path::Path;
 
     use crate::alerts::rules::RuleKind;
+    use crate::config::tests::OK;
     use crate::config::WatchConfig;
 
-    const BASE: &str = r#"
-db = "mon.db"
-on_alert = "notify-send filtermon"
-[[evalsets]]
-name = "default"
-dir = "es"
-[[runs]]
-name = "a"
-arch = "transformer"
-dir = "ckpt/a"
-tokens_per_step = 1000
-"#;
+    /// The shared test config with a hook and `rules` appended.
+    fn text(rules: &str) -> String {
+        format!("on_alert = \"notify-send filtermon\"\n{OK}{rules}")
+    }
 
     fn parse(rules: &str) -> anyhow::Result<WatchConfig> {
-        WatchConfig::parse(&format!("{BASE}{rules}"), Path::new("w.toml"))
+        WatchConfig::parse(&text(rules), Path::new("w.toml"))
     }
 
     fn err(rules: &str) -> String {
-        crate::config::tests::err(&format!("{BASE}{rules}"))
+        crate::config::tests::err(&text(rules))
     }
 
     #[test]
@@ -226,7 +219,7 @@ tokens_per_step = 1000
         );
         let e = err("[[alerts]]\nname = \"x\"\nrule = \"drop\"\n");
         assert!(
-            e.contains("w.toml:14: alerts[0].rule: unknown rule \"drop\""),
+            e.contains("w.toml:23: alerts[0].rule: unknown rule \"drop\""),
             "{e}"
         );
         let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\nmax_gap = 1.0\n");

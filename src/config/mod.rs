@@ -650,7 +650,8 @@ pub fn olmo_tokens_per_step(file: &Path) -> anyhow::Result<u64> {
 pub(crate) mod tests {
     use super::*;
 
-    const OK: &str = r#"
+    /// A valid config with two runs, `b` baselined on `a`.
+    pub(crate) const OK: &str = r#"
 db = "mon.db"
 [daemon]
 settle_secs = 0.5
