@@ -47,6 +47,24 @@ pub enum Command {
     Status(StatusArgs),
     /// One row per (run, checkpoint, evalset, filter) of a store, as CSV or JSONL.
     Export(ExportArgs),
+    /// Train three tiny models (transformer, hybrid, pure GDN) on CPU while the watch daemon
+    /// scores their checkpoints live; prints the annealed filtered losses.
+    Demo(DemoArgs),
+}
+
+/// `filtermon demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output folder: corpus, tokenizer, evalset, runs, watch.toml, the db and charts. Must be
+    /// absent, empty, or an earlier demo folder (with --force).
+    #[arg(long, default_value = "filtermon-demo")]
+    pub out: PathBuf,
+    /// A smaller corpus, model and schedule (about a minute): a smoke test of the pipeline.
+    #[arg(long)]
+    pub quick: bool,
+    /// Replace an earlier demo in --out (only the demo's own files are removed).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `filtermon watch`.
