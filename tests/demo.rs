@@ -133,9 +133,13 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
     // per-filter charts exist belong here once it does.
 
     // The summary: one line per filter, every run's annealed loss and the gaps.
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("filter "))
+        .collect();
     for f in BUILT_IN {
-        let line = stdout
-            .lines()
+        let line = table
+            .iter()
             .find(|l| l.split_whitespace().next() == Some(f))
             .unwrap_or_else(|| panic!("no summary line for {f}:\n{stdout}"));
         let numbers = line

@@ -67,14 +67,16 @@ impl Plan {
         })
     }
 
-    /// A smoke test of the whole pipeline: about 0.15M parameters, 16 main steps of 4 × 128
-    /// tokens, an annealing branch every 8. Its curves mean little; its filters hold fewer
-    /// tokens than a stable estimate needs.
+    /// A smoke test of the whole pipeline, seconds in a release build: about 0.3M parameters,
+    /// 16 main steps of 4 × 128 tokens, four checkpoints per run (two annealed), a 5k-token
+    /// evalset. Its curves mean little, and the bracket and copy filters hold fewer tokens
+    /// than a stable estimate needs; the small evalset keeps it fast in debug builds too,
+    /// where the integration test runs it.
     pub fn quick() -> Self {
         Self::sized(SizeKnobs {
             name: "quick",
             train_chars: 200_000,
-            eval_chars: 30_000,
+            eval_chars: 10_000,
             vocab_size: 512,
             hidden: 64,
             batch_size: 4,
@@ -83,7 +85,7 @@ impl Plan {
                 peak_lr: 4e-3,
                 warmup_steps: 2,
                 total_steps: 16,
-                checkpoint_every: 4,
+                checkpoint_every: 8,
                 anneal_every: 8,
                 anneal_steps: 2,
             },
@@ -404,17 +406,17 @@ impl Training {
         let mut any = false;
         for run in self.runs.iter_mut().filter(|r| !r.trainer.is_done()) {
             any = true;
-            let (bar, count, written) = (&run.bar, &mut run.checkpoints, &mut self.written);
+            let (mut loss, mut tokens_per_sec) = (None, 0.0);
+            let (count, written) = (&mut run.checkpoints, &mut self.written);
             let mut on_event = |e: &Event| match e {
                 Event::Step {
-                    loss,
-                    tokens_per_sec,
+                    loss: l,
+                    tokens_per_sec: t,
                     ..
                 } => {
-                    bar.inc(1);
-                    bar.set_message(format!(
-                        "loss {loss:.3} · {tokens_per_sec:.0} tok/s · {count} checkpoints"
-                    ));
+                    loss = Some(*l);
+                    tokens_per_sec = *t;
+                    run.bar.inc(1);
                 }
                 Event::Checkpoint { dir, .. } => {
                     written.push(dir.clone());
@@ -424,6 +426,12 @@ impl Training {
             run.trainer
                 .advance(&mut on_event)
                 .with_context(|| format!("training {}", run.twin.name()))?;
+            if let Some(loss) = loss {
+                run.bar.set_message(format!(
+                    "loss {loss:.3} · {tokens_per_sec:.0} tok/s · {} checkpoints",
+                    run.checkpoints
+                ));
+            }
             if run.trainer.is_done() {
                 run.bar.finish();
             }

@@ -35,7 +35,7 @@ pub struct ConfigParams<'a> {
 pub fn write_config(out: &Path, p: &ConfigParams) -> anyhow::Result<WatchConfig> {
     let mut text = format!(
         r#"# Written by `filtermon demo`: the three demo runs, watched as any runs are. Watch them
-# again with `filtermon watch --config {CONFIG}` (keys: watch-configs/demo.toml).
+# again with `filtermon watch --config <this file>` (keys: watch-configs/demo.toml).
 db = "{DB}"
 charts = "{CHARTS}"
 device = "cpu"
