@@ -17,6 +17,7 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::config::WatchConfig;
 use crate::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
 use crate::evalset::filter::compile_filters;
 use crate::stats::MIN_STABLE_TOKENS;
@@ -155,32 +156,7 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
     folder::prepare(out, plan.name, force)?;
     println!("filtermon demo ({}) in {}", plan.name, out.display());
 
-    let corpus = Corpus::generate(&plan.corpus);
-    let files = corpus.write(&out.join(folder::CORPUS))?;
-    println!(
-        "corpus: {} training documents ({} kB), {} held-out documents ({} kB) in {}",
-        corpus.train.len(),
-        plan.corpus.train_chars / 1000,
-        corpus.eval.len(),
-        plan.corpus.eval_chars / 1000,
-        files.train.parent().unwrap_or(out).display()
-    );
-    let tokenizer = out.join(folder::TOKENIZER);
-    bpe::train(
-        corpus.train.iter().map(|d| d.text.as_str()),
-        plan.vocab_size,
-        &tokenizer,
-    )?;
-    let tok = crate::tokenizer::load(&tokenizer)?;
-    let stream = Arc::new(bpe::token_stream(
-        &tok,
-        corpus.train.iter().map(|d| d.text.as_str()),
-    )?);
-    println!(
-        "tokenizer: byte-level BPE of {} tokens; {} training tokens",
-        tok.get_vocab_size(true),
-        stream.len()
-    );
+    let (tokenizer, stream) = corpus_and_tokenizer(out, plan)?;
 
     let twins: Vec<(&str, &str)> = Twin::ALL.iter().map(|&t| (t.name(), arch(t))).collect();
     let config = monitor::write_config(
@@ -197,34 +173,9 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         .first()
         .context("the demo config has no evalset")?;
     // The daemon's own first-start preparation, so the evalset is the one a user would get.
-    let es = crate::daemon::open_evalset(evalset)?;
-    print_evalset(&es, &config.filters)?;
+    print_evalset(&crate::daemon::open_evalset(evalset)?, &config.filters)?;
 
-    let mut runs = Vec::with_capacity(Twin::ALL.len());
-    for twin in Twin::ALL {
-        let run = config
-            .runs
-            .iter()
-            .find(|r| r.name == twin.name())
-            .with_context(|| format!("the demo config has no run {}", twin.name()))?;
-        let trainer = Trainer::new(
-            config_json(twin, &plan.shape),
-            Arc::clone(&stream),
-            plan.train.clone(),
-            RunOutput {
-                dir: run.dir.clone(),
-                tokenizer: tokenizer.clone(),
-            },
-        )?;
-        println!(
-            "run {:<12} {:<11} {:>9} parameters -> {}",
-            twin.name(),
-            run.arch,
-            trainer.parameter_count(),
-            run.dir.display()
-        );
-        runs.push((twin, trainer));
-    }
+    let runs = trainers(&config, plan, &stream, &tokenizer)?;
     let s = &plan.train.schedule;
     println!(
         "schedule: WSD, {} steps of {} tokens ({} warmup), stable checkpoints every {}, \
@@ -265,11 +216,15 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         String::new()
     };
     println!(
-        "\ntrained 3 runs in {}; {} checkpoints written, {} scored{failed}",
+        "\ntrained {} runs in {}; {} checkpoints written, {} scored{failed}",
+        training.runs.len(),
         minutes(train_secs),
         training.written.len(),
         scoring.done,
     );
+    for f in &failures {
+        eprintln!("not scored: {} {}: {}", f.run, f.checkpoint, f.error);
+    }
     print_summary(&results, &training.written)?;
     println!("\nstore:  filtermon status --db {}", db.display());
     println!(
@@ -293,12 +248,75 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         minutes(wait_secs)
     );
     if scoring.failed > 0 {
-        for f in &failures {
-            eprintln!("failed: {} {}: {}", f.run, f.checkpoint, f.error);
-        }
         anyhow::bail!("{} checkpoints could not be scored", scoring.failed);
     }
     Ok(())
+}
+
+/// Generates the corpus, trains the tokenizer; returns its path and the training tokens.
+fn corpus_and_tokenizer(out: &Path, plan: &Plan) -> anyhow::Result<(PathBuf, Arc<Vec<u32>>)> {
+    let corpus = Corpus::generate(&plan.corpus);
+    let files = corpus.write(&out.join(folder::CORPUS))?;
+    println!(
+        "corpus: {} training documents ({} kB), {} held-out documents ({} kB) in {}",
+        corpus.train.len(),
+        plan.corpus.train_chars / 1000,
+        corpus.eval.len(),
+        plan.corpus.eval_chars / 1000,
+        files.train.parent().unwrap_or(out).display()
+    );
+    let tokenizer = out.join(folder::TOKENIZER);
+    bpe::train(
+        corpus.train.iter().map(|d| d.text.as_str()),
+        plan.vocab_size,
+        &tokenizer,
+    )?;
+    let tok = crate::tokenizer::load(&tokenizer)?;
+    let stream = Arc::new(bpe::token_stream(
+        &tok,
+        corpus.train.iter().map(|d| d.text.as_str()),
+    )?);
+    println!(
+        "tokenizer: byte-level BPE of {} tokens; {} training tokens",
+        tok.get_vocab_size(true),
+        stream.len()
+    );
+    Ok((tokenizer, stream))
+}
+
+/// One fresh trainer per architecture, writing into the run folders the config watches.
+fn trainers(
+    config: &WatchConfig,
+    plan: &Plan,
+    stream: &Arc<Vec<u32>>,
+    tokenizer: &Path,
+) -> anyhow::Result<Vec<(Twin, Trainer)>> {
+    let mut runs = Vec::with_capacity(Twin::ALL.len());
+    for twin in Twin::ALL {
+        let run = config
+            .runs
+            .iter()
+            .find(|r| r.name == twin.name())
+            .with_context(|| format!("the demo config has no run {}", twin.name()))?;
+        let trainer = Trainer::new(
+            config_json(twin, &plan.shape),
+            Arc::clone(stream),
+            plan.train.clone(),
+            RunOutput {
+                dir: run.dir.clone(),
+                tokenizer: tokenizer.to_path_buf(),
+            },
+        )?;
+        println!(
+            "run {:<12} {:<11} {:>9} parameters -> {}",
+            twin.name(),
+            run.arch,
+            trainer.parameter_count(),
+            run.dir.display()
+        );
+        runs.push((twin, trainer));
+    }
+    Ok(runs)
 }
 
 /// Scored tokens per filter; warns where a filter has too few for a stable estimate.
