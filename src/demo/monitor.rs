@@ -143,7 +143,7 @@ impl Monitor {
         })
     }
 
-    /// The scoring state, read from the store at most every [`POLL`] (else the last one),
+    /// The scoring state, read from the store at most twice a second (else the last one),
     /// with the bar updated to `written` checkpoints. Fails when the daemon has stopped.
     pub fn poll(&mut self, written: usize) -> anyhow::Result<Scoring> {
         self.bar.set_length(written as u64);
