@@ -59,7 +59,8 @@ pub struct DemoArgs {
     /// absent, empty, or an earlier demo folder (with --force).
     #[arg(long, default_value = "filtermon-demo")]
     pub out: PathBuf,
-    /// A smaller corpus, model and schedule (about a minute): a smoke test of the pipeline.
+    /// A smaller corpus, model and schedule (seconds in a release build): a smoke test of the
+    /// pipeline.
     #[arg(long)]
     pub quick: bool,
     /// Replace an earlier demo in --out (only the demo's own files are removed).

@@ -19,6 +19,8 @@ const BUILT_IN: [&str; 7] = [
     "open_bracket",
     "close_bracket",
 ];
+/// The filter the demo's watch config adds.
+const USER_FILTER: &str = "adj_adv_nocopy";
 const RUNS: [&str; 3] = ["transformer", "hybrid", "gdn"];
 
 /// `(run, folder)` of every checkpoint folder on disk; panics on a leftover `-tmp` folder.
@@ -101,21 +103,28 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
 
     // Every checkpoint has a result row per filter (built-ins and the config's own), each with
     // tokens and a finite mean; runs are compared on the same tokens.
-    let filters = query::<String>(&db, "SELECT DISTINCT filter FROM results ORDER BY filter");
-    let filters: BTreeSet<String> = filters.into_iter().map(|r| r[0].clone()).collect();
-    for f in BUILT_IN {
-        assert!(filters.contains(f), "no results for {f}: {filters:?}");
-    }
+    let filters: Vec<String> = BUILT_IN
+        .iter()
+        .chain(&[USER_FILTER])
+        .map(|f| format!("'{f}'"))
+        .collect();
+    let only_filters = format!("filter IN ({})", filters.join(", "));
     let per_checkpoint = query::<i64>(
         &db,
-        "SELECT COUNT(*), SUM(n > 0 AND mean IS NOT NULL AND mean > 0 AND mean < 20)
-         FROM results GROUP BY checkpoint_id",
+        &format!(
+            "SELECT COUNT(*), SUM(n > 0 AND mean IS NOT NULL AND mean > 0 AND mean < 20)
+             FROM results WHERE {only_filters} GROUP BY checkpoint_id"
+        ),
     );
     assert_eq!(per_checkpoint.len() as i64, n);
     for row in &per_checkpoint {
         assert_eq!(row, &[filters.len() as i64; 2]);
     }
-    let counts = query::<i64>(&db, "SELECT COUNT(DISTINCT n) FROM results GROUP BY filter");
+    let counts = query::<i64>(
+        &db,
+        &format!("SELECT COUNT(DISTINCT n) FROM results WHERE {only_filters} GROUP BY filter"),
+    );
+    assert_eq!(counts.len(), filters.len());
     assert!(
         counts.iter().all(|c| c[0] == 1),
         "token counts differ between checkpoints"
@@ -137,10 +146,10 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
         .lines()
         .skip_while(|l| !l.starts_with("filter "))
         .collect();
-    for f in BUILT_IN {
+    for f in BUILT_IN.iter().chain(&[USER_FILTER]) {
         let line = table
             .iter()
-            .find(|l| l.split_whitespace().next() == Some(f))
+            .find(|l| l.split_whitespace().next() == Some(*f))
             .unwrap_or_else(|| panic!("no summary line for {f}:\n{stdout}"));
         let numbers = line
             .split_whitespace()

@@ -19,7 +19,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::config::WatchConfig;
 use crate::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
-use crate::evalset::filter::compile_filters;
+use crate::evalset::filter::{builtin_filters, compile_filters};
 use crate::stats::MIN_STABLE_TOKENS;
 use crate::train::optim::AdamWConfig;
 use crate::train::schedule::Schedule;
@@ -194,6 +194,11 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
     let active = crate::progress::activate(&multi);
     let db = config.db.clone();
     let charts = config.charts.clone();
+    let filters: Vec<String> = builtin_filters()
+        .into_iter()
+        .map(|(name, _)| name.to_string())
+        .chain(config.filters.iter().map(|(name, _)| name.clone()))
+        .collect();
     let mut training = Training::new(&multi, runs, s.total_updates());
     let scored_bar = multi.add(bar("scored", "{bar:30} {pos:>4}/{len} checkpoints · {msg}"));
     let mut monitor = Monitor::start(config, scored_bar)?;
@@ -225,7 +230,7 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
     for f in &failures {
         eprintln!("not scored: {} {}: {}", f.run, f.checkpoint, f.error);
     }
-    print_summary(&results, &training.written)?;
+    print_summary(&results, &filters, &training.written)?;
     println!("\nstore:  filtermon status --db {}", db.display());
     println!(
         "export: filtermon export --db {} --format csv",
@@ -353,9 +358,11 @@ fn print_evalset(es: &crate::evalset::EvalSet, user: &[(String, String)]) -> any
     Ok(())
 }
 
-/// The closing table from the store, runs in training order, the transformer as baseline.
+/// The closing table of `filters` from the store, runs in training order, the transformer as
+/// baseline.
 fn print_summary(
     results: &[crate::store::report::ResultRow],
+    filters: &[String],
     written: &[PathBuf],
 ) -> anyhow::Result<()> {
     let names: Vec<&str> = Twin::ALL.iter().map(|t| t.name()).collect();
@@ -378,7 +385,7 @@ fn print_summary(
             a.run, a.checkpoint, a.tokens
         );
     }
-    print!("{}", summary::table(&annealed));
+    print!("{}", summary::table(&annealed, filters));
     Ok(())
 }
 

@@ -41,10 +41,10 @@ pub fn latest_annealed(rows: &[ResultRow], runs: &[&str], evalset: &str) -> Vec<
         .collect()
 }
 
-/// The table: one line per filter with its token count, every run's mean loss, and the gap
-/// `baseline − run` of every other run (DESIGN §1: positive means the run predicts better).
-/// `runs[0]` is the baseline.
-pub fn table(runs: &[Annealed]) -> String {
+/// The table: one line per filter of `filters` (other result rows are left out), with its token
+/// count, every run's mean loss, and the gap `baseline − run` of every other run (DESIGN §1:
+/// positive means the run predicts better). `runs[0]` is the baseline.
+pub fn table(runs: &[Annealed], filters: &[String]) -> String {
     let Some(base) = runs.first() else {
         return String::new();
     };
@@ -56,14 +56,13 @@ pub fn table(runs: &[Annealed]) -> String {
         let _ = write!(out, " {:>16}", format!("gap {}", r.run));
     }
     out.push('\n');
-    for row in &base.results {
-        let mean = |r: &Annealed| {
-            r.results
-                .iter()
-                .find(|x| x.filter == row.filter)
-                .and_then(|x| x.mean)
+    for filter in filters {
+        let row = |r: &Annealed| r.results.iter().find(|x| &x.filter == filter).cloned();
+        let Some(base_row) = row(base) else {
+            continue;
         };
-        let _ = write!(out, "{:<16} {:>7}", row.filter, row.n);
+        let mean = |r: &Annealed| row(r).and_then(|x| x.mean);
+        let _ = write!(out, "{:<16} {:>7}", filter, base_row.n);
         for r in runs {
             let _ = write!(out, " {:>12}", shown(mean(r), false));
         }
@@ -134,7 +133,8 @@ mod tests {
         assert!(latest_annealed(&rows, &["tf"], "other")[0].is_none());
 
         let gdn = picked[1].clone().expect("gdn");
-        let text = table(&[tf, gdn]);
+        let filters = ["all", "copy5", "none"].map(String::from);
+        let text = table(&[tf, gdn], &filters);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].contains("gap gdn"));
