@@ -54,6 +54,9 @@ pub enum Command {
     Chart(ChartArgs),
     /// List the alerts a store holds, or acknowledge one.
     Alerts(AlertsArgs),
+    /// Train three tiny models (transformer, hybrid, pure GDN) on CPU while the watch daemon
+    /// scores their checkpoints live; prints the annealed filtered losses.
+    Demo(DemoArgs),
 }
 
 /// `filtermon chart`.
@@ -85,6 +88,22 @@ pub struct AlertsArgs {
     /// Acknowledge the alert with this id (it stays listed, marked acknowledged).
     #[arg(long, value_name = "ID")]
     pub ack: Option<i64>,
+}
+
+/// `filtermon demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output folder: corpus, tokenizer, evalset, runs, watch.toml, the db and charts. Must be
+    /// absent, empty, or an earlier demo folder (with --force).
+    #[arg(long, default_value = "filtermon-demo")]
+    pub out: PathBuf,
+    /// A smaller corpus, model and schedule (seconds in a release build): a smoke test of the
+    /// pipeline.
+    #[arg(long)]
+    pub quick: bool,
+    /// Replace an earlier demo in --out (only the demo's own files are removed).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `filtermon watch`.

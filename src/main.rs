@@ -16,7 +16,13 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.log_format);
+    // The demo shows progress bars: its default is warnings only, so that the embedded
+    // daemon's per-job lines do not bury them (RUST_LOG still decides when set).
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_level);
     let result = match &cli.command {
         Command::Prepare(a) => commands::prepare::run(a),
         Command::Probe(a) => commands::probe::run(a),
@@ -30,6 +36,7 @@ fn main() -> ExitCode {
         Command::Export(a) => commands::export::run(a),
         Command::Chart(a) => commands::chart::run(a),
         Command::Alerts(a) => commands::alerts::run(a),
+        Command::Demo(a) => commands::demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,12 +47,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(filtermon::progress::LogWriter);
     match format {
         LogFormat::Human => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),

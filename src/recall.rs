@@ -309,9 +309,12 @@ fn gains(
         .collect()
 }
 
+/// Prefix of the retrieval-gain rows' names.
+pub const GAIN_PREFIX: &str = "recall.gain@";
+
 /// Name of the retrieval-gain row of a gap.
 pub fn gain_name(gap: u32) -> String {
-    format!("{PREFIX}gain@{gap}")
+    format!("{GAIN_PREFIX}{gap}")
 }
 
 /// Name of a recall-cliff row (`bin` as in [`LossBin::bin`], e.g. `1-32`).

@@ -56,7 +56,7 @@ pub fn score_windows(
         .iter()
         .map(|w| w.tokens.len().saturating_sub(1))
         .sum();
-    let bar = ProgressBar::new(total as u64);
+    let bar = crate::progress::attach(ProgressBar::new(total as u64));
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} scoring {bar:30} {pos}/{len} tokens {per_sec} eta {eta}",

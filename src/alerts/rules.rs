@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::curves::{gap, Curve, Point};
-use crate::recall::is_recall_row;
+use crate::recall::{is_recall_row, GAIN_PREFIX};
 use crate::stats::paired::PairedDiff;
 
 /// What a rule checks.
@@ -61,9 +61,6 @@ impl Rule {
         filter && (self.runs.is_empty() || self.runs.contains(&c.run))
     }
 }
-
-/// Name prefix of the retrieval-gain rows.
-const GAIN_PREFIX: &str = "recall.gain@";
 
 /// One firing of a rule at one checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -305,11 +302,6 @@ mod tests {
             &[(1000, 3.1, false), (2000, 2.2, true), (3000, 2.3, false)],
         );
         assert!(baseline_firings(&rule(RuleKind::SignFlip), &[base_annealed, mixed]).is_empty());
-    }
-
-    #[test]
-    fn gain_prefix_matches_the_row_names() {
-        assert!(crate::recall::gain_name(512).starts_with(GAIN_PREFIX));
     }
 
     #[test]

@@ -25,7 +25,7 @@ struct Family {
 
 const FAMILIES: [Family; 3] = [
     Family {
-        prefix: "recall.gain@",
+        prefix: crate::recall::GAIN_PREFIX,
         stem: "recall-gain",
         title: "retrieval gain by gap",
         x_desc: "tokens between the planted copies",

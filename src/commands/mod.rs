@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod bench;
 pub mod chart;
 pub mod compare;
+pub mod demo;
 pub mod export;
 pub mod prepare;
 pub mod probe;

@@ -48,16 +48,8 @@ pub fn run(args: &PrepareArgs) -> anyhow::Result<()> {
 
 /// Prints scored tokens (pos ≥ 1) per domain × filter; warns where a count is too small.
 pub fn print_counts(es: &EvalSet, filters: &[Filter]) -> anyhow::Result<()> {
-    let labels = es.labels()?;
     let domains = es.domains();
-    let mut counts = vec![vec![0usize; domains.len()]; filters.len()];
-    for l in labels.iter().filter(|l| l.pos > 0) {
-        for (fi, f) in filters.iter().enumerate() {
-            if f.matches(l) {
-                counts[fi][l.domain as usize] += 1;
-            }
-        }
-    }
+    let counts = es.filter_counts(filters)?;
     print!("{:<16}", "filter");
     for d in domains {
         print!(" {d:>10}");

@@ -1,10 +1,10 @@
 //! The `watch` daemon (DESIGN §7): discovery and a worker around the persistent job queue.
 //!
 //! Threads: discovery (file-system events + rescan → queued jobs), the worker (lease →
-//! score → commit), and the main thread, which waits for SIGINT/SIGTERM. On a signal the
-//! worker takes no new job; the current one may finish within the grace period, else it is
-//! returned to the queue and the process exits (its uncommitted transaction, if any, is
-//! rolled back by SQLite). Either way the exit status is 0.
+//! score → commit), and the main thread, which waits for SIGINT/SIGTERM ([`run`]) or a stop
+//! flag ([`run_until`]). Then the worker takes no new job; the current one may finish within
+//! the grace period, else it is returned to the queue and the process exits (its uncommitted
+//! transaction, if any, is rolled back by SQLite). Either way the exit status is 0.
 
 pub mod watcher;
 pub mod worker;
@@ -50,6 +50,17 @@ pub fn open_evalset(cfg: &EvalsetConfig) -> anyhow::Result<EvalSet> {
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub fn run(config: &WatchConfig) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    ctrlc::set_handler(move || on_signal.store(true, Ordering::SeqCst))
+        .context("installing the SIGINT/SIGTERM handler")?;
+    run_until(config, stop)
+}
+
+/// Runs the daemon until `stop` is set, then shuts down as on a signal: no new job, the
+/// current one finishes within the grace period or goes back to the queue. For callers that
+/// embed the daemon (the demo); installs no signal handler.
+pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let device = crate::device::parse(&config.device)?;
     let mut store = Store::open(&config.db)?;
     let mut evalsets = Vec::with_capacity(config.evalsets.len());
@@ -92,13 +103,7 @@ pub fn run(config: &WatchConfig) -> anyhow::Result<()> {
     }
 
     let owner = owner_id();
-    let stop = Arc::new(AtomicBool::new(false));
     let current = Arc::new(Mutex::new(None));
-    let (sig_tx, sig_rx) = mpsc::channel::<()>();
-    ctrlc::set_handler(move || {
-        let _ = sig_tx.send(());
-    })
-    .context("installing the SIGINT/SIGTERM handler")?;
 
     let (wake_tx, wake_rx) = mpsc::channel::<()>();
     let (event_tx, event_rx) = mpsc::channel::<Wake>();
@@ -171,23 +176,17 @@ pub fn run(config: &WatchConfig) -> anyhow::Result<()> {
     tracing::info!(owner = %owner, db = %config.db.display(), runs = config.runs.len(),
         evalsets = config.evalsets.len(), "watching");
 
-    // Wait for a signal or for the worker to stop on its own.
-    loop {
+    // Wait for the stop flag or for the worker to stop on its own.
+    while !stop.load(Ordering::SeqCst) {
         if let Ok(result) = done_rx.try_recv() {
             return result.context("the worker stopped");
         }
-        if sig_rx
-            .recv_timeout(std::time::Duration::from_millis(200))
-            .is_ok()
-        {
-            break;
-        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     tracing::info!(
         grace_secs = config.daemon.grace.as_secs_f64(),
-        "signal received; taking no new job"
+        "stop requested; taking no new job"
     );
-    stop.store(true, Ordering::SeqCst);
     let _ = event_tx.send(Wake::Stop);
     let _ = wake_tx.send(());
     match done_rx.recv_timeout(config.daemon.grace) {

@@ -147,6 +147,20 @@ impl EvalSet {
         Ok(out)
     }
 
+    /// Scored tokens (position ≥ 1) passing each filter, per domain: `counts[filter][domain]`,
+    /// domains in the order of [`EvalSet::domains`].
+    pub fn filter_counts(&self, filters: &[filter::Filter]) -> anyhow::Result<Vec<Vec<usize>>> {
+        let mut counts = vec![vec![0usize; self.domains().len()]; filters.len()];
+        for l in self.labels()?.iter().filter(|l| l.pos > 0) {
+            for (row, f) in counts.iter_mut().zip(filters) {
+                if f.matches(l) {
+                    row[l.domain as usize] += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
     /// Document index of every token, in global order.
     pub fn token_docs(&self) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.len());

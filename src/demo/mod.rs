@@ -1,0 +1,535 @@
+//! `filtermon demo`: three tiny pretraining runs — an Olmo 3 transformer, a 3:1 hybrid and a
+//! pure Gated DeltaNet model — trained on CPU with a WSD schedule while the real `watch`
+//! daemon, on a watch config written like a user's, scores their checkpoints as they appear.
+//!
+//! Everything comes from [`crate::corpus_gen`] (no download) and lands in one folder
+//! (see [`folder`]). Training ([`crate::train`]) and scoring share nothing but the checkpoint
+//! folders on disk and the store the summary is read from.
+
+pub mod folder;
+pub mod monitor;
+pub mod summary;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::config::WatchConfig;
+use crate::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
+use crate::evalset::filter::{builtin_filters, compile_filters};
+use crate::evalset::probe::{probe, ProbeOptions, ProbeSpec};
+use crate::recall::GAIN_PREFIX;
+use crate::stats::MIN_STABLE_TOKENS;
+use crate::train::optim::AdamWConfig;
+use crate::train::schedule::Schedule;
+use crate::train::twins::{config_json, Twin, TwinShape};
+use crate::train::{bpe, Event, RunOutput, TrainConfig, Trainer};
+use monitor::{ConfigParams, Monitor, EVALSET_NAME, PROBE_NAME};
+
+/// Sizes and schedule of a demo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// `quick` or `full`; recorded in the folder's marker.
+    pub name: &'static str,
+    /// The generated corpus; its eval split becomes the evalset.
+    pub corpus: CorpusConfig,
+    /// BPE vocabulary (the models' embedding rows).
+    pub vocab_size: usize,
+    /// Model sizes shared by the three runs.
+    pub shape: TwinShape,
+    /// Batch, context, schedule and optimizer shared by the three runs.
+    pub train: TrainConfig,
+    /// Bootstrap resamples of the monitor's confidence intervals.
+    pub resamples: usize,
+    /// The planted-repeat probe (its window is the training context).
+    pub probe: ProbeSpec,
+}
+
+impl Plan {
+    /// About 0.9M parameters per run at a 2048-token vocabulary, 120 main steps of 8 × 256
+    /// tokens with an annealing branch every 40 — minutes on two cores.
+    pub fn full() -> Self {
+        Self::sized(SizeKnobs {
+            name: "full",
+            train_chars: 3_000_000,
+            eval_chars: 120_000,
+            vocab_size: 2048,
+            hidden: 96,
+            batch_size: 8,
+            seq_len: 256,
+            schedule: Schedule {
+                peak_lr: 4e-3,
+                warmup_steps: 10,
+                total_steps: 120,
+                checkpoint_every: 20,
+                anneal_every: 40,
+                anneal_steps: 10,
+            },
+            resamples: 1000,
+            probe_span: 16,
+            probe_gaps: vec![32, 64, 128, 224],
+            probe_windows: 64,
+        })
+    }
+
+    /// A smoke test of the whole pipeline, seconds in a release build: about 0.3M parameters,
+    /// 16 main steps of 4 × 128 tokens, four checkpoints per run (two annealed), a 5k-token
+    /// evalset. Its curves mean little, and the bracket and copy filters hold fewer tokens
+    /// than a stable estimate needs; the small evalset keeps it fast in debug builds too,
+    /// where the integration test runs it.
+    pub fn quick() -> Self {
+        Self::sized(SizeKnobs {
+            name: "quick",
+            train_chars: 200_000,
+            eval_chars: 10_000,
+            vocab_size: 512,
+            hidden: 64,
+            batch_size: 4,
+            seq_len: 128,
+            schedule: Schedule {
+                peak_lr: 4e-3,
+                warmup_steps: 2,
+                total_steps: 16,
+                checkpoint_every: 8,
+                anneal_every: 8,
+                anneal_steps: 2,
+            },
+            resamples: 200,
+            probe_span: 8,
+            probe_gaps: vec![16, 48, 112],
+            probe_windows: 12,
+        })
+    }
+
+    fn sized(k: SizeKnobs) -> Self {
+        Self {
+            name: k.name,
+            corpus: CorpusConfig {
+                seed: 2026,
+                train_chars: k.train_chars,
+                eval_chars: k.eval_chars,
+                repeats: RepeatConfig::default(),
+            },
+            vocab_size: k.vocab_size,
+            shape: TwinShape {
+                hidden_size: k.hidden,
+                num_heads: k.hidden / 32,
+                intermediate_size: 3 * k.hidden,
+                ..TwinShape::demo(k.vocab_size, k.seq_len)
+            },
+            train: TrainConfig {
+                batch_size: k.batch_size,
+                seq_len: k.seq_len,
+                schedule: k.schedule,
+                adamw: AdamWConfig::default(),
+                seed: 1,
+            },
+            resamples: k.resamples,
+            probe: ProbeSpec {
+                span: k.probe_span,
+                gaps: k.probe_gaps,
+                windows: k.probe_windows,
+                window: k.seq_len,
+                seed: 7,
+            },
+        }
+    }
+
+    /// Tokens per optimizer step.
+    pub fn tokens_per_step(&self) -> usize {
+        self.train.batch_size * self.train.seq_len
+    }
+}
+
+/// What [`Plan::sized`] varies.
+struct SizeKnobs {
+    name: &'static str,
+    train_chars: usize,
+    eval_chars: usize,
+    vocab_size: usize,
+    hidden: usize,
+    batch_size: usize,
+    seq_len: usize,
+    schedule: Schedule,
+    resamples: usize,
+    probe_span: usize,
+    probe_gaps: Vec<usize>,
+    probe_windows: usize,
+}
+
+/// The architecture label of a run in the watch config.
+fn arch(twin: Twin) -> &'static str {
+    match twin {
+        Twin::Transformer => "transformer",
+        Twin::Hybrid => "hybrid",
+        Twin::Recurrent => "rnn",
+    }
+}
+
+/// Runs the demo into `out` (see [`folder::prepare`] for what it accepts) and prints its
+/// progress and closing summary on stdout.
+pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    folder::prepare(out, plan.name, force)?;
+    println!("filtermon demo ({}) in {}", plan.name, out.display());
+
+    let (tokenizer, stream) = corpus_and_tokenizer(out, plan)?;
+    let probe_es = probe(&ProbeOptions {
+        tokenizer: tokenizer.clone(),
+        out: out.join(folder::PROBE),
+        spec: plan.probe.clone(),
+        unigram: None,
+    })?;
+    println!(
+        "probe: {} windows of {} random tokens, a {}-token span planted twice at gaps {:?}",
+        probe_es.header().windows.len(),
+        plan.probe.window,
+        plan.probe.span,
+        plan.probe.gaps
+    );
+
+    let twins: Vec<(&str, &str)> = Twin::ALL.iter().map(|&t| (t.name(), arch(t))).collect();
+    let config = monitor::write_config(
+        out,
+        &ConfigParams {
+            runs: &twins,
+            tokens_per_step: plan.tokens_per_step(),
+            window: plan.train.seq_len,
+            resamples: plan.resamples,
+        },
+    )?;
+    let evalset = config
+        .evalsets
+        .iter()
+        .find(|e| e.name == EVALSET_NAME)
+        .context("the demo config has no evalset")?;
+    // The daemon's own first-start preparation, so the evalset is the one a user would get.
+    print_evalset(&crate::daemon::open_evalset(evalset)?, &config.filters)?;
+
+    let runs = trainers(&config, plan, &stream, &tokenizer)?;
+    let s = &plan.train.schedule;
+    println!(
+        "schedule: WSD, {} steps of {} tokens ({} warmup), stable checkpoints every {}, \
+         an annealing branch of {} steps every {}",
+        s.total_steps,
+        plan.tokens_per_step(),
+        s.warmup_steps,
+        s.checkpoint_every,
+        s.anneal_steps,
+        s.anneal_every
+    );
+    println!("monitor: filtermon watch on {}", config.path.display());
+    let prepared_secs = started.elapsed().as_secs_f64();
+
+    let multi = MultiProgress::new();
+    let active = crate::progress::activate(&multi);
+    let db = config.db.clone();
+    let charts = config.charts.clone();
+    let filters: Vec<String> = builtin_filters()
+        .into_iter()
+        .map(|(name, _)| name.to_string())
+        .chain(config.filters.iter().map(|(name, _)| name.clone()))
+        .collect();
+    let mut training = Training::new(&multi, runs, s.total_updates());
+    let scored_bar = multi.add(bar("scored", "{bar:30} {pos:>4}/{len} checkpoints · {msg}"));
+    let mut monitor = Monitor::start(config, scored_bar)?;
+    let train_start = Instant::now();
+    while training.step()? {
+        monitor.poll(training.written.len())?;
+    }
+    let train_secs = train_start.elapsed().as_secs_f64();
+    let wait_start = Instant::now();
+    let scoring = monitor.wait_for(training.written.len())?;
+    let wait_secs = wait_start.elapsed().as_secs_f64();
+    drop(active);
+    let results = monitor.store().results(None)?;
+    let failures = monitor.store().status()?.failures;
+    monitor.stop()?;
+
+    let failed = if scoring.failed > 0 {
+        format!(", {} FAILED", scoring.failed)
+    } else {
+        String::new()
+    };
+    println!(
+        "\ntrained {} runs in {}; {} checkpoints written, {} scored{failed}",
+        training.runs.len(),
+        minutes(train_secs),
+        training.written.len(),
+        scoring.done,
+    );
+    for f in &failures {
+        eprintln!("not scored: {} {}: {}", f.run, f.checkpoint, f.error);
+    }
+    print_summary(&results, &filters, &training.written)?;
+    println!("\nstore:  filtermon status --db {}", db.display());
+    println!(
+        "export: filtermon export --db {} --format csv",
+        db.display()
+    );
+    let index = charts.join("index.html");
+    if index.is_file() {
+        println!("charts: {} (written)", index.display());
+    } else {
+        println!(
+            "charts: {} (not written: this build's daemon draws no charts)",
+            index.display()
+        );
+    }
+    println!(
+        "demo finished in {}: setup {}, training with live scoring {}, scoring after training {}",
+        minutes(started.elapsed().as_secs_f64()),
+        minutes(prepared_secs),
+        minutes(train_secs),
+        minutes(wait_secs)
+    );
+    if scoring.failed > 0 {
+        anyhow::bail!("{} checkpoints could not be scored", scoring.failed);
+    }
+    Ok(())
+}
+
+/// Generates the corpus, trains the tokenizer; returns its path and the training tokens.
+fn corpus_and_tokenizer(out: &Path, plan: &Plan) -> anyhow::Result<(PathBuf, Arc<Vec<u32>>)> {
+    let corpus = Corpus::generate(&plan.corpus);
+    let files = corpus.write(&out.join(folder::CORPUS))?;
+    println!(
+        "corpus: {} training documents ({} kB), {} held-out documents ({} kB) in {}",
+        corpus.train.len(),
+        plan.corpus.train_chars / 1000,
+        corpus.eval.len(),
+        plan.corpus.eval_chars / 1000,
+        files.train.parent().unwrap_or(out).display()
+    );
+    let tokenizer = out.join(folder::TOKENIZER);
+    bpe::train(
+        corpus.train.iter().map(|d| d.text.as_str()),
+        plan.vocab_size,
+        &tokenizer,
+    )?;
+    let tok = crate::tokenizer::load(&tokenizer)?;
+    let stream = Arc::new(bpe::token_stream(
+        &tok,
+        corpus.train.iter().map(|d| d.text.as_str()),
+    )?);
+    println!(
+        "tokenizer: byte-level BPE of {} tokens; {} training tokens",
+        tok.get_vocab_size(true),
+        stream.len()
+    );
+    Ok((tokenizer, stream))
+}
+
+/// One fresh trainer per architecture, writing into the run folders the config watches.
+fn trainers(
+    config: &WatchConfig,
+    plan: &Plan,
+    stream: &Arc<Vec<u32>>,
+    tokenizer: &Path,
+) -> anyhow::Result<Vec<(Twin, Trainer)>> {
+    let mut runs = Vec::with_capacity(Twin::ALL.len());
+    for twin in Twin::ALL {
+        let run = config
+            .runs
+            .iter()
+            .find(|r| r.name == twin.name())
+            .with_context(|| format!("the demo config has no run {}", twin.name()))?;
+        let trainer = Trainer::new(
+            config_json(twin, &plan.shape),
+            Arc::clone(stream),
+            plan.train.clone(),
+            RunOutput {
+                dir: run.dir.clone(),
+                tokenizer: tokenizer.to_path_buf(),
+            },
+        )?;
+        println!(
+            "run {:<12} {:<11} {:>9} parameters -> {}",
+            twin.name(),
+            run.arch,
+            trainer.parameter_count(),
+            run.dir.display()
+        );
+        runs.push((twin, trainer));
+    }
+    Ok(runs)
+}
+
+/// Scored tokens per filter; warns where a filter has too few for a stable estimate.
+fn print_evalset(es: &crate::evalset::EvalSet, user: &[(String, String)]) -> anyhow::Result<()> {
+    let filters = compile_filters(user, es.domains())?;
+    let counts = es.filter_counts(&filters)?;
+    let h = es.header();
+    println!(
+        "evalset: {} documents, {} windows, {} tokens in {}; scored tokens per filter:",
+        h.docs.len(),
+        h.windows.len(),
+        h.tokens,
+        es.dir().display()
+    );
+    let mut few = Vec::new();
+    let line: Vec<String> = filters
+        .iter()
+        .zip(&counts)
+        .map(|(f, row)| {
+            let n: usize = row.iter().sum();
+            if n < MIN_STABLE_TOKENS {
+                few.push(f.name().to_string());
+            }
+            format!("{} {n}", f.name())
+        })
+        .collect();
+    println!("  {}", line.join(", "));
+    if !few.is_empty() {
+        println!(
+            "  fewer than {MIN_STABLE_TOKENS} tokens (too few for a stable estimate): {}",
+            few.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The closing table of `filters` from the store, runs in training order, the transformer as
+/// baseline.
+fn print_summary(
+    results: &[crate::store::report::ResultRow],
+    filters: &[String],
+    written: &[PathBuf],
+) -> anyhow::Result<()> {
+    let names: Vec<&str> = Twin::ALL.iter().map(|t| t.name()).collect();
+    let picked = summary::latest_annealed(results, &names, EVALSET_NAME);
+    let annealed: Vec<summary::Annealed> = picked.into_iter().flatten().collect();
+    if annealed.len() < names.len() {
+        anyhow::bail!(
+            "{} checkpoints were written, but not every run has a scored annealed checkpoint",
+            written.len()
+        );
+    }
+    println!(
+        "\nfiltered losses (nats/token) at each run's latest annealed checkpoint; \
+         gap = run − {}, positive: the run is worse (as in the gap charts and alerts)",
+        names[0]
+    );
+    for a in &annealed {
+        println!(
+            "  {:<12} {} ({} tokens seen)",
+            a.run, a.checkpoint, a.tokens
+        );
+    }
+    print!("{}", summary::table(&annealed, filters));
+
+    let probed: Vec<summary::Annealed> = summary::latest_annealed(results, &names, PROBE_NAME)
+        .into_iter()
+        .flatten()
+        .collect();
+    // Every run has the same gap rows; the baseline's list them in stored order.
+    let gains: Vec<String> = probed.first().map_or_else(Vec::new, |a| {
+        a.results
+            .iter()
+            .filter(|r| r.filter.starts_with(GAIN_PREFIX))
+            .map(|r| r.filter.clone())
+            .collect()
+    });
+    if probed.len() == names.len() && !gains.is_empty() {
+        println!(
+            "\nretrieval gain on the probe (nats: first − second copy of the planted span; \
+             higher retrieves better) at the same checkpoints"
+        );
+        print!("{}", summary::table(&probed, &gains));
+    }
+    Ok(())
+}
+
+/// The three trainers, stepped in turn so that checkpoints of all runs appear throughout, with
+/// one bar each.
+struct Training {
+    runs: Vec<RunBar>,
+    /// Checkpoint folders written so far, all runs.
+    written: Vec<PathBuf>,
+}
+
+struct RunBar {
+    twin: Twin,
+    trainer: Trainer,
+    bar: ProgressBar,
+    checkpoints: usize,
+}
+
+impl Training {
+    fn new(multi: &MultiProgress, trainers: Vec<(Twin, Trainer)>, updates: usize) -> Self {
+        let runs = trainers
+            .into_iter()
+            .map(|(twin, trainer)| {
+                let bar = multi.add(bar(twin.name(), "{bar:30} {pos:>4}/{len} steps · {msg}"));
+                bar.set_length(updates as u64);
+                RunBar {
+                    twin,
+                    trainer,
+                    bar,
+                    checkpoints: 0,
+                }
+            })
+            .collect();
+        Self {
+            runs,
+            written: Vec::new(),
+        }
+    }
+
+    /// One main-run step of every unfinished run (with the checkpoint and annealing branch
+    /// due there); false once all are done.
+    fn step(&mut self) -> anyhow::Result<bool> {
+        let mut any = false;
+        for run in self.runs.iter_mut().filter(|r| !r.trainer.is_done()) {
+            any = true;
+            let (mut loss, mut tokens_per_sec) = (None, 0.0);
+            let (count, written) = (&mut run.checkpoints, &mut self.written);
+            let mut on_event = |e: &Event| match e {
+                Event::Step {
+                    loss: l,
+                    tokens_per_sec: t,
+                    ..
+                } => {
+                    loss = Some(*l);
+                    tokens_per_sec = *t;
+                    run.bar.inc(1);
+                }
+                Event::Checkpoint { dir, .. } => {
+                    written.push(dir.clone());
+                    *count += 1;
+                }
+            };
+            run.trainer
+                .advance(&mut on_event)
+                .with_context(|| format!("training {}", run.twin.name()))?;
+            if let Some(loss) = loss {
+                run.bar.set_message(format!(
+                    "loss {loss:.3} · {tokens_per_sec:.0} tok/s · {} checkpoints",
+                    run.checkpoints
+                ));
+            }
+            if run.trainer.is_done() {
+                run.bar.finish();
+            }
+        }
+        Ok(any)
+    }
+}
+
+/// A bar of the demo's display: `prefix` in a fixed column, then `template`.
+fn bar(prefix: &str, template: &str) -> ProgressBar {
+    let style = ProgressStyle::with_template(&format!("{{prefix:>12}} {template}"))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(0)
+        .with_style(style)
+        .with_prefix(prefix.to_string())
+}
+
+/// A duration as `4m05s`.
+fn minutes(secs: f64) -> String {
+    let s = secs.round() as u64;
+    format!("{}m{:02}s", s / 60, s % 60)
+}
