@@ -89,33 +89,6 @@ adj_adv_nocopy = "upos in {{ADJ, ADV}} & repeat_len == 0"
     WatchConfig::load(&path)
 }
 
-/// Checkpoints of all runs by scoring state, as the store reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Scoring {
-    /// Found and waiting.
-    pub queued: u64,
-    /// Being scored.
-    pub running: u64,
-    /// Scored.
-    pub done: u64,
-    /// Out of attempts.
-    pub failed: u64,
-}
-
-impl Scoring {
-    fn add(&mut self, c: &StateCounts) {
-        self.queued += c.queued;
-        self.running += c.running;
-        self.done += c.done;
-        self.failed += c.failed;
-    }
-
-    /// Checkpoints that will not change state any more.
-    pub fn finished(&self) -> u64 {
-        self.done + self.failed
-    }
-}
-
 /// How often the store is read for the scoring bar.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -126,7 +99,7 @@ pub struct Monitor {
     store: Store,
     bar: ProgressBar,
     last_poll: Option<Instant>,
-    last: Scoring,
+    last: StateCounts,
 }
 
 impl Monitor {
@@ -146,25 +119,25 @@ impl Monitor {
             store,
             bar,
             last_poll: None,
-            last: Scoring::default(),
+            last: StateCounts::default(),
         })
     }
 
     /// The scoring state, read from the store at most twice a second (else the last one),
     /// with the bar updated to `written` checkpoints. Fails when the daemon has stopped.
-    pub fn poll(&mut self, written: usize) -> anyhow::Result<Scoring> {
+    pub fn poll(&mut self, written: usize) -> anyhow::Result<StateCounts> {
         self.bar.set_length(written as u64);
         if self.last_poll.is_some_and(|t| t.elapsed() < POLL) {
-            return Ok(self.last);
+            return Ok(self.last.clone());
         }
         self.last_poll = Some(Instant::now());
         if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
             self.join()?;
             anyhow::bail!("the monitor stopped before every checkpoint was scored");
         }
-        let mut s = Scoring::default();
+        let mut s = StateCounts::default();
         for run in self.store.status()?.runs {
-            s.add(&run.checkpoints);
+            s += run.checkpoints;
         }
         self.bar.set_position(s.finished());
         let mut msg = format!("{} scoring, {} queued", s.running, s.queued);
@@ -172,12 +145,12 @@ impl Monitor {
             msg += &format!(", {} FAILED", s.failed);
         }
         self.bar.set_message(msg);
-        self.last = s;
+        self.last = s.clone();
         Ok(s)
     }
 
     /// Waits until all `written` checkpoints are scored or failed.
-    pub fn wait_for(&mut self, written: usize) -> anyhow::Result<Scoring> {
+    pub fn wait_for(&mut self, written: usize) -> anyhow::Result<StateCounts> {
         loop {
             let s = self.poll(written)?;
             if s.finished() >= written as u64 {

@@ -55,6 +55,22 @@ pub struct StateCounts {
     pub failed: u64,
 }
 
+impl StateCounts {
+    /// Checkpoints that will not change state any more.
+    pub fn finished(&self) -> u64 {
+        self.done + self.failed
+    }
+}
+
+impl std::ops::AddAssign for StateCounts {
+    fn add_assign(&mut self, o: StateCounts) {
+        self.queued += o.queued;
+        self.running += o.running;
+        self.done += o.done;
+        self.failed += o.failed;
+    }
+}
+
 /// One run in `status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunStatus {
