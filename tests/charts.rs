@@ -174,7 +174,7 @@ fn charts_show_every_run_and_the_index_names_every_chart() {
             let labelled = if png.ends_with("-gap.png") {
                 format!("{name} − tf-1b")
             } else if png.starts_with("web/recall-") {
-                format!("{name} ({arch}) @ step10000")
+                format!("{name} @ step10000")
             } else {
                 format!("{name} ({arch})")
             };

@@ -227,7 +227,7 @@ impl LineChart {
 }
 
 /// Width of the legend panel right of the plot.
-const LEGEND_WIDTH: u32 = 220;
+const LEGEND_WIDTH: u32 = 250;
 
 /// A y tick label with as many decimals as the axis span needs, and never `-0`.
 fn tick(v: f64, span: f64) -> String {

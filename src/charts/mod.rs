@@ -181,6 +181,14 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
             .iter()
             .filter(|c| c.evalset_id == es && c.filter == filter)
             .collect();
+        // A filter no token of the evalset passes (content words on a probe) has no chart.
+        if !group
+            .iter()
+            .flat_map(|c| &c.points)
+            .any(|p| p.mean.is_finite())
+        {
+            continue;
+        }
         let evalset = &group[0].evalset;
         let colour = |run: &str| colours.get(run).copied().unwrap_or(PALETTE[0]);
         let series = group

@@ -18,8 +18,8 @@ struct Family {
     title: &'static str,
     x_desc: &'static str,
     y_desc: &'static str,
-    log_x: bool,
-    /// Bins named by ranges: one evenly spaced position each.
+    /// One evenly spaced, named position per bin (gaps and distance ranges) rather than a
+    /// numeric axis.
     categorical: bool,
 }
 
@@ -30,8 +30,7 @@ const FAMILIES: [Family; 3] = [
         title: "retrieval gain by gap",
         x_desc: "tokens between the planted copies",
         y_desc: "first − second copy NLL (nats)",
-        log_x: true,
-        categorical: false,
+        categorical: true,
     },
     Family {
         prefix: "recall.copy5@",
@@ -39,7 +38,6 @@ const FAMILIES: [Family; 3] = [
         title: "recall cliff: COPY-5 loss by copy distance",
         x_desc: "copy distance (tokens)",
         y_desc: "mean NLL (nats)",
-        log_x: false,
         categorical: true,
     },
     Family {
@@ -48,7 +46,6 @@ const FAMILIES: [Family; 3] = [
         title: "copy-n curve: loss by repeat length",
         x_desc: "repeat length n",
         y_desc: "mean NLL (nats)",
-        log_x: false,
         categorical: false,
     },
 ];
@@ -104,7 +101,6 @@ pub fn plan(
                 .collect();
             let Some(at) = latest(&of_run) else { continue };
             let colour = colours.get(run).copied().unwrap_or(RGBColor(0, 0, 0));
-            let arch = &of_run[0].arch;
             let mut points = Vec::new();
             let mut gap_points = Vec::new();
             let mut baseline = None;
@@ -144,7 +140,7 @@ pub fn plan(
                 }
             }
             values.push(Series {
-                label: format!("{run} ({arch}) @ {}", at.name),
+                label: format!("{run} @ {}", at.name),
                 color: colour,
                 points,
             });
@@ -176,7 +172,7 @@ pub fn plan(
                 title,
                 x_desc: fam.x_desc.into(),
                 y_desc: y_desc.into(),
-                log_x: fam.log_x,
+                log_x: false,
                 zero_line,
                 x_labels: x_labels.clone(),
                 over_training: false,
