@@ -54,7 +54,7 @@ fn render_run(out: &mut String, run: &RunStatus) -> std::fmt::Result {
         let ci = format!("[{}, {}]", opt(r.ci_lo, 4), opt(r.ci_hi, 4));
         writeln!(
             out,
-            "    {:<16} {:>8} {:>9} {:<20} {:>6} {:>6}",
+            "    {:<22} {:>8} {:>9} {:<20} {:>6} {:>6}",
             r.filter,
             opt(r.mean, 4),
             r.n,
@@ -74,7 +74,7 @@ fn render_heading(out: &mut String, r: &ResultRow) -> std::fmt::Result {
     )?;
     writeln!(
         out,
-        "    {:<16} {:>8} {:>9} {:<20} {:>6} {:>6}",
+        "    {:<22} {:>8} {:>9} {:<20} {:>6} {:>6}",
         "filter", "mean", "n", "95% CI", "top1", "top5"
     )
 }
