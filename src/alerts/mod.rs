@@ -257,6 +257,7 @@ mod tests {
                 kind: RuleKind::Rise { min_delta },
                 filters: vec![],
                 runs: vec![],
+                evalsets: vec![],
             }],
             on_alert: None,
             hook_timeout: std::time::Duration::from_secs(1),

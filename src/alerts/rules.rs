@@ -44,6 +44,8 @@ pub struct Rule {
     pub filters: Vec<String>,
     /// Runs it watches (empty: every run).
     pub runs: Vec<String>,
+    /// Evalsets it watches, by config name (empty: every evalset).
+    pub evalsets: Vec<String>,
 }
 
 impl Rule {
@@ -58,7 +60,9 @@ impl Rule {
         } else {
             self.filters.contains(&c.filter)
         };
-        filter && (self.runs.is_empty() || self.runs.contains(&c.run))
+        filter
+            && (self.runs.is_empty() || self.runs.contains(&c.run))
+            && (self.evalsets.is_empty() || self.evalsets.contains(&c.evalset))
     }
 }
 
@@ -135,8 +139,8 @@ pub fn baseline_firings(rule: &Rule, curves: &[Curve]) -> Vec<Firing> {
             RuleKind::Gap { max_gap } => {
                 for (p, g) in gaps.iter().filter(|(_, g)| *g > max_gap) {
                     let msg = format!(
-                        "{} is {g:.4} nats worse than {} on {} at {} tokens (limit {max_gap})",
-                        c.run, base.run, c.filter, p.tokens
+                        "{} is {g:.4} nats worse than {} on {} ({}) at {} tokens (limit {max_gap})",
+                        c.run, base.run, c.filter, c.evalset, p.tokens
                     );
                     out.push(firing(rule, c, p, *g, max_gap, msg));
                 }
@@ -150,8 +154,8 @@ pub fn baseline_firings(rule: &Rule, curves: &[Curve]) -> Vec<Firing> {
                     let ((_, g0), (p, g1)) = (&pair[0], &pair[1]);
                     if g0.signum() != g1.signum() && *g0 != 0.0 && *g1 != 0.0 {
                         let msg = format!(
-                            "{} − {} on {} changed sign from {g0:+.4} to {g1:+.4} at {} tokens",
-                            c.run, base.run, c.filter, p.tokens
+                            "{} − {} on {} ({}) changed sign from {g0:+.4} to {g1:+.4} at {} tokens",
+                            c.run, base.run, c.filter, c.evalset, p.tokens
                         );
                         out.push(firing(rule, c, p, *g1, 0.0, msg));
                     }
@@ -173,8 +177,8 @@ pub fn retrieval_firings(rule: &Rule, curves: &[Curve]) -> Vec<Firing> {
         if let Some(min) = min_gain {
             for p in c.points.iter().filter(|p| p.mean < min) {
                 let msg = format!(
-                    "{} retrieves less than {min} nats on {} at {} ({:.4})",
-                    c.run, c.filter, p.name, p.mean
+                    "{} retrieves less than {min} nats on {} ({}) at {} ({:.4})",
+                    c.run, c.filter, c.evalset, p.name, p.mean
                 );
                 out.push(firing(rule, c, p, p.mean, min, msg));
             }
@@ -184,8 +188,8 @@ pub fn retrieval_firings(rule: &Rule, curves: &[Curve]) -> Vec<Firing> {
             let (prev, cur) = (pair[0], pair[1]);
             if cur.ci_hi < prev.ci_lo {
                 let msg = format!(
-                    "{} on {} dropped from {:.4} [{:.4}, {:.4}] at {} to {:.4} [{:.4}, {:.4}] at {}",
-                    c.run, c.filter, prev.mean, prev.ci_lo, prev.ci_hi, prev.name, cur.mean,
+                    "{} on {} ({}) dropped from {:.4} [{:.4}, {:.4}] at {} to {:.4} [{:.4}, {:.4}] at {}",
+                    c.run, c.filter, c.evalset, prev.mean, prev.ci_lo, prev.ci_hi, prev.name, cur.mean,
                     cur.ci_lo, cur.ci_hi, cur.name
                 );
                 out.push(firing(rule, c, cur, cur.mean - prev.mean, 0.0, msg));
@@ -216,8 +220,8 @@ pub fn rise_firings(
             };
             if d.mean >= min_delta && d.lo > 0.0 {
                 let msg = format!(
-                    "{} on {} rose {:.4} nats from {} to {} (95% CI [{:.4}, {:.4}])",
-                    c.run, c.filter, d.mean, prev.name, cur.name, d.lo, d.hi
+                    "{} on {} ({}) rose {:.4} nats from {} to {} (95% CI [{:.4}, {:.4}])",
+                    c.run, c.filter, c.evalset, d.mean, prev.name, cur.name, d.lo, d.hi
                 );
                 out.push(firing(rule, c, cur, d.mean, min_delta.max(0.0), msg));
             }
@@ -237,6 +241,7 @@ mod tests {
             kind,
             filters: vec![],
             runs: vec![],
+            evalsets: vec![],
         }
     }
 

@@ -37,6 +37,18 @@ pub(super) struct RawRule {
     filters: Vec<String>,
     #[serde(default)]
     runs: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    evalsets: Option<Spanned<Vec<String>>>,
+}
+
+/// Names a rule may refer to.
+pub(super) struct Known<'a> {
+    /// Configured runs.
+    pub runs: &'a [String],
+    /// Built-in and user filters.
+    pub filters: &'a [String],
+    /// Configured evalsets.
+    pub evalsets: &'a [String],
 }
 
 pub(super) fn default_hook_timeout() -> Spanned<f64> {
@@ -48,8 +60,7 @@ pub(super) fn validate(
     raw: Vec<RawRule>,
     on_alert: Option<String>,
     timeout: &Spanned<f64>,
-    run_names: &[String],
-    filter_names: &[String],
+    known: &Known,
     errs: &Errors,
 ) -> anyhow::Result<AlertSettings> {
     let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
@@ -129,23 +140,23 @@ pub(super) fn validate(
                 ))
             }
         };
-        let known = |f: &String| filter_names.contains(f) || is_recall_row(f);
-        if let Some(f) = r.filters.iter().find(|f| !known(f)) {
+        let known_filter = |f: &String| known.filters.contains(f) || is_recall_row(f);
+        if let Some(f) = r.filters.iter().find(|f| !known_filter(f)) {
             return Err(errs.spanned(&r.name, &key("filters"), &format!("no filter named {f:?}")));
         }
-        let runs = match r.runs {
-            Some(runs) => {
-                if let Some(unknown) = runs.get_ref().iter().find(|n| !run_names.contains(n)) {
-                    return Err(errs.spanned(
-                        &runs,
-                        &key("runs"),
-                        &format!("no run named {unknown:?}"),
-                    ));
+        let names = |list: Option<Spanned<Vec<String>>>, k: &str, of: &[String], what: &str| {
+            let Some(list) = list else {
+                return Ok(Vec::new());
+            };
+            match list.get_ref().iter().find(|n| !of.contains(n)) {
+                Some(unknown) => {
+                    Err(errs.spanned(&list, &key(k), &format!("no {what} named {unknown:?}")))
                 }
-                runs.into_inner()
+                None => Ok(list.into_inner()),
             }
-            None => Vec::new(),
         };
+        let runs = names(r.runs, "runs", known.runs, "run")?;
+        let evalsets = names(r.evalsets, "evalsets", known.evalsets, "evalset")?;
         let filters = match r.gaps {
             Some(gaps) => gaps.into_inner().into_iter().map(gain_name).collect(),
             None => r.filters,
@@ -155,6 +166,7 @@ pub(super) fn validate(
             kind,
             filters,
             runs,
+            evalsets,
         });
     }
     Ok(AlertSettings {
@@ -229,6 +241,11 @@ mod tests {
         );
         let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\nruns = [\"zz\"]\n");
         assert!(e.contains("alerts[0].runs: no run named \"zz\""), "{e}");
+        let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\nevalsets = [\"web\"]\n");
+        assert!(
+            e.contains("alerts[0].evalsets: no evalset named \"web\""),
+            "{e}"
+        );
         let e = err("[[alerts]]\nname = \"x\"\nrule = \"rise\"\nfilters = [\"nope\"]\n");
         assert!(
             e.contains("alerts[0].filters: no filter named \"nope\""),

@@ -481,12 +481,16 @@ fn validate(
         .map(|(n, _)| n.to_string())
         .chain(filters.iter().map(|(n, _)| n.clone()))
         .collect();
+    let evalset_names: Vec<String> = evalsets.iter().map(|e| e.name.clone()).collect();
     let alerts = alerts::validate(
         raw.alerts,
         raw.on_alert,
         &raw.on_alert_timeout_secs,
-        &names,
-        &filter_names,
+        &alerts::Known {
+            runs: &names,
+            filters: &filter_names,
+            evalsets: &evalset_names,
+        },
         errs,
     )?;
     Ok(WatchConfig {

@@ -246,6 +246,7 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
     let wait_secs = wait_start.elapsed().as_secs_f64();
     drop(active);
     let results = monitor.store().results(None)?;
+    let alerts = monitor.store().alerts()?;
     let failures = monitor.store().status()?.failures;
     monitor.stop()?;
 
@@ -265,7 +266,15 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         eprintln!("not scored: {} {}: {}", f.run, f.checkpoint, f.error);
     }
     print_summary(&results, &filters, &training.written)?;
-    println!("\nstore:  filtermon status --db {}", db.display());
+    println!(
+        "\nalerts: {} fired (filtermon alerts --db {})",
+        alerts.len(),
+        db.display()
+    );
+    for a in alerts.iter().rev() {
+        println!("  {}: {}", a.firing.rule, a.firing.message);
+    }
+    println!("store:  filtermon status --db {}", db.display());
     println!(
         "export: filtermon export --db {} --format csv",
         db.display()

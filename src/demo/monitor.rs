@@ -69,6 +69,33 @@ dir = "{PROBE}"
 # The study's hybrid edge is largest on adjectives and adverbs that are not copies.
 [filters]
 adj_adv_nocopy = "upos in {{ADJ, ADV}} & repeat_len == 0"
+
+# Alerts, as a user would set them: a run falling behind on copying, a gap to the
+# transformer changing sign, a filtered loss rising between annealed checkpoints, all on the
+# text (a model that learns text grows less sure of the probe's random tokens), and the
+# probe's retrieval dropping.
+[[alerts]]
+name = "copy5-gap"
+rule = "gap"
+max_gap = 0.1
+filters = ["copy5"]
+evalsets = ["{EVALSET_NAME}"]
+
+[[alerts]]
+name = "gap-sign"
+rule = "sign_flip"
+filters = ["all", "content_nocopy", "copy5"]
+evalsets = ["{EVALSET_NAME}"]
+
+[[alerts]]
+name = "annealed-rise"
+rule = "rise"
+min_delta = 0.02
+evalsets = ["{EVALSET_NAME}"]
+
+[[alerts]]
+name = "retrieval"
+rule = "retrieval_drop"
 "#,
         resamples = p.resamples,
         window = p.window,
