@@ -776,3 +776,55 @@ fn alerts_fire_once_reach_the_hook_and_the_report_follows_each_commit() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no alert with id 999"));
 }
+
+#[test]
+fn a_hook_that_fails_or_hangs_is_logged_and_scoring_goes_on() {
+    let rules = "[[alerts]]\nname = \"any-gap\"\nrule = \"gap\"\nmax_gap = -1000.0\n\
+                 filters = [\"all\"]\n";
+    let env = Env::new(
+        "small",
+        &[("base", ""), ("other", "baseline = \"base\"")],
+        rules,
+    );
+    let cfg = fs::read_to_string(env.path("w.toml")).expect("config");
+    // The first firing hangs past the timeout, the second fails.
+    let marker = env.path("hung-once");
+    let hook = format!(
+        "on_alert = \"if [ -e '{m}' ]; then exit 7; else touch '{m}'; sleep 30; fi\"\n\
+         on_alert_timeout_secs = 0.5\n",
+        m = marker.display()
+    );
+    fs::write(env.path("w.toml"), hook + &cfg).expect("config");
+    copy_dir(&fixture("olmo2"), &env.path("runs/base/step100"));
+    copy_dir(&fixture("olmo2"), &env.path("runs/other/step100"));
+    let mut daemon = env.spawn("d.log");
+    env.wait_for("the first alert", Duration::from_secs(60), |e| {
+        e.query_i64("SELECT COUNT(*) FROM alerts") == 1
+    });
+    copy_dir(&fixture("olmo2"), &env.path("runs/base/step200"));
+    copy_dir(&fixture("olmo2"), &env.path("runs/other/step200"));
+    env.wait_for(
+        "all four scored and two alerts",
+        Duration::from_secs(60),
+        |e| {
+            e.query_i64("SELECT COUNT(*) FROM jobs WHERE state = 'done'") == 4
+                && e.query_i64("SELECT COUNT(*) FROM alerts") == 2
+        },
+    );
+    let hook_errors = |e: &Env| {
+        fs::read_to_string(e.path("d.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "alert hook")
+            .map(|v| v["fields"]["error"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    env.wait_for("both hook errors logged", Duration::from_secs(10), |e| {
+        hook_errors(e).len() == 2
+    });
+    stop(&mut daemon);
+    let errors = hook_errors(&env);
+    assert!(errors[0].contains("timeout and was killed"), "{errors:?}");
+    assert!(errors[1].contains("failed: exit status: 7"), "{errors:?}");
+}
