@@ -49,7 +49,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// About 0.9M parameters per run at a 2048-token vocabulary, 120 main steps of 8 × 256
+    /// About 1.4M parameters per run at a 2048-token vocabulary, 120 main steps of 8 × 256
     /// tokens with an annealing branch every 40 — minutes on two cores.
     pub fn full() -> Self {
         Self::sized(SizeKnobs {
@@ -57,7 +57,7 @@ impl Plan {
             train_chars: 3_000_000,
             eval_chars: 120_000,
             vocab_size: 2048,
-            hidden: 96,
+            hidden: 128,
             batch_size: 8,
             seq_len: 256,
             schedule: Schedule {
