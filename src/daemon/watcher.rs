@@ -54,7 +54,7 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Runs until stopped; `events` carries file-system events (from [`watch`]).
+    /// Runs until stopped; `events` carries file-system events (from [`watcher`]).
     pub fn run(mut self, events: &Receiver<Wake>, watcher: &mut Option<RecommendedWatcher>) {
         let mut known: Vec<HashSet<String>> = Vec::with_capacity(self.runs.len());
         for r in &self.runs {
