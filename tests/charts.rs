@@ -159,7 +159,12 @@ fn charts_show_every_run_and_the_index_names_every_chart() {
     .collect();
     expected.sort_unstable();
     assert_eq!(pngs, expected);
-    assert!(index.contains("Recall diagnostics"));
+    // The longest gap's gain over training is shown with the snapshots, the rest folded.
+    let recall_section = &index[index.find("Recall diagnostics").expect("section")..];
+    let folded = recall_section.find("<details>").expect("folded rows");
+    let at = |png: &str| recall_section.find(&format!("src=\"{png}\"")).expect(png);
+    assert!(at("web/recall.gain@1024.png") < folded);
+    assert!(at("web/recall.gain@64.png") > folded);
     for png in &pngs {
         assert_eq!(png_size(&out.join(png)), (960, 600));
         let svg_name = png.replace(".png", ".svg");

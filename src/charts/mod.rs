@@ -16,7 +16,7 @@ use plotters::style::RGBColor;
 use crate::curves::{gap, Curve};
 use crate::error::input_error;
 use crate::plot::png_and_svg;
-use crate::recall::is_recall_row;
+use crate::recall::{is_recall_row, GAIN_PREFIX};
 use crate::store::report::rfc3339;
 use crate::store::{now, Store};
 use lines::{LineChart, Series, SeriesPoint};
@@ -169,6 +169,19 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
     }
     let mut evalsets: Vec<i64> = curves.iter().map(|c| c.evalset_id).collect();
     evalsets.dedup();
+    let mut longest_gain: HashMap<i64, &str> = HashMap::new();
+    for c in curves {
+        let gap = |name: &str| {
+            name.strip_prefix(GAIN_PREFIX)
+                .and_then(|g| g.parse::<u32>().ok())
+        };
+        if let Some(g) = gap(&c.filter) {
+            let best = longest_gain.entry(c.evalset_id).or_insert(&c.filter);
+            if gap(best).is_none_or(|b| g > b) {
+                *best = &c.filter;
+            }
+        }
+    }
     let mut groups: Vec<(i64, &str)> = Vec::new();
     for c in curves {
         if !groups.contains(&(c.evalset_id, c.filter.as_str())) {
@@ -211,6 +224,9 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
             .collect();
         let stem = format!("{}/{}", names[&es], file_name(filter));
         let recall = is_recall_row(filter);
+        // The longest gap's retrieval gain over training sits with the snapshots: it is where
+        // a recurrent model's recall gives out first.
+        let headline = longest_gain.get(&es).is_some_and(|g| *g == filter);
         out.push(Planned {
             evalset_id: es,
             filter: filter.to_owned(),
@@ -220,10 +236,10 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
             } else {
                 format!("{filter}: loss")
             },
-            section: if recall {
-                Section::RecallOverTraining
-            } else {
-                Section::Filter
+            section: match (recall, headline) {
+                (false, _) => Section::Filter,
+                (true, true) => Section::Recall,
+                (true, false) => Section::RecallOverTraining,
             },
             chart: LineChart {
                 title: format!("{filter} — {evalset}"),
