@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 
 mod common;
-use common::{copy_dir, fixture, token_losses};
+use common::{assert_input_error, copy_dir, fixture, token_losses};
 
 fn docs(dir: &Path, lines: &[&str]) -> PathBuf {
     let p = dir.join("docs.jsonl");
@@ -113,21 +113,10 @@ fn batching_does_not_change_losses() {
     }
 }
 
-/// Runs `score` and checks: exit code 2, exactly one stderr line, containing every `needle`.
-fn assert_input_error(ckpt: &Path, docs: &Path, needles: &[&str]) {
+/// Runs `score` and checks that it fails as an input error naming every `needle`.
+fn assert_score_input_error(ckpt: &Path, docs: &Path, needles: &[&str]) {
     let out = docs.with_extension("out.jsonl");
-    let res = score(ckpt, docs, &out, &[]);
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    assert_eq!(res.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    for n in needles {
-        assert!(stderr.contains(n), "`{n}` not in: {stderr}");
-    }
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_input_error(&score(ckpt, docs, &out, &[]), needles);
 }
 
 fn broken_copy(tmp: &Path, name: &str) -> PathBuf {
@@ -151,7 +140,7 @@ fn bad_checkpoints_give_one_line_and_exit_2() {
 
     let dir = broken_copy(tmp.path(), "no_config");
     std::fs::remove_file(dir.join("config.json")).expect("rm");
-    assert_input_error(&dir, &d, &["no_config", "config.json"]);
+    assert_score_input_error(&dir, &d, &["no_config", "config.json"]);
 
     let dir = broken_copy(tmp.path(), "unknown_type");
     let cfg = std::fs::read_to_string(dir.join("config.json")).expect("cfg");
@@ -160,13 +149,13 @@ fn bad_checkpoints_give_one_line_and_exit_2() {
         cfg.replace("\"olmo3\"", "\"gpt_neox\""),
     )
     .expect("write");
-    assert_input_error(&dir, &d, &["config.json", "gpt_neox"]);
+    assert_score_input_error(&dir, &d, &["config.json", "gpt_neox"]);
 
     let dir = broken_copy(tmp.path(), "missing_tensor");
     rewrite_weights(&dir, |t| {
         t.retain(|(n, _)| n != "model.layers.1.self_attn.k_proj.weight")
     });
-    assert_input_error(
+    assert_score_input_error(
         &dir,
         &d,
         &["missing_tensor", "model.layers.1.self_attn.k_proj.weight"],
@@ -180,7 +169,7 @@ fn bad_checkpoints_give_one_line_and_exit_2() {
             }
         }
     });
-    assert_input_error(
+    assert_score_input_error(
         &dir,
         &d,
         &[
@@ -198,11 +187,11 @@ fn bad_checkpoints_give_one_line_and_exit_2() {
         .open(&st)
         .expect("open");
     f.set_len(len / 2).expect("truncate");
-    assert_input_error(&dir, &d, &["model.safetensors"]);
+    assert_score_input_error(&dir, &d, &["model.safetensors"]);
 
     let dir = broken_copy(tmp.path(), "no_tokenizer");
     std::fs::remove_file(dir.join("tokenizer.json")).expect("rm");
-    assert_input_error(&dir, &d, &["no_tokenizer", "tokenizer.json"]);
+    assert_score_input_error(&dir, &d, &["no_tokenizer", "tokenizer.json"]);
 }
 
 #[test]
@@ -210,14 +199,14 @@ fn bad_documents_give_one_line_and_exit_2() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ckpt = fixture("olmo2");
     let empty_line = docs(tmp.path(), &[GOOD_DOCS[0], "", GOOD_DOCS[1]]);
-    assert_input_error(&ckpt, &empty_line, &["docs.jsonl:2", "empty"]);
+    assert_score_input_error(&ckpt, &empty_line, &["docs.jsonl:2", "empty"]);
     let bad_json = tmp.path().join("bad.jsonl");
     std::fs::write(&bad_json, format!("{}\n{{\"text\": oops}}\n", GOOD_DOCS[0])).expect("write");
-    assert_input_error(&ckpt, &bad_json, &["bad.jsonl:2"]);
+    assert_score_input_error(&ckpt, &bad_json, &["bad.jsonl:2"]);
     let no_text = tmp.path().join("notext.jsonl");
     std::fs::write(&no_text, "{\"id\": \"x\"}\n").expect("write");
-    assert_input_error(&ckpt, &no_text, &["notext.jsonl:1", "text"]);
+    assert_score_input_error(&ckpt, &no_text, &["notext.jsonl:1", "text"]);
     let empty_file = tmp.path().join("empty.jsonl");
     std::fs::write(&empty_file, "").expect("write");
-    assert_input_error(&ckpt, &empty_file, &["empty.jsonl", "no documents"]);
+    assert_score_input_error(&ckpt, &empty_file, &["empty.jsonl", "no documents"]);
 }

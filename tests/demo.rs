@@ -9,21 +9,21 @@ use rusqlite::{Connection, OpenFlags};
 
 mod common;
 use common::filtermon;
+use filtermon::evalset::filter::builtin_filters;
 
-const BUILT_IN: [&str; 7] = [
-    "all",
-    "content",
-    "function",
-    "content_nocopy",
-    "copy5",
-    "open_bracket",
-    "close_bracket",
-];
 /// The filter the demo's watch config adds.
 const USER_FILTER: &str = "adj_adv_nocopy";
 const RUNS: [&str; 3] = ["transformer", "hybrid", "gdn"];
 
 /// `(run, folder)` of every checkpoint folder on disk; panics on a leftover `-tmp` folder.
+/// The built-in filters, as the library defines them.
+fn built_in() -> Vec<&'static str> {
+    builtin_filters()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
 fn checkpoint_folders(out: &Path) -> BTreeSet<(String, String)> {
     let mut found = BTreeSet::new();
     for run in RUNS {
@@ -104,7 +104,7 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
 
     // Every checkpoint has a result row per filter (built-ins and the config's own), each with
     // tokens and a finite mean; runs are compared on the same tokens.
-    let filters: Vec<String> = BUILT_IN
+    let filters: Vec<String> = built_in()
         .iter()
         .chain(&[USER_FILTER])
         .map(|f| format!("'{f}'"))
@@ -153,7 +153,7 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
     // The report the daemon drew: each filter's loss and gap charts, the probe's gain
     // snapshot, all present as PNG and SVG.
     let index = std::fs::read_to_string(out.join("charts/index.html")).expect("index.html");
-    let mut wanted: Vec<String> = BUILT_IN
+    let mut wanted: Vec<String> = built_in()
         .iter()
         .chain(&[USER_FILTER])
         .flat_map(|f| [format!("demo/{f}.png"), format!("demo/{f}-gap.png")])
@@ -178,7 +178,7 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
         .lines()
         .skip_while(|l| !l.starts_with("filter "))
         .collect();
-    for f in BUILT_IN.iter().chain(&[USER_FILTER]) {
+    for f in built_in().iter().chain(&[USER_FILTER]) {
         let line = table
             .iter()
             .find(|l| l.split_whitespace().next() == Some(*f))

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 mod common;
-use common::{filtermon, fixture, repo, token_losses};
+use common::{assert_input_error, filtermon, fixture, repo, token_losses};
 
 fn tokenizer() -> PathBuf {
     repo().join("tests/fixtures/tokenizer.json")
@@ -129,20 +129,6 @@ fn jsonl(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect()
-}
-
-/// Exit code 2 and one stderr line holding every needle.
-fn assert_input_error(res: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    assert_eq!(res.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    for n in needles {
-        assert!(stderr.contains(n), "`{n}` not in: {stderr}");
-    }
 }
 
 #[test]

@@ -23,6 +23,21 @@ pub fn filtermon(args: &[&str]) -> Output {
         .expect("run filtermon")
 }
 
+/// Exit code 2, exactly one stderr line holding every `needle`, and no panic.
+pub fn assert_input_error(res: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "`{n}` not in: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Copies a folder with its subfolders (OLMo-core step folders have some).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
