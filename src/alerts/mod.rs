@@ -9,8 +9,7 @@ use std::collections::HashMap;
 
 use crate::config::AlertSettings;
 use crate::curves::{Curve, Point};
-use crate::evalset::filter::Filter;
-use crate::evalset::EvalSet;
+use crate::daemon::worker::LoadedEvalset;
 use crate::stats::paired::{paired_diff, PairedDiff};
 use crate::store::Store;
 use hook::HookRunner;
@@ -25,21 +24,25 @@ pub struct TokenSets {
 }
 
 impl TokenSets {
-    /// Masks of `filters` over `es`.
-    pub fn new(es: &EvalSet, filters: &[Filter]) -> anyhow::Result<TokenSets> {
-        let labels = es.labels()?;
-        let masks = filters
+    /// Masks of the evalset's filters over its tokens.
+    pub fn new(es: &LoadedEvalset) -> TokenSets {
+        let masks = es
+            .filters
             .iter()
             .map(|f| {
-                let mask = labels.iter().map(|t| t.pos > 0 && f.matches(t)).collect();
+                let mask = es
+                    .labels
+                    .iter()
+                    .map(|t| t.pos > 0 && f.matches(t))
+                    .collect();
                 (f.name().to_string(), mask)
             })
             .collect();
-        Ok(TokenSets {
-            docs: es.token_docs(),
-            doc_count: es.header().docs.len(),
+        TokenSets {
+            docs: es.docs.clone(),
+            doc_count: es.es.header().docs.len(),
             masks,
-        })
+        }
     }
 }
 

@@ -74,12 +74,7 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
             dir: e.dir.display().to_string(),
             tokens: es.len() as u64,
         })?;
-        evalsets.push(LoadedEvalset {
-            id,
-            name: e.name.clone(),
-            es,
-            filters,
-        });
+        evalsets.push(LoadedEvalset::new(id, e.name.clone(), es, filters)?);
     }
     let mut runs = Vec::with_capacity(config.runs.len());
     for r in &config.runs {
@@ -124,7 +119,7 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
     let mut token_sets = std::collections::HashMap::new();
     if Alerter::needs_token_sets(&config.alerts) {
         for e in &evalsets {
-            token_sets.insert(e.id, TokenSets::new(&e.es, &e.filters)?);
+            token_sets.insert(e.id, TokenSets::new(e));
         }
     }
     let alerter = Alerter::new(

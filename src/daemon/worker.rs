@@ -15,16 +15,18 @@ use crate::charts::{render, ChartOptions};
 use crate::checkpoint::Checkpoint;
 use crate::error::one_line;
 use crate::evalset::filter::Filter;
+use crate::evalset::labels::TokenLabels;
 use crate::evalset::EvalSet;
 use crate::model::CausalLm;
-use crate::recall;
+use crate::recall::recall_metrics;
 use crate::score::score_evalset;
-use crate::stats::aggregate::{aggregate, AggregateOptions, FilterResult};
+use crate::stats::aggregate::{aggregate_labels, AggregateOptions, FilterResult};
 use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
 use crate::store::losses::{encode, EncodedLosses};
 use crate::store::{now, Store};
 
-/// An evalset ready for scoring, with its filters compiled against its domains.
+/// An evalset ready for scoring, with its filters compiled against its domains and its
+/// labels decoded once for every job.
 pub struct LoadedEvalset {
     /// Store id.
     pub id: i64,
@@ -34,6 +36,24 @@ pub struct LoadedEvalset {
     pub es: EvalSet,
     /// Built-in and user filters.
     pub filters: Vec<Filter>,
+    /// Labels of every token.
+    pub labels: Vec<TokenLabels>,
+    /// Document index of every token.
+    pub docs: Vec<u32>,
+}
+
+impl LoadedEvalset {
+    /// Decodes `es`'s labels and documents.
+    pub fn new(id: i64, name: String, es: EvalSet, filters: Vec<Filter>) -> anyhow::Result<Self> {
+        Ok(LoadedEvalset {
+            id,
+            name,
+            labels: es.labels()?,
+            docs: es.token_docs(),
+            es,
+            filters,
+        })
+    }
 }
 
 /// How checkpoints are scored.
@@ -65,7 +85,7 @@ impl Scorer {
     }
 
     /// Scores one checkpoint on one evalset: per-filter results followed by the recall metrics
-    /// rows ([`recall::RecallMetrics::results`]), and the per-token vectors.
+    /// rows ([`crate::recall::RecallMetrics::results`]), and the per-token vectors.
     /// `tokenizer` is the run's, from the watch config.
     pub fn score(
         &mut self,
@@ -84,8 +104,25 @@ impl Scorer {
             anyhow::bail!("model cache is empty after loading");
         };
         let (scores, _) = score_evalset(model, &es.es, self.settings.batch, &self.settings.device)?;
-        let mut results = aggregate(&es.es, &scores, &es.filters, self.settings.aggregate)?;
-        results.extend(recall::compute(&es.es, &scores, self.settings.aggregate.into())?.results());
+        let doc_count = es.es.header().docs.len();
+        let mut results = aggregate_labels(
+            &es.labels,
+            &es.docs,
+            es.es.domains(),
+            doc_count,
+            &scores,
+            &es.filters,
+            self.settings.aggregate,
+        );
+        let recall = recall_metrics(
+            &es.labels,
+            &es.docs,
+            doc_count,
+            es.es.windows(),
+            &scores,
+            self.settings.aggregate.into(),
+        );
+        results.extend(recall.results());
         Ok((results, encode(&scores)?))
     }
 }
@@ -128,7 +165,7 @@ pub struct Worker {
     pub scorer: Scorer,
     /// Alert rules, evaluated after each commit.
     pub alerter: Alerter,
-    /// Folder of the charts and report, redrawn after each commit.
+    /// Folder of the charts and report, redrawn as results come in.
     pub charts: PathBuf,
     /// Set on SIGINT/SIGTERM: take no new job.
     pub stop: Arc<AtomicBool>,
@@ -254,9 +291,7 @@ impl Worker {
         set_current(&self.current, None);
         Ok(committed)
     }
-}
 
-impl Worker {
     // Neither alerts nor charts may stop the daemon: failures are logged.
 
     fn evaluate_alerts(&mut self) {
