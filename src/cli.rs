@@ -127,6 +127,10 @@ pub struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// List every recall row (COPY-5 by copy distance, copy-n), not only the retrieval gains and
+    /// the COPY-5 miss rate; `--json` always has them all.
+    #[arg(long)]
+    pub recall: bool,
 }
 
 /// Export formats.

@@ -15,7 +15,6 @@ use filtermon::evalset::filter::builtin_filters;
 const USER_FILTER: &str = "adj_adv_nocopy";
 const RUNS: [&str; 3] = ["transformer", "hybrid", "gdn"];
 
-/// `(run, folder)` of every checkpoint folder on disk; panics on a leftover `-tmp` folder.
 /// The built-in filters, as the library defines them.
 fn built_in() -> Vec<&'static str> {
     builtin_filters()
@@ -24,6 +23,7 @@ fn built_in() -> Vec<&'static str> {
         .collect()
 }
 
+/// `(run, folder)` of every checkpoint folder on disk; panics on a leftover `-tmp` folder.
 fn checkpoint_folders(out: &Path) -> BTreeSet<(String, String)> {
     let mut found = BTreeSet::new();
     for run in RUNS {
@@ -190,6 +190,38 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
         assert_eq!(numbers.count(), 1 + RUNS.len() + RUNS.len() - 1, "{line}");
     }
     assert!(stdout.contains("charts/index.html"), "{stdout}");
+    drop(db);
+
+    // `status` shows the headline recall rows; the cliff and copy-n rows only with --recall.
+    let db_path = out.join("filtermon.db");
+    let db_str = db_path.to_str().expect("utf-8 path");
+    let brief = filtermon(&["status", "--db", db_str]);
+    let brief = String::from_utf8_lossy(&brief.stdout);
+    let full = filtermon(&["status", "--db", db_str, "--recall"]);
+    let full = String::from_utf8_lossy(&full.stdout);
+    for text in [&brief, &full] {
+        assert!(text.contains("recall.gain@"), "{text}");
+        assert!(text.contains("recall.copy5_miss"), "{text}");
+    }
+    assert!(!brief.contains("recall.copy_n@1 "), "{brief}");
+    assert!(brief.contains("more recall rows"), "{brief}");
+    assert!(full.contains("recall.copy_n@1 "), "{full}");
+    assert!(!full.contains("more recall rows"), "{full}");
+
+    // A second demo into the same folder needs --force, and then starts from nothing: the
+    // store holds only the new runs' checkpoints, each scored once.
+    let again = filtermon(&["demo", "--quick", "--out", out_str]);
+    assert_eq!(again.status.code(), Some(2));
+    let again = filtermon(&["demo", "--quick", "--force", "--out", out_str]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let db = Connection::open_with_flags(&db_path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("db");
+    let jobs = query::<i64>(&db, "SELECT COUNT(*), SUM(attempts) FROM jobs");
+    assert_eq!(jobs[0], [2 * n, 2 * n]);
+    assert_eq!(checkpoint_folders(&out), folders);
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use crate::cli::StatusArgs;
 use crate::config::WatchConfig;
 use crate::error::input_error;
+use crate::recall::{is_recall_row, COPY5_MISS, GAIN_PREFIX};
 use crate::store::report::{ResultRow, RunStatus, StatusReport};
 use crate::store::Store;
 
@@ -19,7 +20,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&report, args.recall));
     }
     Ok(())
 }
@@ -28,7 +29,17 @@ fn opt(x: Option<f64>, digits: usize) -> String {
     x.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
 }
 
-fn render_run(out: &mut String, run: &RunStatus) -> std::fmt::Result {
+/// Whether a row is printed: filters always; of the recall rows, the headline ones (retrieval
+/// gains, COPY-5 miss rate) by default, the rest (cliff bins, copy-n) with `--recall`, and
+/// empty ones never.
+fn shown(r: &ResultRow, all_recall: bool) -> bool {
+    if !is_recall_row(&r.filter) {
+        return true;
+    }
+    r.n > 0 && (all_recall || r.filter.starts_with(GAIN_PREFIX) || r.filter == COPY5_MISS)
+}
+
+fn render_run(out: &mut String, run: &RunStatus, all_recall: bool) -> std::fmt::Result {
     let baseline = run
         .baseline
         .as_ref()
@@ -46,10 +57,16 @@ fn render_run(out: &mut String, run: &RunStatus) -> std::fmt::Result {
         c.done, c.queued, c.running, c.failed
     )?;
     let mut last: Option<(&str, &str)> = None;
+    let mut hidden = 0;
     for r in &run.latest {
         if last != Some((&r.checkpoint, &r.evalset)) {
+            render_hidden(out, &mut hidden)?;
             render_heading(out, r)?;
             last = Some((&r.checkpoint, &r.evalset));
+        }
+        if !shown(r, all_recall) {
+            hidden += usize::from(r.n > 0);
+            continue;
         }
         let ci = format!("[{}, {}]", opt(r.ci_lo, 4), opt(r.ci_hi, 4));
         writeln!(
@@ -63,6 +80,18 @@ fn render_run(out: &mut String, run: &RunStatus) -> std::fmt::Result {
             opt(r.top5, 3)
         )?;
     }
+    render_hidden(out, &mut hidden)
+}
+
+/// Says how many recall rows were left out, and resets the count.
+fn render_hidden(out: &mut String, hidden: &mut usize) -> std::fmt::Result {
+    if *hidden > 0 {
+        writeln!(
+            out,
+            "    ({hidden} more recall rows, COPY-5 by copy distance and copy-n: --recall)"
+        )?;
+    }
+    *hidden = 0;
     Ok(())
 }
 
@@ -79,7 +108,7 @@ fn render_heading(out: &mut String, r: &ResultRow) -> std::fmt::Result {
     )
 }
 
-fn render(report: &StatusReport) -> String {
+fn render(report: &StatusReport, all_recall: bool) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = (|| -> std::fmt::Result {
@@ -87,7 +116,7 @@ fn render(report: &StatusReport) -> String {
             writeln!(out, "no runs yet")?;
         }
         for run in &report.runs {
-            render_run(&mut out, run)?;
+            render_run(&mut out, run, all_recall)?;
         }
         if !report.failures.is_empty() {
             writeln!(out, "failures:")?;
