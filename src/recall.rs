@@ -19,7 +19,6 @@ use serde::Serialize;
 use crate::evalset::format::WindowMeta;
 use crate::evalset::labels::probe::Occurrence;
 use crate::evalset::labels::TokenLabels;
-use crate::evalset::EvalSet;
 use crate::score::EvalScores;
 use crate::stats::aggregate::{AggregateOptions, FilterResult};
 use crate::stats::bootstrap::{ratio, ratio_ci, ratio_diff, ratio_diff_ci, Cluster};
@@ -115,24 +114,6 @@ impl From<AggregateOptions> for Bootstrap {
             seed: o.seed,
         }
     }
-}
-
-/// [`recall_metrics`] of a scored evalset.
-pub fn compute(
-    es: &EvalSet,
-    scores: &EvalScores,
-    boot: Bootstrap,
-) -> anyhow::Result<RecallMetrics> {
-    let labels = es.labels()?;
-    let docs = es.token_docs();
-    Ok(recall_metrics(
-        &labels,
-        &docs,
-        es.header().docs.len(),
-        es.windows(),
-        scores,
-        boot,
-    ))
 }
 
 /// Computes every metric from per-token labels and scores (`docs[i]`: document of token `i`,

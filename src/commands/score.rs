@@ -13,9 +13,9 @@ use crate::cli::ScoreArgs;
 use crate::error::input_error;
 use crate::evalset::filter::{compile_filters, load_filter_file};
 use crate::evalset::EvalSet;
-use crate::recall::{self, Estimate, LossBin, RecallMetrics};
+use crate::recall::{Estimate, LossBin, RecallMetrics};
 use crate::score::{cut_windows, score_evalset, score_windows, Window};
-use crate::stats::aggregate::{aggregate, AggregateOptions, FilterResult};
+use crate::stats::aggregate::{summarize, AggregateOptions, FilterResult};
 use crate::{device, tokenizer};
 
 /// One line of `--token-losses` (DESIGN §9).
@@ -203,8 +203,8 @@ fn score_evalset_cmd(
         seed: args.seed,
         by_domain: args.by_domain,
     };
-    let results = aggregate(&es, &scores, &filters, opts)?;
-    let recall = recall::compute(&es, &scores, opts.into())?;
+    let (labels, docs) = (es.labels()?, es.token_docs());
+    let (results, recall) = summarize(&es, &labels, &docs, &scores, &filters, opts);
     if args.json {
         println!(
             "{}",

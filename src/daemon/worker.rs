@@ -18,9 +18,8 @@ use crate::evalset::filter::Filter;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::EvalSet;
 use crate::model::CausalLm;
-use crate::recall::recall_metrics;
 use crate::score::score_evalset;
-use crate::stats::aggregate::{aggregate_labels, AggregateOptions, FilterResult};
+use crate::stats::aggregate::{summarize, AggregateOptions, FilterResult};
 use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
 use crate::store::losses::{encode, EncodedLosses};
 use crate::store::{now, Store};
@@ -104,23 +103,13 @@ impl Scorer {
             anyhow::bail!("model cache is empty after loading");
         };
         let (scores, _) = score_evalset(model, &es.es, self.settings.batch, &self.settings.device)?;
-        let doc_count = es.es.header().docs.len();
-        let mut results = aggregate_labels(
+        let (mut results, recall) = summarize(
+            &es.es,
             &es.labels,
             &es.docs,
-            es.es.domains(),
-            doc_count,
             &scores,
             &es.filters,
             self.settings.aggregate,
-        );
-        let recall = recall_metrics(
-            &es.labels,
-            &es.docs,
-            doc_count,
-            es.es.windows(),
-            &scores,
-            self.settings.aggregate.into(),
         );
         results.extend(recall.results());
         Ok((results, encode(&scores)?))

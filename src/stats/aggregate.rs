@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::evalset::filter::Filter;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::EvalSet;
+use crate::recall::{recall_metrics, RecallMetrics};
 use crate::score::EvalScores;
 use crate::stats::bootstrap::{ratio_ci, Cluster};
 
@@ -53,28 +54,25 @@ impl Default for AggregateOptions {
     }
 }
 
-/// One result per filter (and per domain × filter when asked), over scored tokens (pos ≥ 1).
-pub fn aggregate(
+/// Per-filter results and the recall diagnostics of one scored evalset. `labels` and `docs`
+/// (document index per token) are decoded by the caller, once however often it scores.
+pub fn summarize(
     es: &EvalSet,
+    labels: &[TokenLabels],
+    docs: &[u32],
     scores: &EvalScores,
     filters: &[Filter],
     opts: AggregateOptions,
-) -> anyhow::Result<Vec<FilterResult>> {
-    let labels = es.labels()?;
-    let docs = es.token_docs();
-    Ok(aggregate_labels(
-        &labels,
-        &docs,
-        es.domains(),
-        es.header().docs.len(),
-        scores,
-        filters,
-        opts,
-    ))
+) -> (Vec<FilterResult>, RecallMetrics) {
+    let doc_count = es.header().docs.len();
+    let results = aggregate(labels, docs, es.domains(), doc_count, scores, filters, opts);
+    let recall = recall_metrics(labels, docs, doc_count, es.windows(), scores, opts.into());
+    (results, recall)
 }
 
-/// [`aggregate`] over labels already in memory (`docs`: document index per token).
-pub fn aggregate_labels(
+/// One result per filter (and per domain × filter when asked), over scored tokens (pos ≥ 1);
+/// `docs` is the document index per token.
+pub fn aggregate(
     labels: &[TokenLabels],
     docs: &[u32],
     domains: &[String],
