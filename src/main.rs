@@ -1,5 +1,6 @@
 //! The `filtermon` binary: parse the command line, set up logging, dispatch.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -54,7 +55,11 @@ fn init_logging(format: LogFormat, default_level: &str) {
         .with_env_filter(filter)
         .with_writer(filtermon::progress::LogWriter);
     match format {
-        LogFormat::Human => builder.with_target(false).init(),
+        // Colour codes only where a terminal reads them, not in log files.
+        LogFormat::Human => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
         LogFormat::Json => builder.json().init(),
     }
 }

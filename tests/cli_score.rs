@@ -4,10 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use serde_json::Value;
 
 mod common;
-use common::{assert_input_error, copy_dir, fixture, token_losses};
+use common::{assert_input_error, copy_dir, fixture, read_jsonl, token_losses};
 
 fn docs(dir: &Path, lines: &[&str]) -> PathBuf {
     let p = dir.join("docs.jsonl");
@@ -54,11 +53,7 @@ fn writes_one_record_per_scored_token() {
         stdout.contains("mean NLL") && stdout.contains("tokens/s"),
         "{stdout}"
     );
-    let text = std::fs::read_to_string(&out).expect("output");
-    let recs: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let recs = read_jsonl(&out);
     assert!(!recs.is_empty());
     for r in &recs {
         let keys: Vec<&str> = r

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{filtermon, repo};
+use common::{filtermon, read_jsonl, repo};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
@@ -207,11 +207,7 @@ fn compare_writes_every_artifact() {
         );
     }
 
-    let rows: Vec<Value> = std::fs::read_to_string(out.join("labeled_dataset.jsonl"))
-        .expect("labeled_dataset.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let rows = read_jsonl(&out.join("labeled_dataset.jsonl"));
     let scored: Vec<&Value> = rows.iter().filter(|r| r["pos"] != 0).collect();
     assert_eq!(scored.len() as u64, tokens);
     for r in scored.iter().take(500) {

@@ -6,7 +6,7 @@ use std::process::Output;
 use serde_json::Value;
 
 mod common;
-use common::{filtermon, repo};
+use common::{filtermon, read_jsonl, repo};
 
 fn prepare(input: &Path, out: &Path, extra: &[&str]) -> Output {
     let tok = repo().join("tests/fixtures/tokenizer.json");
@@ -24,11 +24,7 @@ fn prepare(input: &Path, out: &Path, extra: &[&str]) -> Output {
 }
 
 fn labeled(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("labeled_dataset.jsonl"))
-        .expect("labeled_dataset.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
+    read_jsonl(&dir.join("labeled_dataset.jsonl"))
 }
 
 #[test]

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 mod common;
-use common::{assert_input_error, filtermon, fixture, repo, token_losses};
+use common::{assert_input_error, filtermon, fixture, read_jsonl, repo, token_losses};
 
 fn tokenizer() -> PathBuf {
     repo().join("tests/fixtures/tokenizer.json")
@@ -123,14 +123,6 @@ fn ok(res: &Output) -> String {
     String::from_utf8_lossy(&res.stdout).into_owned()
 }
 
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
-}
-
 #[test]
 fn probe_writes_an_evalset_with_probe_labels() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -181,7 +173,7 @@ fn probe_writes_an_evalset_with_probe_labels() {
     assert_eq!(count("probe_occurrence == none & probe_offset != 3"), 0);
 
     // labeled_dataset.jsonl carries them too, in token order.
-    let rows = jsonl(&dir.join("labeled_dataset.jsonl"));
+    let rows = read_jsonl(&dir.join("labeled_dataset.jsonl"));
     assert_eq!(rows.len(), es.len());
     for (r, l) in rows.iter().zip(&labels) {
         let p = l.probe.expect("probe");
@@ -359,7 +351,7 @@ fn score_reports_retrieval_gain_per_gap() {
     let report: Value = serde_json::from_str(&stdout).expect("json report");
     let losses = token_losses(&losses_path);
     // --token-losses skips position 0 of each window; labeled_dataset.jsonl has every token.
-    let labeled: Vec<Value> = jsonl(&dir.join("labeled_dataset.jsonl"))
+    let labeled: Vec<Value> = read_jsonl(&dir.join("labeled_dataset.jsonl"))
         .into_iter()
         .filter(|r| r["pos"] != 0)
         .collect();

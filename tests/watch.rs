@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 mod common;
-use common::{copy_dir, fixture, repo};
+use common::{copy_dir, fixture, parse_jsonl, read_jsonl, repo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
 const SETTLE: f64 = 1.0;
@@ -518,10 +518,7 @@ fn export_writes_one_row_per_result() {
     assert!(lines[1].starts_with("a,transformer,7,7000,anneal,step7-anneal,default,all,"));
 
     let out = export(&["--format", "jsonl", "--run", "a"]);
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let rows = parse_jsonl(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(rows.len() as i64, FILTERS);
     assert_eq!(rows[7]["filter"], "adj_adv");
     assert!(rows[0]["scored_at"].as_str().expect("time").ends_with('Z'));
@@ -611,11 +608,7 @@ fn compare_reads_stored_losses_without_rescoring() {
         );
     }
     // The stored losses are the scorer's: the labeled dataset's loss_a matches `score`.
-    let rows: Vec<Value> = fs::read_to_string(out.join("labeled_dataset.jsonl"))
-        .expect("rows")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("row"))
-        .collect();
+    let rows = read_jsonl(&out.join("labeled_dataset.jsonl"));
     assert!(rows.iter().any(|r| r["loss_a"].as_f64().is_some()));
 
     let missing = Command::new(BIN)
@@ -749,10 +742,7 @@ fn alerts_fire_once_reach_the_hook_and_the_report_follows_each_commit() {
         .output()
         .expect("alerts");
     assert!(out.status.success());
-    let listed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let listed = parse_jsonl(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|a| a["acked_at"].is_null()));
     let id = listed[0]["id"].as_i64().expect("id");

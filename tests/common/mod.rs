@@ -51,15 +51,23 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// One JSON value per line of `text`.
+pub fn parse_jsonl(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// One JSON value per line of the file at `path`.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parse_jsonl(&text)
+}
+
 /// The `loss` column of a `--token-losses` file, in file order.
 pub fn token_losses(path: &Path) -> Vec<f64> {
-    std::fs::read_to_string(path)
-        .expect("token losses")
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("json")["loss"]
-                .as_f64()
-                .expect("loss")
-        })
+    read_jsonl(path)
+        .iter()
+        .map(|r| r["loss"].as_f64().expect("loss"))
         .collect()
 }
