@@ -244,7 +244,12 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
             chart: LineChart {
                 title: format!("{filter} — {evalset}"),
                 x_desc: opts.x_desc().into(),
-                y_desc: if recall { "value" } else { "mean NLL (nats)" }.into(),
+                y_desc: if recall {
+                    recall::y_desc(filter)
+                } else {
+                    "mean NLL (nats)"
+                }
+                .into(),
                 log_x: opts.log_x,
                 zero_line: false,
                 x_labels: Vec::new(),

@@ -50,6 +50,17 @@ const FAMILIES: [Family; 3] = [
     },
 ];
 
+/// What the y axis of a recall row's chart over training measures.
+pub fn y_desc(row: &str) -> &'static str {
+    if row == crate::recall::COPY5_MISS {
+        return "share of COPY-5 tokens missed at top-1";
+    }
+    FAMILIES
+        .iter()
+        .find(|f| row.starts_with(f.prefix))
+        .map_or("value", |f| f.y_desc)
+}
+
 /// The leading number of a row suffix: `64` → 64, `129-512` → 129, `2049+` → 2049.
 fn leading_number(suffix: &str) -> Option<f64> {
     let digits: String = suffix.chars().take_while(char::is_ascii_digit).collect();
@@ -209,9 +220,11 @@ mod tests {
     fn families_match_the_row_names() {
         use crate::recall::{cliff_name, copy_n_name, gain_name};
         let names = [gain_name(64), cliff_name("1-32"), copy_n_name("5")];
-        for (fam, name) in FAMILIES.iter().zip(names) {
+        for (fam, name) in FAMILIES.iter().zip(&names) {
             assert!(name.starts_with(fam.prefix), "{name}");
+            assert_eq!(y_desc(name), fam.y_desc);
         }
+        assert!(y_desc(crate::recall::COPY5_MISS).contains("missed"));
     }
 
     #[test]
