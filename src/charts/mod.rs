@@ -1,6 +1,6 @@
 //! Charts of the stored curves and the static HTML report: per evalset and filter, every
 //! run's loss over training and every run's gap to its baseline, as PNG and SVG, plus
-//! `index.html`. `filtermon chart` draws them on demand; `watch` redraws after each commit.
+//! `index.html`. `filtermon chart` draws them on demand; `watch` redraws them as results come in.
 
 pub mod html;
 pub mod lines;

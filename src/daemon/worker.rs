@@ -167,7 +167,7 @@ pub struct Worker {
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Longest time charts lag behind the results while a backlog is scored.
-const CHART_EVERY: Duration = Duration::from_secs(60);
+const CHART_EVERY: Duration = Duration::from_secs(10);
 
 impl Worker {
     /// Runs until `stop` is set; `wake` is signalled when jobs are queued.
