@@ -176,6 +176,15 @@ impl DTypeArg {
             DTypeArg::F16 => candle_core::DType::F16,
         }
     }
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DTypeArg::F32 => "f32",
+            DTypeArg::Bf16 => "bf16",
+            DTypeArg::F16 => "f16",
+        }
+    }
 }
 
 /// How a model runs: shared by the commands that score.
@@ -349,6 +358,14 @@ pub struct BenchArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Python interpreter with torch and transformers: after each twin, run
+    /// `scripts/bench_torch.py` on the same shape, threads, windows and dtype, and report
+    /// filtermon's throughput as a ratio of transformers'.
+    #[arg(long, value_name = "PYTHON")]
+    pub torch: Option<PathBuf>,
+    /// The reference script for `--torch`.
+    #[arg(long, value_name = "FILE", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_torch.py"))]
+    pub torch_script: PathBuf,
     /// Instead of scoring: time loading these checkpoint folders (e.g. an OLMo-core step folder
     /// and its Hugging Face conversion), each `--repeats` times, and compare with the first.
     #[arg(long, num_args = 1..)]

@@ -1,6 +1,8 @@
 //! `filtermon bench`: scoring throughput of random-weight transformer, hybrid and pure-GDN
 //! twins, in the shapes `scripts/bench_torch.py` gives transformers.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -9,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::checkpoint::weights::Weights;
 use crate::checkpoint::{hf_config, Checkpoint};
-use crate::cli::{BenchArch, BenchArgs};
+use crate::cli::{BenchArch, BenchArgs, DTypeArg};
 use crate::device;
 use crate::error::input_error;
 use crate::model::{nll, CausalLm};
@@ -75,10 +77,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         one => vec![one],
     };
     let threads = rayon::current_num_threads();
+    if args.torch.is_some() && args.dtype == DTypeArg::F16 {
+        return Err(input_error(
+            "--torch compares f32 or bf16 (bench_torch.py has no f16)",
+        ));
+    }
     if !args.json {
+        let reference = if args.torch.is_some() {
+            "  transformers   ratio"
+        } else {
+            ""
+        };
         println!(
-            "arch         params    tokens/s  (window {}, {} windows, {threads} threads)",
-            args.window, args.windows
+            "arch         params    tokens/s{reference}  (window {}, {} windows, {threads} threads, {})",
+            args.window,
+            args.windows,
+            args.dtype.name()
         );
     }
     for arch in archs {
@@ -122,17 +136,79 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             BenchArch::Hybrid => "hybrid",
             BenchArch::Gdn | BenchArch::All => "gdn",
         };
+        // Freed before the reference runs, so the two never share the memory.
+        drop(model);
+        let reference = match &args.torch {
+            Some(python) => Some(torch_tokens_per_s(python, args, name, threads)?),
+            None => None,
+        };
         if args.json {
-            println!(
-                "{}",
-                json!({"arch": name, "params": params, "tokens_per_s": tps, "threads": threads,
-                       "window": args.window, "windows": args.windows, "engine": "filtermon"})
-            );
+            let mut row = json!({"arch": name, "params": params, "tokens_per_s": tps,
+                "threads": threads, "window": args.window, "windows": args.windows,
+                "dtype": args.dtype.name(), "engine": "filtermon"});
+            if let Some(r) = reference {
+                row["torch_tokens_per_s"] = json!(r);
+                row["ratio"] = json!(tps / r);
+            }
+            println!("{row}");
         } else {
-            println!("{name:<12} {:>6.1}M {tps:>10.0}", params as f64 / 1e6);
+            let reference = reference
+                .map(|r| format!(" {r:>13.0} {:>6.2}x", tps / r))
+                .unwrap_or_default();
+            println!(
+                "{name:<12} {:>6.1}M {tps:>10.0}{reference}",
+                params as f64 / 1e6
+            );
         }
     }
     Ok(())
+}
+
+/// Tokens per second of transformers on the same twin, from `bench_torch.py --json`.
+fn torch_tokens_per_s(
+    python: &Path,
+    args: &BenchArgs,
+    arch: &str,
+    threads: usize,
+) -> anyhow::Result<f64> {
+    if !args.torch_script.is_file() {
+        return Err(input_error(format!(
+            "{}: no such script (--torch-script)",
+            args.torch_script.display()
+        )));
+    }
+    let out = Command::new(python)
+        .arg(&args.torch_script)
+        .args(["--arch", arch, "--json", "--dtype", args.dtype.name()])
+        .args(["--threads", &threads.to_string()])
+        .args(["--layers", &args.layers.to_string()])
+        .args(["--hidden", &args.hidden.to_string()])
+        .args(["--vocab", &args.vocab.to_string()])
+        .args(["--window", &args.window.to_string()])
+        .args(["--windows", &args.windows.to_string()])
+        .output()
+        .map_err(|e| input_error(format!("{}: cannot run: {e}", python.display())))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        return Err(input_error(format!(
+            "{} failed ({}): {}",
+            args.torch_script.display(),
+            out.status,
+            last.unwrap_or("no message")
+        )));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["arch"] == arch)
+        .and_then(|v| v["tokens_per_s"].as_f64())
+        .ok_or_else(|| {
+            input_error(format!(
+                "{}: no tokens_per_s for {arch} in its output",
+                args.torch_script.display()
+            ))
+        })
 }
 
 /// Median wall time of opening each folder and building its model, in interleaved rounds so
