@@ -166,7 +166,7 @@ pub struct Worker {
 /// daemons, retries coming due).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// Longest time charts lag behind the results while a backlog is scored.
+/// Least time between two chart redraws while a backlog is scored.
 const CHART_EVERY: Duration = Duration::from_secs(10);
 
 impl Worker {
@@ -176,8 +176,9 @@ impl Worker {
         // Catch up on what was committed before a restart (firings are stored only once).
         self.evaluate_alerts();
         self.draw_charts(None);
-        // Charts are redrawn when the queue runs dry, or at least every CHART_EVERY while a
-        // backlog is scored, rather than after every commit.
+        // Charts are redrawn after a commit that empties the queue; during a backlog, after a
+        // commit only once CHART_EVERY has passed since the last redraw, so that quickly scored
+        // checkpoints do not wait on redraws.
         let mut stale: Vec<i64> = Vec::new();
         let mut drawn = Instant::now();
         let mut last_reclaim: Option<Instant> = None;
