@@ -19,6 +19,7 @@ pub mod device;
 pub mod error;
 pub mod evalset;
 pub mod model;
+pub mod paired_gaps;
 pub mod plot;
 pub mod progress;
 pub mod recall;

@@ -116,6 +116,56 @@ impl From<AggregateOptions> for Bootstrap {
     }
 }
 
+/// A recall row that is a mean loss over tokens selected by their labels: a recall-cliff bin
+/// or a copy-n length.
+pub struct TokenRow {
+    /// The bin as the row names it (`1-32`, `2049+`, `5`).
+    pub bin: String,
+    /// The result row's name.
+    pub name: String,
+    select: Box<dyn Fn(&TokenLabels) -> bool + Send + Sync>,
+}
+
+impl TokenRow {
+    /// Whether the row counts this token.
+    pub fn selects(&self, l: &TokenLabels) -> bool {
+        (self.select)(l)
+    }
+}
+
+/// The recall cliff's rows: COPY-5 tokens by copy-distance bin ([`CLIFF_BINS`]).
+pub fn cliff_rows() -> Vec<TokenRow> {
+    CLIFF_BINS
+        .iter()
+        .map(|&(lo, hi)| {
+            let bin = match hi {
+                Some(hi) => format!("{lo}-{hi}"),
+                None => format!("{lo}+"),
+            };
+            TokenRow {
+                name: cliff_name(&bin),
+                bin,
+                select: Box::new(move |l: &TokenLabels| {
+                    l.repeat_len >= 5
+                        && l.copy_distance >= lo
+                        && hi.is_none_or(|h| l.copy_distance <= h)
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The copy-n curve's rows: tokens with `repeat_len == n`, n = 1…[`COPY_N_MAX`].
+pub fn copy_n_rows() -> Vec<TokenRow> {
+    (1..=COPY_N_MAX)
+        .map(|n| TokenRow {
+            bin: n.to_string(),
+            name: copy_n_name(&n.to_string()),
+            select: Box::new(move |l: &TokenLabels| l.repeat_len == n),
+        })
+        .collect()
+}
+
 /// Computes every metric from per-token labels and scores (`docs[i]`: document of token `i`,
 /// one of `doc_count`; `windows` in token order, for the gain's per-window resampling).
 pub fn recall_metrics(
@@ -128,28 +178,17 @@ pub fn recall_metrics(
 ) -> RecallMetrics {
     let scored = |i: usize| labels[i].pos > 0 && scores.loss[i].is_finite();
     let copy5 = |l: &TokenLabels| l.repeat_len >= 5;
-    let cliff = CLIFF_BINS
-        .iter()
-        .map(|&(lo, hi)| {
-            let bin = match hi {
-                Some(hi) => format!("{lo}-{hi}"),
-                None => format!("{lo}+"),
-            };
-            let within = |l: &TokenLabels| {
-                copy5(l) && l.copy_distance >= lo && hi.is_none_or(|h| l.copy_distance <= h)
-            };
-            loss_bin(bin, labels, docs, doc_count, scores, boot, |i| {
-                scored(i) && within(&labels[i])
+    let bins = |rows: Vec<TokenRow>| -> Vec<LossBin> {
+        rows.into_iter()
+            .map(|r| {
+                loss_bin(r.bin.clone(), labels, docs, doc_count, scores, boot, |i| {
+                    scored(i) && r.selects(&labels[i])
+                })
             })
-        })
-        .collect();
-    let copy_n = (1..=COPY_N_MAX)
-        .map(|n| {
-            loss_bin(n.to_string(), labels, docs, doc_count, scores, boot, |i| {
-                scored(i) && labels[i].repeat_len == n
-            })
-        })
-        .collect();
+            .collect()
+    };
+    let cliff = bins(cliff_rows());
+    let copy_n = bins(copy_n_rows());
     let mut misses = vec![Cluster::default(); doc_count];
     let mut hits = Hits::default();
     for i in (0..labels.len()).filter(|&i| scored(i) && copy5(&labels[i])) {

@@ -150,6 +150,34 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
     );
     assert_eq!(gains[0], [3 * n]);
 
+    // Paired gaps to the transformer at every hybrid and GDN checkpoint (the runs step in
+    // lockstep), equal to the difference of the stored means over the same tokens, inside
+    // their interval.
+    let gaps = query::<f64>(
+        &db,
+        &format!(
+            "SELECT g.gap, res.mean - base.mean, g.ci_lo, g.ci_hi
+             FROM paired_gaps g
+             JOIN results res ON res.checkpoint_id = g.checkpoint_id
+                 AND res.evalset_id = g.evalset_id AND res.filter = g.filter
+             JOIN results base ON base.checkpoint_id = g.baseline_checkpoint_id
+                 AND base.evalset_id = g.evalset_id AND base.filter = g.filter
+             WHERE g.filter IN ({}) AND g.evalset_id = (SELECT id FROM evalsets WHERE name = 'demo')",
+            filters.join(", ")
+        ),
+    );
+    let others = folders.iter().filter(|(r, _)| r != "transformer").count();
+    assert_eq!(gaps.len(), others * filters.len());
+    for g in &gaps {
+        assert!(
+            (g[0] - g[1]).abs() < 1e-6,
+            "paired {} vs means {}",
+            g[0],
+            g[1]
+        );
+        assert!(g[2] <= g[0] && g[0] <= g[3], "{g:?}");
+    }
+
     // The report the daemon drew: each filter's loss and gap charts, the probe's gain
     // snapshot, all present as PNG and SVG.
     let index = std::fs::read_to_string(out.join("charts/index.html")).expect("index.html");

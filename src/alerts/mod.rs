@@ -6,50 +6,20 @@ pub mod hook;
 pub mod rules;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::AlertSettings;
 use crate::curves::{Curve, Point};
-use crate::daemon::worker::LoadedEvalset;
-use crate::stats::paired::{paired_diff, PairedDiff};
+use crate::paired_gaps::TokenSets;
+use crate::stats::paired::PairedDiff;
 use crate::store::Store;
 use hook::HookRunner;
 use rules::{baseline_firings, retrieval_firings, rise_firings, Firing, RuleKind};
 
-/// What a `rise` rule needs of an evalset: each filter's token mask and the documents, for
-/// the paired document-cluster bootstrap.
-pub struct TokenSets {
-    docs: Vec<u32>,
-    doc_count: usize,
-    masks: HashMap<String, Vec<bool>>,
-}
-
-impl TokenSets {
-    /// Masks of the evalset's filters over its tokens.
-    pub fn new(es: &LoadedEvalset) -> TokenSets {
-        let masks = es
-            .filters
-            .iter()
-            .map(|f| {
-                let mask = es
-                    .labels
-                    .iter()
-                    .map(|t| t.pos > 0 && f.matches(t))
-                    .collect();
-                (f.name().to_string(), mask)
-            })
-            .collect();
-        TokenSets {
-            docs: es.docs.clone(),
-            doc_count: es.es.header().docs.len(),
-            masks,
-        }
-    }
-}
-
 /// Evaluates the configured rules after each commit.
 pub struct Alerter {
     settings: AlertSettings,
-    token_sets: HashMap<i64, TokenSets>,
+    token_sets: Arc<HashMap<i64, TokenSets>>,
     resamples: usize,
     seed: u64,
     /// Paired differences already computed, by (evalset, filter, previous, current).
@@ -61,7 +31,7 @@ impl Alerter {
     /// An alerter for `settings`; `token_sets` by evalset id (only `rise` rules use them).
     pub fn new(
         settings: AlertSettings,
-        token_sets: HashMap<i64, TokenSets>,
+        token_sets: Arc<HashMap<i64, TokenSets>>,
         resamples: usize,
         seed: u64,
     ) -> anyhow::Result<Alerter> {
@@ -97,7 +67,7 @@ impl Alerter {
         let mut firings: Vec<Firing> = Vec::new();
         for rule in &self.settings.rules {
             if let RuleKind::Rise { .. } = rule.kind {
-                let (cache, sets) = (&mut self.paired, &self.token_sets);
+                let (cache, sets) = (&mut self.paired, &*self.token_sets);
                 let (resamples, seed) = (self.resamples, self.seed);
                 firings.extend(rise_firings(rule, &curves, |c, prev, cur| {
                     let key = (
@@ -157,103 +127,40 @@ fn paired_rise(
     let Some(set) = sets.get(&c.evalset_id) else {
         return Ok(None);
     };
-    let Some(mask) = set.masks.get(&c.filter) else {
-        return Ok(None);
-    };
     let (Some(a), Some(b)) = (
         store.token_scores(cur.checkpoint, c.evalset_id)?,
         store.token_scores(prev.checkpoint, c.evalset_id)?,
     ) else {
         return Ok(None);
     };
-    Ok(Some(paired_diff(
-        &a.loss,
-        &b.loss,
-        |i| mask.get(i).copied().unwrap_or(false),
-        &set.docs,
-        set.doc_count,
-        resamples,
-        seed,
-    )))
+    Ok(set.paired(&c.filter, &a.loss, &b.loss, resamples, seed))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::alerts::rules::Rule;
-    use crate::score::EvalScores;
-    use crate::stats::aggregate::FilterResult;
-    use crate::store::losses::encode;
-    use crate::store::{EvalsetRow, NewCheckpoint, RunRow};
+    use crate::store::testing;
 
     const TOKENS: usize = 40;
 
     /// A store with two annealed checkpoints of one run whose per-token losses are `first`
     /// and `second` everywhere (position 0 unscored).
     fn store_with(first: f32, second: f32) -> (tempfile::TempDir, Store, i64) {
-        let dir = tempfile::tempdir().expect("tmp");
-        let mut store = Store::open(&dir.path().join("m.db")).expect("store");
-        let run = store
-            .upsert_run(&RunRow {
-                name: "hy".into(),
-                arch: "hybrid".into(),
-                dir: "/r".into(),
-                baseline: None,
-                tokens_per_step: 10,
-            })
-            .expect("run");
-        let es = store
-            .upsert_evalset(&EvalsetRow {
-                name: "e".into(),
-                hash: "h".into(),
-                tokenizer_hash: "t".into(),
-                dir: "/e".into(),
-                tokens: TOKENS as u64,
-            })
-            .expect("evalset");
+        let (dir, mut store, es) = testing::store(TOKENS);
+        let run = testing::run(&mut store, "hy", None);
         for (step, loss) in [(100u64, first), (200, second)] {
-            let ck = NewCheckpoint {
-                name: format!("step{step}-anneal"),
-                path: format!("/r/step{step}-anneal"),
-                step,
-                tokens: step * 10,
-                anneal: true,
-            };
-            store.add_checkpoint(run, &ck, &[es]).expect("checkpoint");
-            let job = store.lease("t", 60.0, &[run], &[es]).expect("lease");
-            let job = job.expect("job");
-            let scores = EvalScores {
-                loss: (0..TOKENS)
-                    .map(|i| if i == 0 { f32::NAN } else { loss })
-                    .collect(),
-                top1: vec![false; TOKENS],
-                top5: vec![false; TOKENS],
-            };
-            let result = FilterResult {
-                filter: "all".into(),
-                definition: "all".into(),
-                domain: None,
-                mean: f64::from(loss),
-                n: TOKENS - 1,
-                ci_lo: f64::from(loss),
-                ci_hi: f64::from(loss),
-                top1: 0.0,
-                top5: 0.0,
-            };
-            let losses = encode(&scores).expect("encode");
-            assert!(store
-                .complete(&job, "t", &[result], &losses, 0.0)
-                .expect("complete"));
+            testing::scored(&mut store, run, es, step, true, &[loss; TOKENS]);
         }
         (dir, store, es)
     }
 
     fn alerter(es: i64, min_delta: f64) -> Alerter {
-        let sets = TokenSets {
-            docs: (0..TOKENS as u32).map(|i| i / 8).collect(),
-            doc_count: TOKENS.div_ceil(8),
-            masks: [("all".to_string(), (0..TOKENS).map(|i| i > 0).collect())].into(),
-        };
+        let sets = TokenSets::from_parts(
+            (0..TOKENS as u32).map(|i| i / 8).collect(),
+            TOKENS.div_ceil(8),
+            vec![("all".to_string(), (0..TOKENS).map(|i| i > 0).collect())],
+        );
         let settings = AlertSettings {
             rules: vec![Rule {
                 name: "rise".into(),
@@ -265,7 +172,7 @@ mod tests {
             on_alert: None,
             hook_timeout: std::time::Duration::from_secs(1),
         };
-        Alerter::new(settings, [(es, sets)].into(), 200, 0).expect("alerter")
+        Alerter::new(settings, Arc::new([(es, sets)].into()), 200, 0).expect("alerter")
     }
 
     #[test]

@@ -13,10 +13,12 @@ use anyhow::Context;
 use clap::ValueEnum;
 use plotters::style::RGBColor;
 
-use crate::curves::{gap, Curve};
+use crate::curves::{gap, Curve, Point};
 use crate::error::input_error;
 use crate::plot::png_and_svg;
 use crate::recall::{is_recall_row, GAIN_PREFIX};
+use crate::stats::paired::PairedDiff;
+use crate::store::paired_gaps::GapKey;
 use crate::store::report::rfc3339;
 use crate::store::{now, Store};
 use lines::{LineChart, Series, SeriesPoint};
@@ -148,10 +150,15 @@ fn file_name(s: &str) -> String {
         .collect()
 }
 
-/// Every chart of the report, in report order.
-pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
+/// Every chart of the report, in report order. `paired` holds the paired gaps the store
+/// has, drawn as the gap charts' intervals where a point has one.
+pub fn plan(
+    curves: &[Curve],
+    paired: &HashMap<GapKey, PairedDiff>,
+    opts: &ChartOptions,
+) -> Vec<Planned> {
     let colours = run_colours(curves);
-    let x_of = |p: &crate::curves::Point| match opts.x {
+    let x_of = |p: &Point| match opts.x {
         XAxis::Tokens => p.tokens as f64,
         XAxis::Step => p.step as f64,
     };
@@ -267,12 +274,15 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
                 let base = group.iter().find(|b| Some(&b.run) == c.baseline.as_ref())?;
                 let points: Vec<SeriesPoint> = gap(c, base)
                     .into_iter()
-                    .map(|(p, g)| SeriesPoint {
-                        x: x_of(&p),
-                        y: g,
-                        lo: f64::NAN,
-                        hi: f64::NAN,
-                        anneal: p.anneal,
+                    .map(|(p, g)| {
+                        let (lo, hi) = interval(paired, &p, c);
+                        SeriesPoint {
+                            x: x_of(&p),
+                            y: g,
+                            lo,
+                            hi,
+                            anneal: p.anneal,
+                        }
                     })
                     .collect();
                 (!points.is_empty()).then(|| Series {
@@ -306,12 +316,21 @@ pub fn plan(curves: &[Curve], opts: &ChartOptions) -> Vec<Planned> {
         let of_es: Vec<&Curve> = curves.iter().filter(|c| c.evalset_id == es).collect();
         out.extend(recall::plan(
             &of_es,
+            paired,
             &colours,
             &names[&es],
             &of_es[0].evalset,
         ));
     }
     out
+}
+
+/// The paired interval of the gap at `p` on `c`'s evalset and filter; NaN where none is
+/// stored (the baseline has no checkpoint of the same kind at the same tokens).
+fn interval(paired: &HashMap<GapKey, PairedDiff>, p: &Point, c: &Curve) -> (f64, f64) {
+    paired
+        .get(&(p.checkpoint, c.evalset_id, c.filter.clone()))
+        .map_or((f64::NAN, f64::NAN), |d| (d.lo, d.hi))
 }
 
 /// Draws the report into `out`: every chart of `evalsets` (all when `None`) and
@@ -323,7 +342,7 @@ pub fn render(
     evalsets: Option<&[i64]>,
 ) -> anyhow::Result<PathBuf> {
     let curves = store.curves(None)?;
-    let charts = plan(&curves, opts);
+    let charts = plan(&curves, &store.paired_gaps()?, opts);
     std::fs::create_dir_all(out)
         .map_err(|e| input_error(format!("{}: cannot create folder: {e}", out.display())))?;
     for c in charts

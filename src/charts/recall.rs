@@ -10,6 +10,8 @@ use plotters::style::RGBColor;
 use super::lines::{LineChart, Series, SeriesPoint};
 use super::{Planned, Section};
 use crate::curves::{gap, Curve, Point};
+use crate::stats::paired::PairedDiff;
+use crate::store::paired_gaps::GapKey;
 
 /// A family of recall rows sharing a name prefix and an x axis.
 struct Family {
@@ -79,6 +81,7 @@ fn latest(curves: &[&Curve]) -> Option<Point> {
 /// Snapshot charts of one evalset's curves; `dir` is its folder in the report.
 pub fn plan(
     curves: &[&Curve],
+    paired: &HashMap<GapKey, PairedDiff>,
     colours: &HashMap<String, RGBColor>,
     dir: &str,
     evalset: &str,
@@ -136,15 +139,16 @@ pub fn plan(
                     .find(|b| Some(&b.run) == c.baseline.as_ref() && b.filter == c.filter);
                 if let Some(base) = base {
                     baseline = Some(base.run.clone());
-                    if let Some((_, g)) = gap(c, base)
+                    if let Some((p, g)) = gap(c, base)
                         .into_iter()
                         .find(|(p, _)| p.checkpoint == at.checkpoint)
                     {
+                        let (lo, hi) = super::interval(paired, &p, c);
                         gap_points.push(SeriesPoint {
                             x: x_of(i, *k),
                             y: g,
-                            lo: f64::NAN,
-                            hi: f64::NAN,
+                            lo,
+                            hi,
                             anneal: false,
                         });
                     }

@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
-use crate::alerts::{Alerter, TokenSets};
+use crate::alerts::Alerter;
 use crate::checkpoint::discover::Discoverer;
 use crate::config::{EvalsetConfig, WatchConfig};
 use crate::error::one_line;
 use crate::evalset::filter::compile_filters;
 use crate::evalset::prepare::{prepare, PrepareOptions};
 use crate::evalset::EvalSet;
+use crate::paired_gaps::TokenSets;
 use crate::stats::aggregate::AggregateOptions;
 use crate::store::jobs::{owner_id, RetryPolicy};
 use crate::store::{EvalsetRow, RunRow, Store};
@@ -116,18 +117,26 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
         .name("discovery".into())
         .spawn(move || discovery.run(&event_rx, &mut fs_watcher))?;
 
+    // Paired gaps need a baseline; `rise` rules pair a run's own checkpoints.
     let mut token_sets = std::collections::HashMap::new();
-    if Alerter::needs_token_sets(&config.alerts) {
+    if config.runs.iter().any(|r| r.baseline.is_some()) || Alerter::needs_token_sets(&config.alerts)
+    {
         for e in &evalsets {
             token_sets.insert(e.id, TokenSets::new(e));
         }
     }
+    let token_sets = Arc::new(token_sets);
     let alerter = Alerter::new(
         config.alerts.clone(),
-        token_sets,
+        token_sets.clone(),
         config.resamples,
         config.seed,
     )?;
+    let bootstrap = AggregateOptions {
+        resamples: config.resamples,
+        seed: config.seed,
+        by_domain: false,
+    };
     let worker = Worker {
         store: Store::open(&config.db)?,
         db: config.db.clone(),
@@ -148,13 +157,11 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
             device,
             dtype: config.dtype.dtype(),
             batch: config.batch,
-            aggregate: AggregateOptions {
-                resamples: config.resamples,
-                seed: config.seed,
-                by_domain: false,
-            },
+            aggregate: bootstrap,
         }),
         alerter,
+        token_sets,
+        paired: bootstrap,
         charts: config.charts.clone(),
         stop: stop.clone(),
         current: current.clone(),

@@ -18,6 +18,7 @@ use crate::evalset::filter::Filter;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::EvalSet;
 use crate::model::CausalLm;
+use crate::paired_gaps::{self, TokenSets};
 use crate::score::score_evalset;
 use crate::stats::aggregate::{summarize, AggregateOptions, FilterResult};
 use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
@@ -154,6 +155,10 @@ pub struct Worker {
     pub scorer: Scorer,
     /// Alert rules, evaluated after each commit.
     pub alerter: Alerter,
+    /// Token sets by evalset id, for the paired gaps to the baseline (empty: none computed).
+    pub token_sets: Arc<HashMap<i64, TokenSets>>,
+    /// Bootstrap settings of the paired gaps.
+    pub paired: AggregateOptions,
     /// Folder of the charts and report, redrawn as results come in.
     pub charts: PathBuf,
     /// Set on SIGINT/SIGTERM: take no new job.
@@ -173,7 +178,8 @@ impl Worker {
     /// Runs until `stop` is set; `wake` is signalled when jobs are queued.
     pub fn run(mut self, wake: &Receiver<()>) -> anyhow::Result<()> {
         let es_ids: Vec<i64> = self.evalsets.iter().map(|e| e.id).collect();
-        // Catch up on what was committed before a restart (firings are stored only once).
+        // Catch up on what was committed before a restart (gaps and firings are stored once).
+        self.update_paired_gaps();
         self.evaluate_alerts();
         self.draw_charts(None);
         // Charts are redrawn after a commit that empties the queue; during a backlog, after a
@@ -194,6 +200,7 @@ impl Worker {
             if let Some(job) = job {
                 let evalset = job.evalset_id;
                 if self.run_job(job)? {
+                    self.update_paired_gaps();
                     self.evaluate_alerts();
                     if !stale.contains(&evalset) {
                         stale.push(evalset);
@@ -282,7 +289,14 @@ impl Worker {
         Ok(committed)
     }
 
-    // Neither alerts nor charts may stop the daemon: failures are logged.
+    // Neither paired gaps, alerts nor charts may stop the daemon: failures are logged.
+
+    fn update_paired_gaps(&mut self) {
+        let (resamples, seed) = (self.paired.resamples, self.paired.seed);
+        if let Err(e) = paired_gaps::update(&mut self.store, &self.token_sets, resamples, seed) {
+            tracing::error!(error = %one_line(&e), "computing paired gaps");
+        }
+    }
 
     fn evaluate_alerts(&mut self) {
         if let Err(e) = self.alerter.evaluate(&mut self.store) {

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod curves;
 pub mod jobs;
 pub mod losses;
+pub mod paired_gaps;
 pub mod report;
 
 use std::path::Path;
@@ -107,6 +108,19 @@ CREATE TABLE alerts (
     r"
 ALTER TABLE alerts ADD COLUMN acked_at REAL;
 CREATE UNIQUE INDEX alerts_once ON alerts (rule, checkpoint_id, evalset_id, filter);
+",
+    r"
+CREATE TABLE paired_gaps (
+    checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
+    baseline_checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
+    evalset_id INTEGER NOT NULL REFERENCES evalsets(id),
+    filter TEXT NOT NULL,
+    gap REAL,
+    n INTEGER NOT NULL,
+    ci_lo REAL,
+    ci_hi REAL,
+    PRIMARY KEY (checkpoint_id, evalset_id, filter)
+);
 ",
 ];
 
@@ -322,6 +336,98 @@ impl Store {
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         Ok(s == "ok")
+    }
+}
+
+/// Stores built by hand for the unit tests of what reads them.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{EvalsetRow, NewCheckpoint, RunRow, Store};
+    use crate::score::EvalScores;
+    use crate::stats::aggregate::FilterResult;
+    use crate::store::losses::encode;
+
+    /// A fresh store in a temporary folder, with one evalset of `tokens` tokens; returns the
+    /// folder (keep it alive), the store and the evalset id.
+    pub(crate) fn store(tokens: usize) -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut store = Store::open(&dir.path().join("m.db")).expect("store");
+        let es = store
+            .upsert_evalset(&EvalsetRow {
+                name: "e".into(),
+                hash: "h".into(),
+                tokenizer_hash: "t".into(),
+                dir: "/e".into(),
+                tokens: tokens as u64,
+            })
+            .expect("evalset");
+        (dir, store, es)
+    }
+
+    /// Adds a run (`baseline` by name) and returns its id.
+    pub(crate) fn run(store: &mut Store, name: &str, baseline: Option<&str>) -> i64 {
+        store
+            .upsert_run(&RunRow {
+                name: name.into(),
+                arch: "hybrid".into(),
+                dir: format!("/{name}"),
+                baseline: baseline.map(str::to_owned),
+                tokens_per_step: 10,
+            })
+            .expect("run")
+    }
+
+    /// Adds a checkpoint at `step` (tokens = 10 × step) and commits its score on `es`:
+    /// per-token `losses` (position 0 unscored) and an `all` row with their mean. Returns the
+    /// checkpoint id.
+    pub(crate) fn scored(
+        store: &mut Store,
+        run: i64,
+        es: i64,
+        step: u64,
+        anneal: bool,
+        losses: &[f32],
+    ) -> i64 {
+        let suffix = if anneal { "-anneal" } else { "" };
+        let ck = NewCheckpoint {
+            name: format!("step{step}{suffix}"),
+            path: format!("/r/step{step}{suffix}"),
+            step,
+            tokens: step * 10,
+            anneal,
+        };
+        store.add_checkpoint(run, &ck, &[es]).expect("checkpoint");
+        let job = store
+            .lease("t", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        let loss: Vec<f32> = losses
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| if i == 0 { f32::NAN } else { l })
+            .collect();
+        let mean = loss[1..].iter().map(|&l| f64::from(l)).sum::<f64>() / (loss.len() - 1) as f64;
+        let scores = EvalScores {
+            top1: vec![false; loss.len()],
+            top5: vec![false; loss.len()],
+            loss,
+        };
+        let result = FilterResult {
+            filter: "all".into(),
+            definition: "all".into(),
+            domain: None,
+            mean,
+            n: losses.len() - 1,
+            ci_lo: mean,
+            ci_hi: mean,
+            top1: 0.0,
+            top5: 0.0,
+        };
+        let encoded = encode(&scores).expect("encode");
+        assert!(store
+            .complete(&job, "t", &[result], &encoded, 0.0)
+            .expect("complete"));
+        job.checkpoint_id
     }
 }
 
