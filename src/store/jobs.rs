@@ -314,7 +314,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::losses::encode;
-    use crate::store::{EvalsetRow, NewCheckpoint, RunRow};
+    use crate::store::NewCheckpoint;
 
     const POLICY: RetryPolicy = RetryPolicy {
         max_attempts: 2,
@@ -322,26 +322,8 @@ mod tests {
     };
 
     fn setup() -> (tempfile::TempDir, Store, i64, i64) {
-        let dir = tempfile::tempdir().expect("tmp");
-        let mut s = Store::open(&dir.path().join("m.db")).expect("open");
-        let run = s
-            .upsert_run(&RunRow {
-                name: "a".into(),
-                arch: "hybrid".into(),
-                dir: "/x".into(),
-                baseline: None,
-                tokens_per_step: 1,
-            })
-            .expect("run");
-        let es = s
-            .upsert_evalset(&EvalsetRow {
-                name: "e".into(),
-                hash: "h".into(),
-                tokenizer_hash: "t".into(),
-                dir: "/e".into(),
-                tokens: 3,
-            })
-            .expect("es");
+        let (dir, mut s, es) = crate::store::testing::store(3);
+        let run = crate::store::testing::run(&mut s, "a", None);
         for (name, step, anneal) in [
             ("step30", 30, false),
             ("step10", 10, false),

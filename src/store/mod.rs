@@ -457,25 +457,13 @@ mod tests {
 
     #[test]
     fn checkpoints_and_jobs_are_added_once() {
-        let (_dir, mut store) = temp_store();
-        let run = RunRow {
-            name: "a".into(),
-            arch: "rnn".into(),
-            dir: "/x".into(),
-            baseline: None,
-            tokens_per_step: 10,
-        };
-        let run_id = store.upsert_run(&run).expect("run");
-        assert_eq!(store.upsert_run(&run).expect("again"), run_id);
-        let es = store
-            .upsert_evalset(&EvalsetRow {
-                name: "e".into(),
-                hash: "h".into(),
-                tokenizer_hash: "t".into(),
-                dir: "/e".into(),
-                tokens: 5,
-            })
-            .expect("es");
+        let (_dir, mut store, es) = testing::store(5);
+        let run_id = testing::run(&mut store, "a", None);
+        assert_eq!(
+            testing::run(&mut store, "a", None),
+            run_id,
+            "a run is stored once"
+        );
         let ck = NewCheckpoint {
             name: "step1".into(),
             path: "/x/step1".into(),
