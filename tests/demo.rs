@@ -8,7 +8,7 @@ use std::time::Instant;
 use rusqlite::{Connection, OpenFlags};
 
 mod common;
-use common::filtermon;
+use common::{filtermon, parse_jsonl};
 use filtermon::evalset::filter::builtin_filters;
 
 /// The filter the demo's watch config adds.
@@ -235,6 +235,20 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
     assert!(brief.contains("more recall rows"), "{brief}");
     assert!(full.contains("recall.copy_n@1 "), "{full}");
     assert!(!full.contains("more recall rows"), "{full}");
+
+    // `export` carries the paired gaps: every hybrid row of a filter has one.
+    let export = filtermon(&[
+        "export", "--db", db_str, "--format", "jsonl", "--run", "hybrid",
+    ]);
+    let rows = parse_jsonl(&String::from_utf8_lossy(&export.stdout));
+    let with_gap = rows
+        .iter()
+        .filter(|r| {
+            r["evalset"] == "demo" && built_in().contains(&r["filter"].as_str().unwrap_or(""))
+        })
+        .inspect(|r| assert!(r["gap"].as_f64().is_some_and(f64::is_finite), "{r}"))
+        .count();
+    assert_eq!(with_gap, n as usize / 3 * built_in().len());
 
     // A second demo into the same folder needs --force, and then starts from nothing: the
     // store holds only the new runs' checkpoints, each scored once.

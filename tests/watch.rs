@@ -512,7 +512,8 @@ fn export_writes_one_row_per_result() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "run,arch,step,tokens,kind,checkpoint,evalset,filter,mean,n,ci_lo,ci_hi,top1,top5,scored_at"
+        "run,arch,step,tokens,kind,checkpoint,evalset,filter,mean,n,ci_lo,ci_hi,top1,top5,scored_at,\
+         gap,gap_ci_lo,gap_ci_hi"
     );
     assert_eq!(lines.len() as i64, 1 + FILTERS);
     assert!(lines[1].starts_with("a,transformer,7,7000,anneal,step7-anneal,default,all,"));
@@ -522,6 +523,10 @@ fn export_writes_one_row_per_result() {
     assert_eq!(rows.len() as i64, FILTERS);
     assert_eq!(rows[7]["filter"], "adj_adv");
     assert!(rows[0]["scored_at"].as_str().expect("time").ends_with('Z'));
+    assert!(
+        rows[0]["gap"].is_null(),
+        "a run without a baseline has no gap"
+    );
 
     let out = export(&["--format", "csv", "--run", "nope"]);
     assert_eq!(out.status.code(), Some(2));

@@ -9,7 +9,7 @@ use crate::store::report::{rfc3339, ResultRow};
 use crate::store::Store;
 
 /// The exported columns, in order.
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 18] = [
     "run",
     "arch",
     "step",
@@ -25,9 +25,13 @@ pub const COLUMNS: [&str; 15] = [
     "top1",
     "top5",
     "scored_at",
+    "gap",
+    "gap_ci_lo",
+    "gap_ci_hi",
 ];
 
-/// One exported row; `scored_at` as RFC 3339 UTC, undefined numbers as null.
+/// One exported row; `scored_at` as RFC 3339 UTC, undefined numbers as null (`gap` where
+/// the baseline has no checkpoint of the same kind at the same tokens, or the run none).
 #[derive(Debug, Serialize)]
 struct Record<'a> {
     run: &'a str,
@@ -45,6 +49,9 @@ struct Record<'a> {
     top1: Option<f64>,
     top5: Option<f64>,
     scored_at: String,
+    gap: Option<f64>,
+    gap_ci_lo: Option<f64>,
+    gap_ci_hi: Option<f64>,
 }
 
 impl<'a> From<&'a ResultRow> for Record<'a> {
@@ -65,6 +72,9 @@ impl<'a> From<&'a ResultRow> for Record<'a> {
             top1: r.top1,
             top5: r.top5,
             scored_at: rfc3339(r.scored_at),
+            gap: r.gap,
+            gap_ci_lo: r.gap_ci_lo,
+            gap_ci_hi: r.gap_ci_hi,
         }
     }
 }
@@ -99,6 +109,9 @@ fn csv_line(r: &Record) -> String {
         num(r.top1),
         num(r.top5),
         r.scored_at.clone(),
+        num(r.gap),
+        num(r.gap_ci_lo),
+        num(r.gap_ci_hi),
     ];
     fields.join(",")
 }

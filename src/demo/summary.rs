@@ -109,6 +109,9 @@ mod tests {
             top1: None,
             top5: None,
             scored_at: 0.0,
+            gap: None,
+            gap_ci_lo: None,
+            gap_ci_hi: None,
         }
     }
 

@@ -39,6 +39,13 @@ pub struct ResultRow {
     pub top5: Option<f64>,
     /// When the results were committed (Unix seconds).
     pub scored_at: f64,
+    /// Paired gap to the baseline's checkpoint of the same kind at the same tokens (nats),
+    /// where there is one.
+    pub gap: Option<f64>,
+    /// Lower end of the gap's 95% CI.
+    pub gap_ci_lo: Option<f64>,
+    /// Upper end of the gap's 95% CI.
+    pub gap_ci_hi: Option<f64>,
 }
 
 /// Checkpoints of a run by state. A checkpoint is failed when any of its jobs failed,
@@ -115,11 +122,14 @@ pub struct StatusReport {
 }
 
 const RESULT_COLUMNS: &str = "r.name, r.arch, c.step, c.tokens, c.kind, c.name, e.name,
-    res.filter, res.mean, res.n, res.ci_lo, res.ci_hi, res.top1, res.top5, res.scored_at
+    res.filter, res.mean, res.n, res.ci_lo, res.ci_hi, res.top1, res.top5, res.scored_at,
+    g.gap, g.ci_lo, g.ci_hi
     FROM results res
     JOIN checkpoints c ON c.id = res.checkpoint_id
     JOIN runs r ON r.id = c.run_id
-    JOIN evalsets e ON e.id = res.evalset_id";
+    JOIN evalsets e ON e.id = res.evalset_id
+    LEFT JOIN paired_gaps g ON g.checkpoint_id = res.checkpoint_id
+        AND g.evalset_id = res.evalset_id AND g.filter = res.filter";
 
 fn result_row(r: &Row) -> rusqlite::Result<ResultRow> {
     Ok(ResultRow {
@@ -138,6 +148,9 @@ fn result_row(r: &Row) -> rusqlite::Result<ResultRow> {
         top1: r.get(12)?,
         top5: r.get(13)?,
         scored_at: r.get(14)?,
+        gap: r.get(15)?,
+        gap_ci_lo: r.get(16)?,
+        gap_ci_hi: r.get(17)?,
     })
 }
 
