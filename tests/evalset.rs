@@ -1,27 +1,11 @@
 //! `prepare` and `score --evalset` end to end on real files.
 
 use std::path::Path;
-use std::process::Output;
 
 use serde_json::Value;
 
 mod common;
-use common::{filtermon, read_jsonl, repo};
-
-fn prepare(input: &Path, out: &Path, extra: &[&str]) -> Output {
-    let tok = repo().join("tests/fixtures/tokenizer.json");
-    let mut args = vec![
-        "prepare",
-        "--input",
-        input.to_str().expect("utf8"),
-        "--tokenizer",
-        tok.to_str().expect("utf8"),
-        "--out",
-        out.to_str().expect("utf8"),
-    ];
-    args.extend_from_slice(extra);
-    filtermon(&args)
-}
+use common::{filtermon, prepare, read_jsonl, repo};
 
 fn labeled(dir: &Path) -> Vec<Value> {
     read_jsonl(&dir.join("labeled_dataset.jsonl"))

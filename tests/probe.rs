@@ -2,7 +2,7 @@
 //! and the recall metrics that `score --evalset` reports on it.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::OnceLock;
 
@@ -16,17 +16,15 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 mod common;
-use common::{assert_input_error, filtermon, fixture, read_jsonl, repo, token_losses};
-
-fn tokenizer() -> PathBuf {
-    repo().join("tests/fixtures/tokenizer.json")
-}
+use common::{
+    assert_input_error, filtermon, fixture, fixture_tokenizer, prepare, read_jsonl, token_losses,
+};
 
 /// The fixture tokenizer's sampler, and its special/added token ids.
 fn fixture_sampler() -> &'static (TokenSampler, HashSet<u32>) {
     static S: OnceLock<(TokenSampler, HashSet<u32>)> = OnceLock::new();
     S.get_or_init(|| {
-        let tok = filtermon::tokenizer::load(&tokenizer()).expect("tokenizer");
+        let tok = filtermon::tokenizer::load(&fixture_tokenizer()).expect("tokenizer");
         let added = tok.get_added_tokens_decoder().into_keys().collect();
         (TokenSampler::uniform(&tok).expect("sampler"), added)
     })
@@ -102,7 +100,7 @@ proptest! {
 }
 
 fn probe(out: &Path, extra: &[&str]) -> Output {
-    let tok = tokenizer();
+    let tok = fixture_tokenizer();
     let mut args = vec![
         "probe",
         "--tokenizer",
@@ -211,16 +209,7 @@ fn unigram_draws_only_tokens_of_the_source_evalset() {
     )
     .expect("write");
     let source = tmp.path().join("source");
-    let tok = tokenizer();
-    ok(&filtermon(&[
-        "prepare",
-        "--input",
-        docs.to_str().expect("utf8"),
-        "--tokenizer",
-        tok.to_str().expect("utf8"),
-        "--out",
-        source.to_str().expect("utf8"),
-    ]));
+    ok(&prepare(&docs, &source, &[]));
     let src = EvalSet::open(&source).expect("source");
     let vocab: HashSet<u32> = (0..src.len()).map(|i| src.token(i)).collect();
     let dir = tmp.path().join("probe");
@@ -301,7 +290,8 @@ fn bad_input_gives_one_line_and_exit_2() {
         ],
     ));
     let mut other: Value =
-        serde_json::from_str(&std::fs::read_to_string(tokenizer()).expect("tok")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(fixture_tokenizer()).expect("tok"))
+            .expect("json");
     other["model"]["vocab"]["zzzz-extra"] = serde_json::json!(299_999);
     let other_tok = tmp.path().join("other.json");
     std::fs::write(&other_tok, other.to_string()).expect("write");

@@ -23,6 +23,27 @@ pub fn filtermon(args: &[&str]) -> Output {
         .expect("run filtermon")
 }
 
+/// The committed fixture tokenizer (the one the fixture checkpoints use).
+pub fn fixture_tokenizer() -> PathBuf {
+    repo().join("tests/fixtures/tokenizer.json")
+}
+
+/// `filtermon prepare --input INPUT --tokenizer <fixture> --out OUT EXTRA…`.
+pub fn prepare(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let tok = fixture_tokenizer();
+    let mut args = vec![
+        "prepare",
+        "--input",
+        input.to_str().expect("utf8"),
+        "--tokenizer",
+        tok.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    filtermon(&args)
+}
+
 /// Exit code 2, exactly one stderr line holding every `needle`, and no panic.
 pub fn assert_input_error(res: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&res.stderr);
