@@ -39,6 +39,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Measure scoring throughput on random-weight models.
     Bench(BenchArgs),
+    /// Check per-token NLL against the transformers reference in folders holding a
+    /// `reference.json` (the shipped fixtures), on this device and dtype.
+    Parity(ParityArgs),
     /// Train or evaluate filtermon's part-of-speech tagger.
     #[command(subcommand)]
     Tagger(crate::tagger::cli::TaggerCommand),
@@ -346,9 +349,12 @@ pub struct BenchArgs {
     /// Tokens per window.
     #[arg(long, default_value_t = 1024)]
     pub window: usize,
-    /// Windows scored (after one warm-up window).
+    /// Windows scored (after one warm-up batch).
     #[arg(long, default_value_t = 4)]
     pub windows: usize,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Precision.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
@@ -373,6 +379,26 @@ pub struct BenchArgs {
     /// Loads per folder with `--load` (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+}
+
+/// `filtermon parity`.
+#[derive(Debug, Args)]
+pub struct ParityArgs {
+    /// Checkpoint folders, each with a `reference.json` (e.g. `tests/fixtures/hf/*`).
+    #[arg(required = true)]
+    pub fixtures: Vec<PathBuf>,
+    /// Precision; compared with the reference's forward pass in the same dtype.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Largest per-token |ΔNLL| that passes (default 1e-4 in f32, 0.05 in bf16).
+    #[arg(long)]
+    pub tolerance: Option<f32>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which tags `--derive-filter` picks from.

@@ -20,6 +20,7 @@ pub mod error;
 pub mod evalset;
 pub mod model;
 pub mod paired_gaps;
+pub mod parity;
 pub mod plot;
 pub mod progress;
 pub mod recall;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Score(a) => commands::score::run(a),
         Command::Compare(a) => commands::compare::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Parity(a) => commands::parity::run(a),
         Command::Tagger(c) => filtermon::tagger::cli::run_tagger(c),
         Command::Tag(a) => filtermon::tagger::cli::run_tag(a),
         Command::Watch(a) => commands::watch::run(a),

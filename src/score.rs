@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::evalset::EvalSet;
-use crate::model::nll::{self, TokenScore};
+use crate::model::nll::TokenScore;
 use crate::model::CausalLm;
 
 /// A run of consecutive tokens of one document, scored in one forward pass.
@@ -76,16 +76,20 @@ pub fn score_windows(
             ids[row * len..row * len + w.tokens.len()].copy_from_slice(&w.tokens);
         }
         let ids = Tensor::from_vec(ids, (group.len(), len), device)?;
-        let hidden = model.hidden_states(&ids)?;
+        // Every position of the batch is scored in one pass, padding included (its targets are
+        // id 0 and its scores are dropped): fewer, larger slices for the device path.
+        let hidden = model.hidden_states(&ids)?.narrow(1, 0, len - 1)?;
+        let hidden = hidden.reshape((group.len() * (len - 1), hidden.dim(2)?))?;
+        let mut targets = vec![0u32; group.len() * (len - 1)];
         for (row, w) in group.iter().enumerate() {
-            let n = w.tokens.len();
-            if n < 2 {
-                out.push(Vec::new());
-                continue;
-            }
-            let h = hidden.get(row)?.narrow(0, 0, n - 1)?;
-            out.push(nll::score(&h, &model.lm_head, &w.tokens[1..])?);
-            bar.inc((n - 1) as u64);
+            let next = w.tokens.get(1..).unwrap_or_default();
+            targets[row * (len - 1)..row * (len - 1) + next.len()].copy_from_slice(next);
+        }
+        let scores = model.score_tokens(&hidden, &targets)?;
+        for (row, w) in group.iter().enumerate() {
+            let n = w.tokens.len().saturating_sub(1);
+            out.push(scores[row * (len - 1)..row * (len - 1) + n].to_vec());
+            bar.inc(n as u64);
         }
     }
     bar.finish_and_clear();

@@ -205,3 +205,41 @@ fn bad_documents_give_one_line_and_exit_2() {
     std::fs::write(&empty_file, "").expect("write");
     assert_score_input_error(&ckpt, &empty_file, &["empty.jsonl", "no documents"]);
 }
+
+/// `FILTERMON_DEVICE_PATH=1` runs the device path's kernels on the CPU for any command: the
+/// same records, with losses within f32 rounding of the host path's, on a hybrid checkpoint
+/// (attention and Gated DeltaNet layers) with batches that pad.
+#[test]
+fn the_forced_device_path_scores_like_the_host_path() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = docs(tmp.path(), GOOD_DOCS);
+    let run = |forced: &str, name: &str| {
+        let out = tmp.path().join(name);
+        let res = Command::new(env!("CARGO_BIN_EXE_filtermon"))
+            .env("FILTERMON_DEVICE_PATH", forced)
+            .arg("score")
+            .arg(fixture("hybrid_rope"))
+            .arg("--input")
+            .arg(&d)
+            .args(["--window", "9", "--batch", "2", "--token-losses"])
+            .arg(&out)
+            .output()
+            .expect("run filtermon");
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        read_jsonl(&out)
+    };
+    let (host, device) = (run("0", "host.jsonl"), run("1", "device.jsonl"));
+    assert_eq!(host.len(), device.len());
+    assert!(!host.is_empty());
+    for (h, d) in host.iter().zip(&device) {
+        for k in ["doc", "window", "pos", "token_id"] {
+            assert_eq!(h[k], d[k], "{h} vs {d}");
+        }
+        let gap = (h["loss"].as_f64().expect("loss") - d["loss"].as_f64().expect("loss")).abs();
+        assert!(gap <= 1e-4, "{h} vs {d}");
+    }
+}

@@ -6,7 +6,6 @@ use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use filtermon::checkpoint::{olmo_core, Checkpoint};
-use filtermon::model::nll;
 use serde_json::Value;
 
 mod common;
@@ -65,7 +64,8 @@ fn losses(dir: &Path, seqs: &[(Vec<u32>, Vec<f32>)]) -> Vec<Vec<f32>> {
                 .expect("row")
                 .narrow(0, 0, n - 1)
                 .expect("narrow");
-            nll::score(&h, &model.lm_head, &ids[1..])
+            model
+                .score_tokens(&h, &ids[1..])
                 .expect("score")
                 .iter()
                 .map(|s| s.loss)

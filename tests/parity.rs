@@ -4,9 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use filtermon::checkpoint::Checkpoint;
-use filtermon::model::nll;
-use serde_json::Value;
+use filtermon::model::path::ExecPath;
+use filtermon::parity::{self, Agreement};
 
 /// The fixture folders under `tests/fixtures/<set>` (at least `min` of them).
 fn fixtures_in(set: &str, min: usize) -> Vec<PathBuf> {
@@ -36,83 +35,32 @@ fn bf16_fixtures() -> Vec<PathBuf> {
     fixtures_in("hf_bf16", 3)
 }
 
-fn reference(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).expect("reference"))
-        .expect("reference json")
-}
+/// Both kernel paths: the CPU's own, and the tensor ops a GPU runs (forced on the CPU).
+const PATHS: [ExecPath; 2] = [ExecPath::Host, ExecPath::Device];
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect()
-}
-
-/// Agreement of filtermon with one fixture's reference, over every sequence.
-struct Agreement {
-    /// Max |ΔNLL|, nats.
-    max: f32,
-    /// Mean |ΔNLL|, nats.
-    mean: f32,
-    /// Top-1/top-5 disagreements (only counted against `nll_f32`).
-    flips: usize,
-}
-
-fn compare(dir: &Path, dtype: DType, key: &str) -> Agreement {
-    let ckpt = Checkpoint::open(dir).expect("open");
-    let model = ckpt.load_model(dtype, &Device::Cpu).expect("load");
-    let r = reference(dir);
-    let mut worst = 0f32;
-    let mut flips = 0;
-    let (mut sum_abs, mut count) = (0f32, 0usize);
-    for seq in r["sequences"].as_array().expect("sequences") {
-        let ids: Vec<u32> = seq["token_ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|x| x.as_u64().expect("id") as u32)
-            .collect();
-        let n = ids.len();
-        let input = Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).expect("tensor");
-        let hidden = model.hidden_states(&input).expect("forward");
-        let h = hidden
-            .get(0)
-            .expect("row")
-            .narrow(0, 0, n - 1)
-            .expect("narrow");
-        let scores = nll::score(&h, &model.lm_head, &ids[1..]).expect("score");
-        let want = floats(&seq[key]);
-        assert_eq!(scores.len(), want.len());
-        for (i, (s, w)) in scores.iter().zip(&want).enumerate() {
-            worst = worst.max((s.loss - w).abs());
-            sum_abs += (s.loss - w).abs();
-            count += 1;
-            if key == "nll_f32" {
-                let t1 = seq["top1_f32"][i].as_bool().expect("top1");
-                let t5 = seq["top5_f32"][i].as_bool().expect("top5");
-                flips += usize::from(s.top1 != t1) + usize::from(s.top5 != t5);
-            }
-        }
-    }
-    let mean = sum_abs / count as f32;
+/// Agreement of filtermon with one fixture's reference (in the same dtype), over every sequence.
+fn compare(dir: &Path, dtype: DType, path: ExecPath) -> Agreement {
+    let a = parity::check(dir, dtype, &Device::Cpu, Some(path)).expect("parity check");
     eprintln!(
-        "{}: {key} max |dNLL| = {worst:.2e}, mean {mean:.2e}",
-        dir.display()
+        "{}: {} {} max |dNLL| = {:.2e}, mean {:.2e}",
+        dir.display(),
+        a.dtype,
+        a.path,
+        a.max_abs,
+        a.mean_abs
     );
-    Agreement {
-        max: worst,
-        mean,
-        flips,
-    }
+    a
 }
 
 #[test]
 fn f32_matches_transformers_within_1e4() {
     for dir in fixtures() {
-        let a = compare(&dir, DType::F32, "nll_f32");
-        assert!(a.max <= 1e-4, "{}: max |dNLL| {}", dir.display(), a.max);
-        assert_eq!(a.flips, 0, "{}: top-k disagreements", dir.display());
+        for path in PATHS {
+            let a = compare(&dir, DType::F32, path);
+            let at = format!("{} ({path:?} path)", dir.display());
+            assert!(a.max_abs <= 1e-4, "{at}: max |dNLL| {}", a.max_abs);
+            assert_eq!(a.flips, 0, "{at}: top-k disagreements");
+        }
     }
 }
 
@@ -122,9 +70,11 @@ fn f32_matches_transformers_within_1e4() {
 fn bf16_matches_transformers_within_005() {
     let mut failed = Vec::new();
     for dir in bf16_fixtures() {
-        let a = compare(&dir, DType::BF16, "nll_bf16");
-        if a.max > 0.05 {
-            failed.push((dir, a.max));
+        for path in PATHS {
+            let a = compare(&dir, DType::BF16, path);
+            if a.max_abs > 0.05 {
+                failed.push((dir.clone(), path, a.max_abs));
+            }
         }
     }
     assert!(failed.is_empty(), "bf16 max |dNLL| beyond 0.05: {failed:?}");
@@ -137,9 +87,11 @@ fn bf16_matches_transformers_within_005() {
 fn bf16_mean_matches_transformers_within_005_on_f32_fixtures() {
     let mut failed = Vec::new();
     for dir in fixtures() {
-        let a = compare(&dir, DType::BF16, "nll_bf16");
-        if a.mean > 0.05 {
-            failed.push((dir, a.mean));
+        for path in PATHS {
+            let a = compare(&dir, DType::BF16, path);
+            if a.mean_abs > 0.05 {
+                failed.push((dir.clone(), path, a.mean_abs));
+            }
         }
     }
     assert!(
@@ -182,10 +134,10 @@ fn tensor_name_aliases_load_the_same_model() {
         .keys()
         .any(|k| k.ends_with("linear_attn.conv1d.weight")));
     candle_core::safetensors::save(&renamed, tmp.path().join("model.safetensors")).expect("save");
-    let a = compare(tmp.path(), DType::F32, "nll_f32");
+    let a = compare(tmp.path(), DType::F32, ExecPath::Host);
     assert!(
-        a.max <= 1e-4 && a.flips == 0,
+        a.max_abs <= 1e-4 && a.flips == 0,
         "aliased names changed the scores: {}",
-        a.max
+        a.max_abs
     );
 }

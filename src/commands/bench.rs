@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -14,7 +13,8 @@ use crate::checkpoint::{hf_config, Checkpoint};
 use crate::cli::{BenchArch, BenchArgs, DTypeArg};
 use crate::device;
 use crate::error::input_error;
-use crate::model::{nll, CausalLm};
+use crate::model::CausalLm;
+use crate::score::{score_windows, Window};
 
 /// The twins' `config.json`, mirroring `twin_configs` in `scripts/bench_torch.py`.
 pub fn twin_config(arch: BenchArch, layers: usize, hidden: usize, vocab: usize) -> Value {
@@ -66,9 +66,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if !args.load.is_empty() {
         return bench_load(args);
     }
-    if args.window < 2 || args.windows == 0 || args.layers == 0 || args.hidden < 128 {
+    if args.window < 2
+        || args.windows == 0
+        || args.batch == 0
+        || args.layers == 0
+        || args.hidden < 128
+    {
         return Err(input_error(
-            "bench needs --window ≥ 2, --windows ≥ 1, --layers ≥ 1 and --hidden ≥ 128",
+            "bench needs --window ≥ 2, --windows ≥ 1, --batch ≥ 1, --layers ≥ 1 and --hidden ≥ 128",
         ));
     }
     let device = device::parse(&args.device)?;
@@ -89,10 +94,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             ""
         };
         println!(
-            "arch         params    tokens/s{reference}  (window {}, {} windows, {threads} threads, {})",
+            "arch         params    tokens/s{reference}  (window {}, {} windows, batch {}, {threads} threads, {}, {})",
             args.window,
             args.windows,
-            args.dtype.name()
+            args.batch,
+            args.dtype.name(),
+            args.device
         );
     }
     for arch in archs {
@@ -104,33 +111,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("bench config: {e}"))?;
         let model = CausalLm::load(&spec, &Weights::random(args.dtype.dtype(), &device))?;
         let params = model.parameter_count();
+        let path = model.path;
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let mut window = || -> anyhow::Result<(Tensor, Vec<u32>)> {
-            let ids: Vec<u32> = (0..args.window)
-                .map(|_| rng.random_range(0..args.vocab as u32))
-                .collect();
-            Ok((
-                Tensor::from_vec(ids.clone(), (1, args.window), &device)?,
-                ids,
-            ))
+        let mut windows = |count: usize| -> Vec<Window> {
+            (0..count)
+                .map(|index| Window {
+                    doc: 0,
+                    index,
+                    tokens: (0..args.window)
+                        .map(|_| rng.random_range(0..args.vocab as u32))
+                        .collect(),
+                })
+                .collect()
         };
-        let score_one = |ids: &Tensor, tokens: &[u32]| -> anyhow::Result<()> {
-            let h = model
-                .hidden_states(ids)?
-                .get(0)?
-                .narrow(0, 0, tokens.len() - 1)?;
-            nll::score(&h, &model.lm_head, &tokens[1..])?;
-            Ok(())
-        };
-        let (ids, tokens) = window()?;
-        score_one(&ids, &tokens)?; // warm-up
-        let start = Instant::now();
-        for _ in 0..args.windows {
-            let (ids, tokens) = window()?;
-            score_one(&ids, &tokens)?;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let tps = (args.windows * (args.window - 1)) as f64 / secs;
+        // One untimed batch first: kernels load, tables and allocator pools fill.
+        score_windows(&model, &windows(args.batch), args.batch, &device)?;
+        let (_, speed) = score_windows(&model, &windows(args.windows), args.batch, &device)?;
+        let tps = speed.tokens as f64 / speed.seconds;
         let name = match arch {
             BenchArch::Transformer => "transformer",
             BenchArch::Hybrid => "hybrid",
@@ -144,16 +141,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         };
         if args.json {
             let mut row = json!({"arch": name, "params": params, "tokens_per_s": tps,
-                "threads": threads, "window": args.window, "windows": args.windows,
-                "dtype": args.dtype.name(), "engine": "filtermon"});
-            if let Some(r) = reference {
-                row["torch_tokens_per_s"] = json!(r);
-                row["ratio"] = json!(tps / r);
+                "seconds_per_1m_tokens": 1e6 / tps, "threads": threads, "window": args.window,
+                "windows": args.windows, "batch": args.batch, "device": args.device,
+                "path": path.name(), "dtype": args.dtype.name(), "engine": "filtermon"});
+            if let Some(r) = &reference {
+                row["torch_tokens_per_s"] = json!(r.tokens_per_s);
+                row["torch_seconds_per_1m_tokens"] = json!(1e6 / r.tokens_per_s);
+                row["torch"] = r.row.clone();
+                row["ratio"] = json!(tps / r.tokens_per_s);
             }
             println!("{row}");
         } else {
             let reference = reference
-                .map(|r| format!(" {r:>13.0} {:>6.2}x", tps / r))
+                .map(|r| format!(" {:>13.0} {:>6.2}x", r.tokens_per_s, tps / r.tokens_per_s))
                 .unwrap_or_default();
             println!(
                 "{name:<12} {:>6.1}M {tps:>10.0}{reference}",
@@ -164,13 +164,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Tokens per second of transformers on the same twin, from `bench_torch.py --json`.
+/// transformers' figures for one twin: its throughput and the whole row it printed (attention
+/// and GDN kernels, peak memory).
+struct TorchFigures {
+    tokens_per_s: f64,
+    row: Value,
+}
+
+/// transformers on the same twin and device, from `bench_torch.py --json`.
 fn torch_tokens_per_s(
     python: &Path,
     args: &BenchArgs,
     arch: &str,
     threads: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<TorchFigures> {
     if !args.torch_script.is_file() {
         return Err(input_error(format!(
             "{}: no such script (--torch-script)",
@@ -186,6 +193,8 @@ fn torch_tokens_per_s(
         .args(["--vocab", &args.vocab.to_string()])
         .args(["--window", &args.window.to_string()])
         .args(["--windows", &args.windows.to_string()])
+        .args(["--batch", &args.batch.to_string()])
+        .args(["--device", torch_device(&args.device)])
         .output()
         .map_err(|e| input_error(format!("{}: cannot run: {e}", python.display())))?;
     if !out.status.success() {
@@ -202,13 +211,25 @@ fn torch_tokens_per_s(
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["arch"] == arch)
-        .and_then(|v| v["tokens_per_s"].as_f64())
+        .and_then(|row| {
+            let tokens_per_s = row["tokens_per_s"].as_f64()?;
+            Some(TorchFigures { tokens_per_s, row })
+        })
         .ok_or_else(|| {
             input_error(format!(
                 "{}: no tokens_per_s for {arch} in its output",
                 args.torch_script.display()
             ))
         })
+}
+
+/// torch's name of the device filtermon benchmarks on.
+fn torch_device(device: &str) -> &'static str {
+    if device.starts_with("cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    }
 }
 
 /// Median wall time of opening each folder and building its model, in interleaved rounds so

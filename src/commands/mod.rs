@@ -6,6 +6,7 @@ pub mod chart;
 pub mod compare;
 pub mod demo;
 pub mod export;
+pub mod parity;
 pub mod prepare;
 pub mod probe;
 pub mod score;

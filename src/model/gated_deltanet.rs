@@ -1,21 +1,24 @@
 //! Gated DeltaNet (the recurrent layer of Olmo Hybrid), per transformers' `OlmoHybridGatedDeltaNet`.
 //!
-//! Projections, the depthwise causal convolution and the gated output norm are candle ops; the
-//! delta-rule recurrence itself is a plain-Rust f32 kernel parallel over heads, in the chunked
-//! form (dense matmuls per chunk). The token-by-token recurrence is kept as the test oracle.
+//! Projections, the depthwise causal convolution and the gated output norm are candle ops. The
+//! delta-rule recurrence runs, in its chunked form, either as a plain-Rust f32 kernel parallel
+//! over heads (the host path, fastest on the CPU) or as batched tensor ops (training's autograd,
+//! and the device path). The token-by-token recurrence is kept as the test oracle.
 
 use candle_core::{DType, Result, Tensor, D};
 use rayon::prelude::*;
 
-use super::gdn_autograd;
+use super::delta_rule_ops;
 use super::layers::{linear, normalize_f32, sigmoid, silu};
+use super::path::ExecPath;
 use super::spec::GdnSpec;
+use super::tables::Tables;
 
 /// Chunk length of the chunked kernel, as in the reference.
 pub const CHUNK: usize = 64;
 
-/// Chunk length of the autograd kernel: its `(I + A)⁻¹` is a series in `A` whose rounding grows
-/// with the chunk (β up to 2 makes `A` large); 32 keeps it within 1e-5 of the plain kernels.
+/// Chunk length of the tensor-op kernel under autograd: the backward pass keeps every chunk's
+/// intermediates, and 32 keeps training's memory and its numerics as they were measured.
 pub const AUTOGRAD_CHUNK: usize = 32;
 
 /// One Gated DeltaNet mixer.
@@ -48,18 +51,22 @@ pub struct GatedDeltaNet {
     /// Chunk length of the inference kernel ([`CHUNK`] when loaded); any length gives the same
     /// outputs up to rounding, which tests check on whole models.
     pub chunk: usize,
+    /// Host or device kernels for inference.
+    pub path: ExecPath,
+    /// The model's position tables (the chunk masks).
+    pub tables: Tables,
 }
 
 impl GatedDeltaNet {
     /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`.
     ///
     /// Autograd only follows tensor ops, so when `x` is tracked (training) the recurrence runs as
-    /// tensor ops ([`Kernel::Autograd`]); otherwise the faster plain kernel runs.
+    /// tensor ops; otherwise as the path says.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let kernel = if x.track_op() {
-            Kernel::Autograd
-        } else {
-            Kernel::Chunked(self.chunk)
+        let kernel = match self.path {
+            _ if x.track_op() => Kernel::Ops(AUTOGRAD_CHUNK),
+            ExecPath::Host => Kernel::Chunked(self.chunk),
+            ExecPath::Device => Kernel::Ops(self.chunk),
         };
         self.forward_with(x, kernel)
     }
@@ -96,7 +103,7 @@ impl GatedDeltaNet {
             beta,
         };
         let out = match kernel {
-            Kernel::Autograd => self.delta_rule_autograd(raw)?,
+            Kernel::Ops(chunk) => self.delta_rule_ops(raw, chunk)?,
             Kernel::Chunked(_) | Kernel::Recurrent => self.delta_rule_plain(raw, kernel)?,
         }
         .to_dtype(x.dtype())?;
@@ -147,13 +154,14 @@ impl GatedDeltaNet {
         let out = match kernel {
             Kernel::Recurrent => recurrent(&inputs),
             Kernel::Chunked(c) => chunked(&inputs, c),
-            Kernel::Autograd => candle_core::bail!("the autograd kernel is not a plain kernel"),
+            Kernel::Ops(_) => candle_core::bail!("the tensor-op kernel is not a plain kernel"),
         };
         Tensor::from_vec(out, (bsz, t, nv, s.head_v_dim), &device)
     }
 
-    /// The delta rule as candle tensor ops (differentiable), `[batch, seq, v_heads, head_v_dim]`.
-    fn delta_rule_autograd(&self, raw: RawInputs) -> Result<Tensor> {
+    /// The delta rule as candle tensor ops (differentiable, device-resident),
+    /// `[batch, seq, v_heads, head_v_dim]`.
+    fn delta_rule_ops(&self, raw: RawInputs, chunk: usize) -> Result<Tensor> {
         let s = &self.spec;
         let (bsz, t, _) = raw.q.dims3()?;
         let f32 = |y: &Tensor| y.to_dtype(DType::F32);
@@ -172,7 +180,8 @@ impl GatedDeltaNet {
         let v = f32(&raw.v)?.reshape((bsz, t, s.num_v_heads, s.head_v_dim))?;
         let pre = f32(&raw.a)?.broadcast_add(&self.dt_bias)?;
         let g = softplus_tensor(&pre)?.broadcast_mul(&self.a_log.exp()?.neg()?)?;
-        gdn_autograd::delta_rule(&q, &k, &v, &g, &f32(&raw.beta)?, AUTOGRAD_CHUNK)
+        let beta = f32(&raw.beta)?;
+        delta_rule_ops::delta_rule(&q, &k, &v, &g, &beta, chunk, &self.tables)
     }
 }
 
@@ -193,8 +202,9 @@ pub enum Kernel {
     Chunked(usize),
     /// Token by token (the oracle).
     Recurrent,
-    /// Chunked form as candle tensor ops, so autograd can differentiate it (training).
-    Autograd,
+    /// Chunked form with this chunk length as candle tensor ops: autograd can differentiate it,
+    /// and it runs wherever the tensors live.
+    Ops(usize),
 }
 
 /// `softplus` as tensor ops, stable for large |x|: `max(x, 0) + ln(1 + e^{−|x|})`.
@@ -591,7 +601,19 @@ mod tests {
             o_norm: (r(&[6], 0.1)? + 1.0)?,
             spec,
             chunk: CHUNK,
+            path: ExecPath::Host,
+            tables: Tables::default(),
         })
+    }
+
+    /// Largest difference between two kernels' layer outputs, relative to the output scale (a
+    /// few units here; the plain kernels agree with each other to the same degree).
+    fn kernel_gap(layer: &GatedDeltaNet, x: &Tensor, a: Kernel, b: Kernel) -> Result<f32> {
+        let flat =
+            |k: Kernel| -> Result<Vec<f32>> { layer.forward_with(x, k)?.flatten_all()?.to_vec1() };
+        let (a, b) = (flat(a)?, flat(b)?);
+        let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
+        Ok(max_diff(&a, &b) / scale)
     }
 
     #[test]
@@ -599,18 +621,44 @@ mod tests {
         for (seed, seq, neg) in [(0, 1, false), (1, 50, true), (2, 64, false), (3, 150, true)] {
             let layer = random_layer(neg, seed)?;
             let x = seeded(&mut StdRng::seed_from_u64(seed + 10), &[2, seq, 16], 1.0)?;
-            let flat = |k: Kernel| -> Result<Vec<f32>> {
-                layer.forward_with(&x, k)?.flatten_all()?.to_vec1()
-            };
-            let auto = flat(Kernel::Autograd)?;
-            // Relative to the output scale (a few units here): the plain kernels agree with
-            // each other to the same degree.
-            let scale = auto.iter().fold(1f32, |a, b| a.max(b.abs()));
             for k in [Kernel::Recurrent, Kernel::Chunked(CHUNK)] {
-                let d = max_diff(&auto, &flat(k)?) / scale;
+                let d = kernel_gap(&layer, &x, Kernel::Ops(AUTOGRAD_CHUNK), k)?;
                 assert!(d <= 1e-5, "seq {seq}, {k:?}: max relative diff {d}");
             }
         }
+        Ok(())
+    }
+
+    /// The device path's kernel against the token-by-token oracle, at lengths around a chunk
+    /// boundary and every chunk length from 16 to 128 (β up to 2 in half of the cases).
+    #[test]
+    fn tensor_op_kernel_matches_the_recurrence() -> Result<()> {
+        for (seed, seq) in [1, 63, 64, 65, 300].into_iter().enumerate() {
+            let layer = random_layer(seed % 2 == 0, seed as u64)?;
+            let x = seeded(
+                &mut StdRng::seed_from_u64(seed as u64 + 20),
+                &[2, seq, 16],
+                1.0,
+            )?;
+            for chunk in [16, 32, 48, 64, 100, 128] {
+                let d = kernel_gap(&layer, &x, Kernel::Ops(chunk), Kernel::Recurrent)?;
+                assert!(d <= 1e-5, "seq {seq}, chunk {chunk}: max relative diff {d}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_device_path_selects_the_tensor_op_kernel() -> Result<()> {
+        let mut layer = random_layer(true, 5)?;
+        let x = seeded(&mut StdRng::seed_from_u64(9), &[1, 70, 16], 1.0)?;
+        layer.path = ExecPath::Device;
+        let via_path: Vec<f32> = layer.forward(&x)?.flatten_all()?.to_vec1()?;
+        let ops: Vec<f32> = layer
+            .forward_with(&x, Kernel::Ops(CHUNK))?
+            .flatten_all()?
+            .to_vec1()?;
+        assert_eq!(via_path, ops);
         Ok(())
     }
 

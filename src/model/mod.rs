@@ -3,12 +3,14 @@
 //! Olmo 2/3 are stacks of post-norm attention blocks; Olmo Hybrid mixes in pre-norm GDN blocks;
 //! the pure-recurrent model is GDN blocks only. One stack type serves all three.
 
+pub mod delta_rule_ops;
 pub mod gated_deltanet;
-pub mod gdn_autograd;
 pub mod layers;
 pub mod nll;
 pub mod olmo3;
+pub mod path;
 pub mod spec;
+pub mod tables;
 
 use candle_core::{DType, Result as CResult, Tensor};
 
@@ -16,8 +18,11 @@ use crate::checkpoint::weights::Weights;
 use crate::error::input_error;
 use gated_deltanet::GatedDeltaNet;
 use layers::{Mlp, RmsNorm};
+use nll::TokenScore;
 use olmo3::Attention;
+use path::ExecPath;
 use spec::{Mixer as MixerSpec, ModelSpec, NormPlacement};
+use tables::Tables;
 
 /// A block's token mixer.
 #[derive(Debug, Clone)]
@@ -105,6 +110,8 @@ pub struct CausalLm {
     pub lm_head: Tensor,
     /// The architecture.
     pub spec: ModelSpec,
+    /// Host or device kernels.
+    pub path: ExecPath,
 }
 
 impl CausalLm {
@@ -120,6 +127,26 @@ impl CausalLm {
             x = block.forward(&x)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// Next-token scores of `targets[i]` from final hidden states `hidden[i]` (`[n, hidden]`),
+    /// on the model's path.
+    pub fn score_tokens(&self, hidden: &Tensor, targets: &[u32]) -> CResult<Vec<TokenScore>> {
+        match self.path {
+            ExecPath::Host => nll::score(hidden, &self.lm_head, targets),
+            ExecPath::Device => nll::score_on_device(hidden, &self.lm_head, targets),
+        }
+    }
+
+    /// Runs every kernel on `path` (loading picks [`ExecPath::for_device`]).
+    pub fn set_path(&mut self, path: ExecPath) {
+        self.path = path;
+        for b in &mut self.blocks {
+            match &mut b.mixer {
+                Mixer::Attention(a) => a.path = path,
+                Mixer::GatedDeltaNet(g) => g.path = path,
+            }
+        }
     }
 
     /// Sets the chunk length of every Gated DeltaNet layer's kernel.
@@ -152,6 +179,8 @@ impl CausalLm {
     pub fn load(spec: &ModelSpec, w: &Weights) -> anyhow::Result<Self> {
         let (v, h) = (spec.vocab_size, spec.hidden_size);
         let eps = spec.rms_norm_eps;
+        let path = ExecPath::for_device(w.device());
+        let tables = Tables::default();
         let embed = w.get(&["model.embed_tokens.weight"], &[v, h])?;
         let lm_head = if spec.tie_word_embeddings {
             embed.clone()
@@ -185,6 +214,8 @@ impl CausalLm {
                         spec: a.clone(),
                         window: *window,
                         rope: rope.clone(),
+                        tables: tables.clone(),
+                        path,
                     };
                     let (first, second) = norm_names(layer.norm);
                     (
@@ -225,6 +256,8 @@ impl CausalLm {
                         )?,
                         spec: g.clone(),
                         chunk: gated_deltanet::CHUNK,
+                        path,
+                        tables: tables.clone(),
                     };
                     let (first, second) = norm_names(layer.norm);
                     (
@@ -248,6 +281,7 @@ impl CausalLm {
             norm,
             lm_head,
             spec: spec.clone(),
+            path,
         })
     }
 }

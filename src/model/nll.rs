@@ -1,11 +1,16 @@
 //! Next-token NLL, top-1 and top-5 from final hidden states, computed in slices of positions so
-//! that `[positions × vocab]` logits never exist at once.
+//! that `[positions × vocab]` logits never exist at once: on the host ([`score`]) or with every
+//! reduction on the device ([`score_on_device`]).
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor, D};
 use rayon::prelude::*;
 
 /// f32 logits held at once (per slice), in elements.
 const LOGIT_BUDGET: usize = 16 << 20;
+
+/// f32 logits held at once on a GPU, in elements (1 GiB; the slice's exp and comparison
+/// temporaries take about as much again, twice).
+const DEVICE_LOGIT_BUDGET: usize = 256 << 20;
 
 /// Score of one target token.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +43,58 @@ pub fn score(hidden: &Tensor, lm_head: &Tensor, targets: &[u32]) -> Result<Vec<T
         for s in scored {
             out.push(s?);
         }
+    }
+    Ok(out)
+}
+
+/// As [`score`], but the log-sum-exp, the target's logit and its rank (the number of logits
+/// above it) are tensor ops on the logits' device; only a slice's per-token loss and rank are
+/// copied back.
+pub fn score_on_device(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    targets: &[u32],
+) -> Result<Vec<TokenScore>> {
+    let vocab = lm_head.dim(0)?;
+    if let Some(bad) = targets.iter().find(|&&t| t as usize >= vocab) {
+        candle_core::bail!("token id {bad} is outside the vocabulary of {vocab}")
+    }
+    let n = targets.len();
+    let device = hidden.device();
+    let budget = match device {
+        Device::Cpu => LOGIT_BUDGET,
+        _ => DEVICE_LOGIT_BUDGET,
+    };
+    let rows = (budget / vocab.max(1)).clamp(1, n.max(1));
+    let head_t = lm_head.t()?;
+    let all_targets = Tensor::from_slice(targets, n, device)?;
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(rows) {
+        let len = rows.min(n - start);
+        let logits = hidden
+            .narrow(0, start, len)?
+            .matmul(&head_t)?
+            .to_dtype(DType::F32)?;
+        let max = logits.max_keepdim(D::Minus1)?;
+        let lse = (logits
+            .broadcast_sub(&max)?
+            .exp()?
+            .sum_keepdim(D::Minus1)?
+            .log()?
+            + &max)?;
+        let target = all_targets.narrow(0, start, len)?.unsqueeze(1)?;
+        let target_logit = logits.gather(&target, 1)?;
+        // A count below 2^24 is exact in f32.
+        let above = logits
+            .broadcast_gt(&target_logit)?
+            .to_dtype(DType::F32)?
+            .sum_keepdim(D::Minus1)?;
+        let rows: Vec<Vec<f32>> = Tensor::cat(&[(lse - target_logit)?, above], 1)?.to_vec2()?;
+        out.extend(rows.iter().map(|r| TokenScore {
+            loss: r[0],
+            top1: r[1] == 0.0,
+            top5: r[1] < 5.0,
+        }));
     }
     Ok(out)
 }

@@ -4,10 +4,20 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 
 use super::layers::{linear, RmsNorm};
+use super::path::ExecPath;
 use super::spec::{AttentionSpec, Rope};
+use super::tables::{TableKey, Tables};
 
-/// Upper bound on the f32 attention scores held at once, so long windows stay in memory.
-const SCORE_BUDGET: usize = 64 << 20;
+/// Upper bound, in bytes, on the f32 attention scores held at once, so long windows stay in
+/// memory: small on the CPU, where they should stay in cache, larger on a GPU, where fewer and
+/// larger blocks keep its cores busy.
+fn score_budget(device: &Device) -> usize {
+    if device.is_cpu() {
+        64 << 20
+    } else {
+        2 << 30
+    }
+}
 
 /// Queries per block at most: a block's keys end at its last query, so smaller blocks skip
 /// most of the masked upper triangle (about half the score work of a full causal window).
@@ -34,6 +44,10 @@ pub struct Attention {
     pub window: Option<usize>,
     /// RoPE, `None` for NoPE layers.
     pub rope: Option<Rope>,
+    /// The model's position tables (RoPE, masks).
+    pub tables: Tables,
+    /// Host or device kernels.
+    pub path: ExecPath,
 }
 
 impl Attention {
@@ -53,14 +67,22 @@ impl Attention {
         // recording (training), use the same formulas as plain tensor ops.
         let differentiable = q.track_op();
         if let Some(rope) = &self.rope {
-            let (cos, sin) = rope_tables(rope, hd, t, x.device())?;
+            let key = TableKey::Rope {
+                window: self.window,
+                seq: t,
+            };
+            let tables = self.tables.get(key, x.device(), || {
+                let (cos, sin) = rope_tables(rope, hd, t, x.device())?;
+                Ok(vec![cos, sin])
+            })?;
+            let (cos, sin) = (&tables[0], &tables[1]);
             // The reference keeps cos/sin in f32 and rounds the rotated q/k back to the model dtype.
             let rot = |y: &Tensor| {
                 let y32 = y.to_dtype(DType::F32)?;
                 if differentiable {
-                    candle_nn::rotary_emb::rope_slow(&y32, &cos, &sin)
+                    candle_nn::rotary_emb::rope_slow(&y32, cos, sin)
                 } else {
-                    candle_nn::rotary_emb::rope(&y32, &cos, &sin)
+                    candle_nn::rotary_emb::rope(&y32, cos, sin)
                 }?
                 .to_dtype(y.dtype())
             };
@@ -78,7 +100,28 @@ impl Attention {
         };
         let (k, v) = (expand(k)?, expand(v)?);
         let scale = (hd as f64).powf(-0.5);
-        let block = (SCORE_BUDGET / (4 * b * nh * t).max(1)).clamp(1, QUERY_BLOCK.min(t).max(1));
+        // The device path keeps the scores in the model dtype: the scale goes into q (exact for
+        // the power-of-two scales of 64- and 256-wide heads), the mask is added in that dtype
+        // and the softmax kernel accumulates in f32. A quarter of the host path's memory
+        // traffic over the scores, which on a GPU is what attention's time goes to.
+        let in_dtype = self.path == ExecPath::Device && !differentiable;
+        let (q, score_dtype) = if in_dtype {
+            ((q * scale)?, x.dtype())
+        } else {
+            (q, DType::F32)
+        };
+        let block = (score_budget(x.device()) / (4 * b * nh * t).max(1))
+            .clamp(1, QUERY_BLOCK.min(t).max(1));
+        let mask_key = TableKey::AttentionMask {
+            window: self.window,
+            seq: t,
+            dtype: score_dtype,
+        };
+        let mask = self.tables.get(mask_key, x.device(), || {
+            Ok(vec![
+                causal_mask(t, self.window, x.device())?.to_dtype(score_dtype)?
+            ])
+        })?;
         let mut outs = Vec::with_capacity(t.div_ceil(block));
         for start in (0..t).step_by(block) {
             let len = block.min(t - start);
@@ -88,12 +131,19 @@ impl Attention {
             let qb = q.narrow(2, start, len)?;
             let kb = k.narrow(2, key_start, end - key_start)?;
             let vb = v.narrow(2, key_start, end - key_start)?;
-            // As the reference: q·kᵀ rounded to the model dtype, scaled by the f32 scale and rounded
-            // again (candle's affine would round the scale itself to bf16), softmax in f32.
-            let scores = (qb.matmul(&kb.t()?)?.to_dtype(DType::F32)? * scale)?
-                .to_dtype(x.dtype())?
-                .to_dtype(DType::F32)?;
-            let mask = causal_mask(start, len, key_start, end, self.window, x.device())?;
+            let scores = if in_dtype {
+                qb.matmul(&kb.t()?)?
+            } else {
+                // As the reference: q·kᵀ rounded to the model dtype, scaled by the f32 scale and
+                // rounded again (candle's affine would round the scale itself to bf16), softmax
+                // in f32.
+                (qb.matmul(&kb.t()?)?.to_dtype(DType::F32)? * scale)?
+                    .to_dtype(x.dtype())?
+                    .to_dtype(DType::F32)?
+            };
+            let mask = mask[0]
+                .narrow(0, start, len)?
+                .narrow(1, key_start, end - key_start)?;
             let masked = scores.broadcast_add(&mask)?;
             let probs = if differentiable {
                 candle_nn::ops::softmax(&masked, D::Minus1)?
@@ -110,28 +160,18 @@ impl Attention {
     }
 }
 
-/// Additive mask `[len, end - key_start]` for queries `start..start+len`: 0 where visible, −∞ elsewhere.
-fn causal_mask(
-    start: usize,
-    len: usize,
-    key_start: usize,
-    end: usize,
-    window: Option<usize>,
-    device: &Device,
-) -> Result<Tensor> {
-    let cols = end - key_start;
-    let mut m = vec![0f32; len * cols];
-    for i in 0..len {
-        let qi = start + i;
-        for (c, slot) in m[i * cols..(i + 1) * cols].iter_mut().enumerate() {
-            let kj = key_start + c;
+/// Additive mask `[seq, seq]`: 0 where query `i` sees key `j`, −∞ elsewhere.
+fn causal_mask(seq: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+    let mut m = vec![0f32; seq * seq];
+    for (qi, row) in m.chunks_exact_mut(seq.max(1)).enumerate() {
+        for (kj, slot) in row.iter_mut().enumerate() {
             let too_old = window.is_some_and(|w| kj + w <= qi);
             if kj > qi || too_old {
                 *slot = f32::NEG_INFINITY;
             }
         }
     }
-    Tensor::from_vec(m, (len, cols), device)
+    Tensor::from_vec(m, (seq, seq), device)
 }
 
 /// f32 `cos`/`sin` tables `[seq, head_dim/2]` for positions `0..seq`.

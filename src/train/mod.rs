@@ -395,7 +395,7 @@ mod tests {
             let inputs = batch.narrow(1, 0, 24)?;
             let targets: Vec<u32> = batch.narrow(1, 1, 24)?.flatten_all()?.to_vec1()?;
             let hidden = loaded.hidden_states(&inputs)?.reshape((48, 32))?;
-            let scored = nll::score(&hidden, &loaded.lm_head, &targets)?;
+            let scored = loaded.score_tokens(&hidden, &targets)?;
             let mean = scored.iter().map(|s| f64::from(s.loss)).sum::<f64>() / 48.0;
             assert!(
                 (mean - f64::from(trained)).abs() < 1e-4,
