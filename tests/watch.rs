@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 mod common;
-use common::{copy_dir, fixture, parse_jsonl, read_jsonl, repo};
+use common::{assert_input_error, copy_dir, fixture, parse_jsonl, read_jsonl, repo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
 const SETTLE: f64 = 1.0;
@@ -364,6 +364,34 @@ fn sigterm_returns_the_running_job_to_the_queue_and_exits_0() {
 }
 
 #[test]
+fn sigterm_returns_every_workers_running_job_to_the_queue_and_exits_0() {
+    let env = Env::new("default", &[("a", "")], "grace_secs = 0");
+    let cfg = fs::read_to_string(env.path("w.toml")).expect("config");
+    fs::write(
+        env.path("w.toml"),
+        format!("devices = [\"cpu\", \"cpu\"]\n{cfg}"),
+    )
+    .expect("config");
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
+    copy_dir(&fixture("gdn_only"), &env.path("runs/a/step200"));
+    let mut daemon = env.spawn("d.log");
+    env.wait_for(
+        "both checkpoints being scored",
+        Duration::from_secs(60),
+        |e| e.jobs().iter().filter(|j| j.1 == "running").count() == 2,
+    );
+    stop(&mut daemon);
+    assert_eq!(
+        env.jobs(),
+        [
+            ("step100".to_string(), "queued".to_string(), 0, None),
+            ("step200".to_string(), "queued".to_string(), 0, None)
+        ]
+    );
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM results"), 0);
+}
+
+#[test]
 fn a_corrupt_checkpoint_fails_with_its_error_and_the_others_are_scored() {
     let env = Env::new("small", &[("a", "")], "");
     copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
@@ -487,6 +515,111 @@ fn two_daemons_on_one_db_never_score_a_job_twice() {
     assert_eq!(scored, names, "each job scored by exactly one daemon, once");
     assert!(env.jobs().iter().all(|j| j.2 == 1));
     assert_eq!(env.query_i64("SELECT COUNT(*) FROM results"), 6 * FILTERS);
+}
+
+#[test]
+fn two_workers_share_the_backlog_and_score_each_job_once() {
+    let env = Env::new("small", &[("a", "")], "");
+    // `cpu` listed twice: two CPU workers in one daemon. A second evalset gives every
+    // checkpoint two jobs.
+    let cfg = fs::read_to_string(env.path("w.toml")).expect("config");
+    let second = format!(
+        "[[evalsets]]\nname = \"short\"\ndir = \"evalset2\"\nsources = [{:?}]\n\
+         tokenizer = {:?}\nwindow = 64\n",
+        env.path("corpus"),
+        repo().join("tests/fixtures/tokenizer.json")
+    );
+    fs::write(
+        env.path("w.toml"),
+        format!("devices = [\"cpu\", \"cpu\"]\n{cfg}{second}"),
+    )
+    .expect("config");
+    let names = [
+        "step100", "step200", "step300", "step400", "step500", "step600",
+    ];
+    let fixtures = [
+        "olmo2",
+        "gdn_only",
+        "hybrid_rope",
+        "olmo3_yarn",
+        "hybrid_norope",
+        "olmo3_gqa_swa",
+    ];
+    for (n, f) in names.iter().zip(fixtures) {
+        copy_dir(&fixture(f), &env.path(&format!("runs/a/{n}")));
+    }
+    let mut daemon = env.spawn("d.log");
+    env.wait_for("all twelve jobs done", Duration::from_secs(120), |e| {
+        e.query_i64("SELECT COUNT(*) FROM jobs WHERE state = 'done'") == 12
+    });
+    stop(&mut daemon);
+
+    // Every (checkpoint, evalset) scored once, by one worker or the other.
+    let mut scored: Vec<(String, String)> = Vec::new();
+    let mut workers: Vec<String> = Vec::new();
+    for e in events(&env.path("d.log"), "scored") {
+        let field = |v: &Value, k: &str| v[k].as_str().unwrap_or("?").to_string();
+        scored.push((
+            field(&e["span"], "checkpoint"),
+            field(&e["span"], "evalset"),
+        ));
+        let worker = e["spans"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "worker"))
+            .map(|s| field(s, "device"))
+            .expect("a scored event inside its worker's span");
+        workers.push(worker);
+    }
+    scored.sort();
+    let mut expected: Vec<(String, String)> = names
+        .iter()
+        .flat_map(|n| {
+            [
+                (n.to_string(), "default".into()),
+                (n.to_string(), "short".into()),
+            ]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(scored, expected, "each job scored exactly once");
+    workers.sort();
+    workers.dedup();
+    assert_eq!(workers, ["cpu#0", "cpu#1"], "both workers leased jobs");
+    assert!(env.jobs().iter().all(|j| j.1 == "done" && j.2 == 1));
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM results"), 12 * FILTERS);
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM token_losses"), 12);
+    assert!(
+        env.path("charts/index.html").is_file(),
+        "the report was drawn"
+    );
+}
+
+#[test]
+fn device_and_devices_together_or_no_device_exit_2_with_the_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = tmp.path().join("w.toml");
+    let rest = "db = \"m.db\"\n[[evalsets]]\nname = \"e\"\ndir = \"e\"\n[[runs]]\n\
+                name = \"r\"\narch = \"rnn\"\ndir = \"r\"\ntokens_per_step = 1\n";
+    for (head, needle) in [
+        (
+            "device = \"cpu\"\ndevices = [\"cpu\"]\n",
+            "w.toml:2: devices: give either `device` or `devices`, not both",
+        ),
+        ("devices = []\n", "w.toml:1: devices: is empty"),
+        (
+            "devices = [\"cuda:1\", \"cuda:1\"]\n",
+            "w.toml:1: devices[1]: cuda:1 is listed twice",
+        ),
+    ] {
+        fs::write(&cfg, format!("{head}{rest}")).expect("write");
+        let out = Command::new(BIN)
+            .args(["watch", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("run");
+        assert_input_error(&out, &[needle]);
+        assert!(!tmp.path().join("m.db").exists(), "nothing started");
+    }
 }
 
 #[test]

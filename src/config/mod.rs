@@ -32,8 +32,9 @@ pub struct WatchConfig {
     pub db: PathBuf,
     /// Where charts go.
     pub charts: PathBuf,
-    /// `cpu` or `cuda:N`.
-    pub device: String,
+    /// Scoring devices, one in-process worker each: `cpu` or `cuda:N` (`cuda` is written
+    /// `cuda:0`). A GPU appears at most once; `cpu` may repeat, for several CPU workers.
+    pub devices: Vec<String>,
     /// Scoring precision.
     pub dtype: DTypeArg,
     /// Windows per forward pass.
@@ -164,8 +165,10 @@ struct RawConfig {
     db: PathBuf,
     #[serde(default = "default_charts")]
     charts: PathBuf,
-    #[serde(default = "default_device")]
-    device: String,
+    #[serde(default)]
+    device: Option<Spanned<String>>,
+    #[serde(default)]
+    devices: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default = "default_dtype")]
     dtype: RawDType,
     #[serde(default = "default_batch")]
@@ -274,9 +277,6 @@ struct RawRun {
 
 fn default_charts() -> PathBuf {
     PathBuf::from("charts")
-}
-fn default_device() -> String {
-    "cpu".into()
 }
 fn default_dtype() -> RawDType {
     RawDType::F32
@@ -400,6 +400,7 @@ fn validate(
     if *raw.batch.get_ref() == 0 {
         return Err(errs.spanned(&raw.batch, "batch", "must be at least 1"));
     }
+    let devices = validate_devices(raw.device.as_ref(), raw.devices.as_ref(), errs)?;
     let d = &raw.daemon;
     let max_attempts = *d.max_attempts.get_ref();
     if max_attempts == 0 {
@@ -497,7 +498,7 @@ fn validate(
         path: path.to_path_buf(),
         db: resolve(base, &raw.db),
         charts: resolve(base, &raw.charts),
-        device: raw.device,
+        devices,
         dtype: match raw.dtype {
             RawDType::F32 => DTypeArg::F32,
             RawDType::Bf16 => DTypeArg::Bf16,
@@ -512,6 +513,65 @@ fn validate(
         alerts,
         runs,
     })
+}
+
+/// The scoring devices from `device` or `devices` (default: one `cpu` worker). Only the
+/// spelling is checked here: whether a GPU exists is known when the daemon opens it, and
+/// `status --config` must read a GPU config on a machine without one.
+fn validate_devices(
+    device: Option<&Spanned<String>>,
+    devices: Option<&Spanned<Vec<Spanned<String>>>>,
+    errs: &Errors,
+) -> anyhow::Result<Vec<String>> {
+    match (device, devices) {
+        (None, None) => Ok(vec!["cpu".into()]),
+        (Some(d), None) => {
+            Ok(vec![device_spec(d.get_ref()).ok_or_else(|| {
+                errs.spanned(d, "device", DEVICE_SPELLING)
+            })?])
+        }
+        (Some(_), Some(list)) => Err(errs.spanned(
+            list,
+            "devices",
+            "give either `device` or `devices`, not both",
+        )),
+        (None, Some(list)) => {
+            if list.get_ref().is_empty() {
+                return Err(errs.spanned(list, "devices", "is empty"));
+            }
+            let mut specs: Vec<String> = Vec::with_capacity(list.get_ref().len());
+            for (i, d) in list.get_ref().iter().enumerate() {
+                let key = format!("devices[{i}]");
+                let spec = device_spec(d.get_ref())
+                    .ok_or_else(|| errs.spanned(d, &key, DEVICE_SPELLING))?;
+                // Two workers on one GPU would hold two models in its memory; CPU workers
+                // only share the cores, so `cpu` may be listed once per wanted worker.
+                if spec != "cpu" && specs.contains(&spec) {
+                    return Err(errs.spanned(
+                        d,
+                        &key,
+                        &format!("{spec} is listed twice (one worker per GPU)"),
+                    ));
+                }
+                specs.push(spec);
+            }
+            Ok(specs)
+        }
+    }
+}
+
+const DEVICE_SPELLING: &str = "expected cpu, cuda or cuda:N";
+
+/// `spec` in its canonical spelling (`cpu` or `cuda:N`), or None when it names no device.
+fn device_spec(spec: &str) -> Option<String> {
+    match spec {
+        "cpu" => Some("cpu".into()),
+        "cuda" => Some("cuda:0".into()),
+        s => {
+            let n: usize = s.strip_prefix("cuda:")?.parse().ok()?;
+            Some(format!("cuda:{n}"))
+        }
+    }
 }
 
 fn validate_run(
@@ -720,6 +780,56 @@ anneal = ["step10-anneal"]
         let e = err(&OK.replace("baseline = \"a\"", "baseline = \"zz\""));
         assert!(
             e.starts_with("w.toml:18: runs[1].baseline: no other run"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn devices_default_single_and_list() {
+        let parse = |text: &str| {
+            WatchConfig::parse(text, Path::new("w.toml"))
+                .expect("valid")
+                .devices
+        };
+        assert_eq!(parse(OK), ["cpu"]);
+        assert_eq!(parse(&format!("device = \"cuda\"\n{OK}")), ["cuda:0"]);
+        assert_eq!(
+            parse(&format!("devices = [\"cuda:1\", \"cuda:0\"]\n{OK}")),
+            ["cuda:1", "cuda:0"]
+        );
+        // CPU workers share no memory budget, so `cpu` may be listed once per worker.
+        assert_eq!(
+            parse(&format!("devices = [\"cpu\", \"cpu\"]\n{OK}")),
+            ["cpu", "cpu"]
+        );
+    }
+
+    #[test]
+    fn device_and_devices_together_or_empty_are_refused() {
+        let e = err(&format!("device = \"cpu\"\ndevices = [\"cuda:0\"]\n{OK}"));
+        assert!(
+            e.starts_with("w.toml:2: devices: give either `device` or `devices`, not both"),
+            "{e}"
+        );
+        let e = err(&format!("\ndevices = []\n{OK}"));
+        assert!(e.starts_with("w.toml:2: devices: is empty"), "{e}");
+    }
+
+    #[test]
+    fn bad_or_duplicate_devices_are_refused() {
+        let e = err(&format!("devices = [\"cuda:0\", \"cuda\"]\n{OK}"));
+        assert!(
+            e.starts_with("w.toml:1: devices[1]: cuda:0 is listed twice"),
+            "{e}"
+        );
+        let e = err(&format!("devices = [\"cpu\", \"gpu1\"]\n{OK}"));
+        assert!(
+            e.starts_with("w.toml:1: devices[1]: expected cpu, cuda or cuda:N"),
+            "{e}"
+        );
+        let e = err(&format!("device = \"cuda:x\"\n{OK}"));
+        assert!(
+            e.starts_with("w.toml:1: device: expected cpu, cuda or cuda:N"),
             "{e}"
         );
     }

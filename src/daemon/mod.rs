@@ -1,17 +1,22 @@
-//! The `watch` daemon (DESIGN §7): discovery and a worker around the persistent job queue.
+//! The `watch` daemon (DESIGN §7): discovery and workers around the persistent job queue.
 //!
-//! Threads: discovery (file-system events + rescan → queued jobs), the worker (lease →
-//! score → commit), and the main thread, which waits for SIGINT/SIGTERM ([`run`]) or a stop
-//! flag ([`run_until`]). Then the worker takes no new job; the current one may finish within
-//! the grace period, else it is returned to the queue and the process exits (its uncommitted
-//! transaction, if any, is rolled back by SQLite). Either way the exit status is 0.
+//! Threads: discovery (file-system events + rescan → queued jobs), one worker per configured
+//! device (lease → score → commit, each with its own store connection, model and lease owner
+//! id), and the main thread, which waits for SIGINT/SIGTERM ([`run`]) or a stop flag
+//! ([`run_until`]). Then no worker takes a new job; the current ones may finish within the
+//! grace period, else they are returned to the queue and the process exits (an uncommitted
+//! transaction is rolled back by SQLite). Either way the exit status is 0.
 
 pub mod watcher;
 pub mod worker;
 
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -24,10 +29,10 @@ use crate::evalset::prepare::{prepare, PrepareOptions};
 use crate::evalset::EvalSet;
 use crate::paired_gaps::TokenSets;
 use crate::stats::aggregate::AggregateOptions;
-use crate::store::jobs::{owner_id, RetryPolicy};
+use crate::store::jobs::{owner_id, Job, RetryPolicy};
 use crate::store::{EvalsetRow, RunRow, Store};
 use watcher::{Discovery, Wake, WatchedRun};
-use worker::{LoadedEvalset, ScoreSettings, Scorer, Worker};
+use worker::{panic_text, AfterCommit, LoadedEvalset, ScoreSettings, Scorer, Worker};
 
 /// Opens a configured evalset, preparing it first when it has sources and does not exist.
 pub fn open_evalset(cfg: &EvalsetConfig) -> anyhow::Result<EvalSet> {
@@ -59,10 +64,16 @@ pub fn run(config: &WatchConfig) -> anyhow::Result<()> {
 }
 
 /// Runs the daemon until `stop` is set, then shuts down as on a signal: no new job, the
-/// current one finishes within the grace period or goes back to the queue. For callers that
+/// current ones finish within the grace period or go back to the queue. For callers that
 /// embed the daemon (the demo); installs no signal handler.
 pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let device = crate::device::parse(&config.device)?;
+    // Every device is opened before anything starts, so a missing GPU stops the daemon at once.
+    let mut devices = Vec::with_capacity(config.devices.len());
+    for (i, spec) in config.devices.iter().enumerate() {
+        let device = crate::device::parse(spec)
+            .with_context(|| format!("{}: scoring device", config.path.display()))?;
+        devices.push((worker_name(&config.devices, i), device));
+    }
     let mut store = Store::open(&config.db)?;
     let mut evalsets = Vec::with_capacity(config.evalsets.len());
     for e in &config.evalsets {
@@ -98,20 +109,21 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
         });
     }
 
-    let owner = owner_id();
-    let current = Arc::new(Mutex::new(None));
-
-    let (wake_tx, wake_rx) = mpsc::channel::<()>();
+    // Discovery and the workers stop on this; it is set on `stop` and when a worker stops on
+    // its own, so that the others then shut down as on a signal.
+    let halt = Arc::new(AtomicBool::new(false));
+    let (wake_txs, wake_rxs): (Vec<_>, Vec<_>) =
+        devices.iter().map(|_| mpsc::channel::<()>()).unzip();
     let (event_tx, event_rx) = mpsc::channel::<Wake>();
     let discovery = Discovery {
         store: Store::open(&config.db)?,
         runs,
         discoverer: Discoverer::new(config.daemon.settle),
         rescan: config.daemon.rescan,
-        notify_worker: wake_tx.clone(),
-        stop: stop.clone(),
+        notify_workers: wake_txs.clone(),
+        stop: halt.clone(),
     };
-    let run_ids = discovery.runs.iter().map(|r| r.id).collect();
+    let run_ids: Vec<i64> = discovery.runs.iter().map(|r| r.id).collect();
     let mut fs_watcher = watcher::watcher(event_tx.clone());
     std::thread::Builder::new()
         .name("discovery".into())
@@ -126,89 +138,188 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
         }
     }
     let token_sets = Arc::new(token_sets);
-    let alerter = Alerter::new(
-        config.alerts.clone(),
-        token_sets.clone(),
-        config.resamples,
-        config.seed,
-    )?;
+    let evalsets = Arc::new(evalsets);
+    let after_commit = Arc::new(Mutex::new(AfterCommit {
+        alerter: Alerter::new(
+            config.alerts.clone(),
+            token_sets.clone(),
+            config.resamples,
+            config.seed,
+        )?,
+    }));
     let bootstrap = AggregateOptions {
         resamples: config.resamples,
         seed: config.seed,
         by_domain: false,
     };
-    let worker = Worker {
-        store: Store::open(&config.db)?,
-        db: config.db.clone(),
-        owner: owner.clone(),
-        lease: config.daemon.lease,
-        policy: RetryPolicy {
-            max_attempts: config.daemon.max_attempts,
-            backoff: config.daemon.retry.as_secs_f64(),
-        },
-        runs: run_ids,
-        tokenizers: config
-            .runs
-            .iter()
-            .filter_map(|r| Some((r.name.clone(), r.tokenizer.clone()?)))
-            .collect(),
-        evalsets,
-        scorer: Scorer::new(ScoreSettings {
-            device,
-            dtype: config.dtype.dtype(),
-            batch: config.batch,
-            aggregate: bootstrap,
-        }),
-        alerter,
-        token_sets,
-        paired: bootstrap,
-        charts: config.charts.clone(),
-        stop: stop.clone(),
-        current: current.clone(),
-    };
-    let (done_tx, done_rx) = mpsc::channel::<anyhow::Result<()>>();
-    // The worker's own exit (a store error) also ends the wait below.
-    let sig_for_worker = done_tx.clone();
-    std::thread::Builder::new()
-        .name("worker".into())
-        .spawn(move || {
-            let _ = sig_for_worker.send(worker.run(&wake_rx));
-        })?;
-    drop(done_tx);
-    tracing::info!(owner = %owner, db = %config.db.display(), runs = config.runs.len(),
-        evalsets = config.evalsets.len(), "watching");
+    let tokenizers: HashMap<String, PathBuf> = config
+        .runs
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.tokenizer.clone()?)))
+        .collect();
 
-    // Wait for the stop flag or for the worker to stop on its own.
-    while !stop.load(Ordering::SeqCst) {
-        if let Ok(result) = done_rx.try_recv() {
-            return result.context("the worker stopped");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    let owner = owner_id();
+    let (done_tx, done_rx) = mpsc::channel::<(usize, anyhow::Result<()>)>();
+    let mut slots: Vec<Slot> = Vec::with_capacity(devices.len());
+    for (i, ((name, device), wake_rx)) in devices.into_iter().zip(wake_rxs).enumerate() {
+        let slot = Slot {
+            owner: format!("{owner}/{name}"),
+            name,
+            current: Arc::new(Mutex::new(None)),
+        };
+        let worker = Worker {
+            name: slot.name.clone(),
+            store: Store::open(&config.db)?,
+            db: config.db.clone(),
+            owner: slot.owner.clone(),
+            lease: config.daemon.lease,
+            policy: RetryPolicy {
+                max_attempts: config.daemon.max_attempts,
+                backoff: config.daemon.retry.as_secs_f64(),
+            },
+            runs: run_ids.clone(),
+            tokenizers: tokenizers.clone(),
+            evalsets: evalsets.clone(),
+            scorer: Scorer::new(ScoreSettings {
+                device,
+                dtype: config.dtype.dtype(),
+                batch: config.batch,
+                aggregate: bootstrap,
+            }),
+            after_commit: after_commit.clone(),
+            catch_up: i == 0,
+            token_sets: token_sets.clone(),
+            paired: bootstrap,
+            charts: config.charts.clone(),
+            stop: halt.clone(),
+            current: slot.current.clone(),
+        };
+        let done = done_tx.clone();
+        // A worker's own exit (a store error, a panic outside scoring) also ends the wait below.
+        std::thread::Builder::new()
+            .name(format!("worker {}", slot.name))
+            .spawn(move || {
+                let result = catch_unwind(AssertUnwindSafe(|| worker.run(&wake_rx)))
+                    .unwrap_or_else(|p| {
+                        Err(anyhow::anyhow!("worker panicked: {}", panic_text(&*p)))
+                    });
+                let _ = done.send((i, result));
+            })?;
+        slots.push(slot);
     }
-    tracing::info!(
-        grace_secs = config.daemon.grace.as_secs_f64(),
-        "stop requested; taking no new job"
-    );
+    drop(done_tx);
+    let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+    tracing::info!(owner = %owner, db = %config.db.display(), runs = config.runs.len(),
+        evalsets = config.evalsets.len(), workers = ?names, "watching");
+
+    // Wait for the stop flag or for a worker to stop on its own.
+    let mut running = vec![true; slots.len()];
+    let mut failure: Option<anyhow::Error> = None;
+    while !stop.load(Ordering::SeqCst) {
+        match done_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((i, result)) => {
+                running[i] = false;
+                tracing::info!(worker = %slots[i].name, "worker stopped on its own; shutting down");
+                note_exit(&mut failure, &slots[i], result);
+                break;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if stop.load(Ordering::SeqCst) {
+        tracing::info!(
+            grace_secs = config.daemon.grace.as_secs_f64(),
+            "stop requested; taking no new job"
+        );
+    }
+    halt.store(true, Ordering::SeqCst);
     let _ = event_tx.send(Wake::Stop);
-    let _ = wake_tx.send(());
-    match done_rx.recv_timeout(config.daemon.grace) {
-        Ok(result) => result.context("the worker stopped")?,
-        Err(_) => {
-            let job = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(job) = job {
-                let mut store = Store::open(&config.db)?;
-                match store.release(&job, &owner) {
-                    Ok(true) => {
-                        tracing::info!(job = job.id, "grace period over; job returned to the queue")
-                    }
-                    Ok(false) => tracing::info!(job = job.id, "job finished while being returned"),
-                    Err(e) => {
-                        tracing::error!(job = job.id, error = %one_line(&e), "cannot return the job; its lease will expire")
-                    }
-                }
+    for tx in &wake_txs {
+        let _ = tx.send(());
+    }
+    let deadline = Instant::now() + config.daemon.grace;
+    while running.iter().any(|&r| r) {
+        match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((i, result)) => {
+                running[i] = false;
+                note_exit(&mut failure, &slots[i], result);
+            }
+            Err(_) => break,
+        }
+    }
+    // The workers still running are past the grace period: their jobs go back to the queue.
+    for (slot, _) in slots.iter().zip(&running).filter(|(_, &r)| r) {
+        let job = slot
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(job) = job else { continue };
+        let released = Store::open(&config.db).and_then(|mut s| s.release(&job, &slot.owner));
+        match released {
+            Ok(true) => {
+                tracing::info!(job = job.id, worker = %slot.name, "grace period over; job returned to the queue")
+            }
+            Ok(false) => {
+                tracing::info!(job = job.id, worker = %slot.name, "job finished while being returned")
+            }
+            Err(e) => {
+                tracing::error!(job = job.id, worker = %slot.name, error = %one_line(&e), "cannot return the job; its lease will expire")
             }
         }
     }
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What the main thread knows of a worker: enough to return its job at shutdown.
+struct Slot {
+    /// Worker name in logs.
+    name: String,
+    /// Its lease owner id.
+    owner: String,
+    /// The job it is scoring.
+    current: Arc<Mutex<Option<Job>>>,
+}
+
+/// Keeps the first worker error for the exit status; logs the others.
+fn note_exit(failure: &mut Option<anyhow::Error>, slot: &Slot, result: anyhow::Result<()>) {
+    let Err(e) = result else { return };
+    let e = e.context(format!("the worker on {} stopped", slot.name));
+    match failure {
+        None => *failure = Some(e),
+        Some(_) => tracing::error!(error = %one_line(&e), "worker error"),
+    }
+}
+
+/// A worker's name: its device, numbered (`cpu#0`, `cpu#1`) where the device is listed more
+/// than once, so that every worker has its own lease owner id.
+fn worker_name(devices: &[String], i: usize) -> String {
+    let spec = &devices[i];
+    if devices.iter().filter(|d| *d == spec).count() < 2 {
+        return spec.clone();
+    }
+    let n = devices[..i].iter().filter(|d| *d == spec).count();
+    format!("{spec}#{n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_name;
+
+    #[test]
+    fn worker_names_are_unique() {
+        let devices: Vec<String> = ["cpu", "cuda:0", "cpu", "cuda:1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let names: Vec<String> = (0..devices.len())
+            .map(|i| worker_name(&devices, i))
+            .collect();
+        assert_eq!(names, ["cpu#0", "cuda:0", "cpu#1", "cuda:1"]);
+    }
 }

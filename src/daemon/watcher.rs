@@ -47,8 +47,8 @@ pub struct Discovery {
     pub discoverer: Discoverer,
     /// Full rescan interval.
     pub rescan: Duration,
-    /// Signalled when jobs are queued.
-    pub notify_worker: Sender<()>,
+    /// One per worker, each signalled when jobs are queued.
+    pub notify_workers: Vec<Sender<()>>,
     /// Set on shutdown.
     pub stop: Arc<AtomicBool>,
 }
@@ -88,7 +88,9 @@ impl Discovery {
                             known.insert(found.name);
                             tracing::info!(run = %run.config.name, checkpoint = %ck.name, step = ck.step,
                                 kind = if ck.anneal { "anneal" } else { "stable" }, jobs, "checkpoint ready");
-                            let _ = self.notify_worker.send(());
+                            for worker in &self.notify_workers {
+                                let _ = worker.send(());
+                            }
                         }
                         Err(e) => {
                             tracing::error!(run = %run.config.name, checkpoint = %ck.name,

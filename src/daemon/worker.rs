@@ -1,4 +1,6 @@
-//! The worker: leases jobs one at a time, scores them and commits the results.
+//! A worker: leases jobs one at a time, scores them on its device and commits the results.
+//! A daemon runs one per configured device; they share the queue and the work after a
+//! commit ([`AfterCommit`]).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -69,7 +71,8 @@ pub struct ScoreSettings {
 }
 
 /// Scores checkpoints, keeping the last model loaded so that a checkpoint's jobs on
-/// several evalsets load it once.
+/// several evalsets load it once. The worker drops it as soon as the queue is empty
+/// ([`Scorer::unload`]), so that an idle daemon beside a training job holds no weights.
 pub struct Scorer {
     settings: ScoreSettings,
     cached: Option<(PathBuf, CausalLm)>,
@@ -81,6 +84,23 @@ impl Scorer {
         Scorer {
             settings,
             cached: None,
+        }
+    }
+
+    /// Whether a model is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.cached.is_some()
+    }
+
+    /// Drops the loaded model, if any, freeing its memory (on a GPU, the device memory).
+    pub fn unload(&mut self) {
+        if let Some((dir, model)) = self.cached.take() {
+            drop(model);
+            // A GPU keeps freed buffers in its memory pool for the next pass; give them back.
+            if let Err(e) = crate::device::release_cached_memory(&self.settings.device) {
+                tracing::warn!(error = %e, "could not release the device's cached memory");
+            }
+            tracing::debug!(checkpoint = %dir.display(), "model dropped");
         }
     }
 
@@ -96,7 +116,8 @@ impl Scorer {
         let ckpt = Checkpoint::open(dir)?;
         check_tokenizer(&ckpt, &es.es, tokenizer)?;
         if self.cached.as_ref().is_none_or(|(p, _)| p != dir) {
-            self.cached = None;
+            // The old model goes before the new one loads, so two never share the memory.
+            self.unload();
             let model = ckpt.load_model(self.settings.dtype, &self.settings.device)?;
             self.cached = Some((dir.to_path_buf(), model));
         }
@@ -133,13 +154,24 @@ fn check_tokenizer(
     es.check_tokenizer(&ckpt.resolve_tokenizer(run_tokenizer)?)
 }
 
+/// The work after a commit, shared by a daemon's workers and done under its lock: paired
+/// gaps, alert rules and chart redraws each read everything committed so far, so the worker
+/// that runs them last has seen every commit; and two workers never redraw the same chart
+/// files at once, nor compute the same gaps twice.
+pub struct AfterCommit {
+    /// Alert rules, evaluated after each commit (one hook for the whole daemon).
+    pub alerter: Alerter,
+}
+
 /// What the worker loop needs.
 pub struct Worker {
+    /// Name in logs: its device, numbered (`cpu#1`) where `cpu` is listed more than once.
+    pub name: String,
     /// Store connection of the worker.
     pub store: Store,
     /// Database path, for the lease-renewal connection.
     pub db: PathBuf,
-    /// Lease owner id.
+    /// Lease owner id, unique to this worker.
     pub owner: String,
     /// Lease length.
     pub lease: Duration,
@@ -149,19 +181,22 @@ pub struct Worker {
     pub runs: Vec<i64>,
     /// The runs' tokenizers from the watch config, by run name.
     pub tokenizers: HashMap<String, PathBuf>,
-    /// Evalsets this daemon serves.
-    pub evalsets: Vec<LoadedEvalset>,
-    /// The scorer.
+    /// Evalsets this daemon serves (shared by its workers).
+    pub evalsets: Arc<Vec<LoadedEvalset>>,
+    /// The scorer, on this worker's device.
     pub scorer: Scorer,
-    /// Alert rules, evaluated after each commit.
-    pub alerter: Alerter,
+    /// Paired gaps, alerts and chart redraws after a commit, shared by the workers.
+    pub after_commit: Arc<Mutex<AfterCommit>>,
+    /// Whether this worker catches up at start on what was committed before a restart (one
+    /// worker of a daemon does).
+    pub catch_up: bool,
     /// Token sets by evalset id, for the paired gaps to the baseline (empty: none computed).
     pub token_sets: Arc<HashMap<i64, TokenSets>>,
     /// Bootstrap settings of the paired gaps.
     pub paired: AggregateOptions,
     /// Folder of the charts and report, redrawn as results come in.
     pub charts: PathBuf,
-    /// Set on SIGINT/SIGTERM: take no new job.
+    /// Set on shutdown (SIGINT/SIGTERM, or another worker stopping on its own): take no new job.
     pub stop: Arc<AtomicBool>,
     /// The job being scored, for the shutdown path to re-queue.
     pub current: Arc<Mutex<Option<Job>>>,
@@ -174,14 +209,28 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Least time between two chart redraws while a backlog is scored.
 const CHART_EVERY: Duration = Duration::from_secs(10);
 
+/// What one turn of the worker loop did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// No job was due; the model, if any, was dropped.
+    Idle,
+    /// A job ran; the evalset id when its results were committed.
+    Ran(Option<i64>),
+}
+
 impl Worker {
     /// Runs until `stop` is set; `wake` is signalled when jobs are queued.
     pub fn run(mut self, wake: &Receiver<()>) -> anyhow::Result<()> {
-        let es_ids: Vec<i64> = self.evalsets.iter().map(|e| e.id).collect();
-        // Catch up on what was committed before a restart (gaps and firings are stored once).
-        self.update_paired_gaps();
-        self.evaluate_alerts();
-        self.draw_charts(None);
+        let span = tracing::info_span!("worker", device = %self.name);
+        let _enter = span.enter();
+        if self.catch_up {
+            // What was committed before a restart (gaps and firings are stored once).
+            let after_commit = self.after_commit.clone();
+            let mut after = lock(&after_commit);
+            self.update_paired_gaps();
+            self.evaluate_alerts(&mut after.alerter);
+            self.draw_charts(None);
+        }
         // Charts are redrawn after a commit that empties the queue; during a backlog, after a
         // commit only once CHART_EVERY has passed since the last redraw, so that quickly scored
         // checkpoints do not wait on redraws.
@@ -189,27 +238,15 @@ impl Worker {
         let mut drawn = Instant::now();
         let mut last_reclaim: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
-            if last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2) {
-                self.store.reclaim(self.policy)?;
-                last_reclaim = Some(Instant::now());
-            }
-            let job =
-                self.store
-                    .lease(&self.owner, self.lease.as_secs_f64(), &self.runs, &es_ids)?;
-            let idle = job.is_none();
-            if let Some(job) = job {
-                let evalset = job.evalset_id;
-                if self.run_job(job)? {
-                    self.update_paired_gaps();
-                    self.evaluate_alerts();
-                    if !stale.contains(&evalset) {
-                        stale.push(evalset);
-                    }
+            let turn = self.turn(&mut last_reclaim)?;
+            if let Turn::Ran(Some(evalset)) = turn {
+                if !stale.contains(&evalset) {
+                    stale.push(evalset);
                 }
             }
+            let idle = turn == Turn::Idle;
             if !stale.is_empty() && (idle || drawn.elapsed() >= CHART_EVERY) {
-                self.draw_charts(Some(&stale));
-                stale.clear();
+                self.draw_stale(&mut stale);
                 drawn = Instant::now();
             }
             if idle {
@@ -220,9 +257,36 @@ impl Worker {
             }
         }
         if !stale.is_empty() {
-            self.draw_charts(Some(&stale));
+            self.draw_stale(&mut stale);
         }
         Ok(())
+    }
+
+    /// Reclaims dead leases when due (every half lease), leases the next job and scores it;
+    /// after a commit, updates the paired gaps and evaluates the alert rules. With no job
+    /// due, drops the model: its checkpoint's other jobs would have been leased by now.
+    pub fn turn(&mut self, last_reclaim: &mut Option<Instant>) -> anyhow::Result<Turn> {
+        if last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2) {
+            self.store.reclaim(self.policy)?;
+            *last_reclaim = Some(Instant::now());
+        }
+        let es_ids: Vec<i64> = self.evalsets.iter().map(|e| e.id).collect();
+        let job = self
+            .store
+            .lease(&self.owner, self.lease.as_secs_f64(), &self.runs, &es_ids)?;
+        let Some(job) = job else {
+            self.scorer.unload();
+            return Ok(Turn::Idle);
+        };
+        let evalset = job.evalset_id;
+        if !self.run_job(job)? {
+            return Ok(Turn::Ran(None));
+        }
+        let after_commit = self.after_commit.clone();
+        let mut after = lock(&after_commit);
+        self.update_paired_gaps();
+        self.evaluate_alerts(&mut after.alerter);
+        Ok(Turn::Ran(Some(evalset)))
     }
 
     /// Scores one job; `true` when its results were committed.
@@ -270,7 +334,7 @@ impl Worker {
             }
             Err(e) => {
                 // A broken checkpoint frees its memory before the next one loads.
-                self.scorer.cached = None;
+                self.scorer.unload();
                 let msg = one_line(&e);
                 match self.store.fail(&job, &self.owner, &msg, self.policy)? {
                     FailOutcome::Retry(secs) => {
@@ -290,6 +354,7 @@ impl Worker {
     }
 
     // Neither paired gaps, alerts nor charts may stop the daemon: failures are logged.
+    // Callers hold the `after_commit` lock.
 
     fn update_paired_gaps(&mut self) {
         let (resamples, seed) = (self.paired.resamples, self.paired.seed);
@@ -298,10 +363,17 @@ impl Worker {
         }
     }
 
-    fn evaluate_alerts(&mut self) {
-        if let Err(e) = self.alerter.evaluate(&mut self.store) {
+    fn evaluate_alerts(&mut self, alerter: &mut Alerter) {
+        if let Err(e) = alerter.evaluate(&mut self.store) {
             tracing::error!(error = %one_line(&e), "evaluating alert rules");
         }
+    }
+
+    /// Redraws the charts of the `stale` evalsets and the report, and empties `stale`.
+    fn draw_stale(&self, stale: &mut Vec<i64>) {
+        let _after = lock(&self.after_commit);
+        self.draw_charts(Some(stale));
+        stale.clear();
     }
 
     /// Redraws the charts of `evalsets` (`None`: all) and the report.
@@ -325,7 +397,14 @@ fn set_current(current: &Mutex<Option<Job>>, job: Option<Job>) {
     *current.lock().unwrap_or_else(|p| p.into_inner()) = job;
 }
 
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+fn lock(after: &Mutex<AfterCommit>) -> std::sync::MutexGuard<'_, AfterCommit> {
+    // A panic while another worker held the lock leaves nothing half-written that the next
+    // update would not redo: gaps, firings and charts are all recomputed from the store.
+    after.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -374,5 +453,134 @@ impl Drop for Heartbeat {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AlertSettings;
+    use crate::evalset::filter::compile_filters;
+    use crate::evalset::prepare::{prepare, PrepareOptions};
+    use crate::store::{EvalsetRow, NewCheckpoint, RunRow};
+
+    /// An evalset prepared from a short document with the fixture tokenizer, registered in
+    /// `store`.
+    fn evalset(root: &Path, store: &mut Store, name: &str, window: usize) -> LoadedEvalset {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let corpus = root.join(format!("corpus-{name}/prose"));
+        std::fs::create_dir_all(&corpus).expect("mkdir");
+        let text = std::fs::read_to_string(repo.join("data/eval/prose/01-harbor-strike.txt"))
+            .expect("corpus");
+        let cut: String = text.chars().take(1200).collect();
+        std::fs::write(corpus.join("doc.txt"), cut).expect("write");
+        let opts = PrepareOptions {
+            inputs: vec![corpus],
+            tokenizer: repo.join("tests/fixtures/tokenizer.json"),
+            out: root.join(format!("es-{name}")),
+            window,
+            ..Default::default()
+        };
+        let es = prepare(&opts).expect("prepare").evalset;
+        let id = store
+            .upsert_evalset(&EvalsetRow {
+                name: name.into(),
+                hash: es.id().to_string(),
+                tokenizer_hash: es.tokenizer_hash().to_string(),
+                dir: opts.out.display().to_string(),
+                tokens: es.len() as u64,
+            })
+            .expect("evalset row");
+        let filters = compile_filters(&[], es.domains()).expect("filters");
+        LoadedEvalset::new(id, name.into(), es, filters).expect("load")
+    }
+
+    #[test]
+    fn the_model_serves_a_checkpoints_jobs_and_is_dropped_when_the_queue_is_empty() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = tmp.path().join("m.db");
+        let mut store = Store::open(&db).expect("store");
+        let evalsets = vec![
+            evalset(tmp.path(), &mut store, "a", 64),
+            evalset(tmp.path(), &mut store, "b", 32),
+        ];
+        let es_ids: Vec<i64> = evalsets.iter().map(|e| e.id).collect();
+        let run = store
+            .upsert_run(&RunRow {
+                name: "r".into(),
+                arch: "transformer".into(),
+                dir: "/r".into(),
+                baseline: None,
+                tokens_per_step: 1,
+            })
+            .expect("run");
+        let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/olmo2");
+        let ck = NewCheckpoint {
+            name: "step1".into(),
+            path: ckpt.display().to_string(),
+            step: 1,
+            tokens: 1,
+            anneal: false,
+        };
+        store.add_checkpoint(run, &ck, &es_ids).expect("queue");
+        let aggregate = AggregateOptions {
+            resamples: 10,
+            seed: 0,
+            by_domain: false,
+        };
+        let token_sets = Arc::new(HashMap::new());
+        let alerter = Alerter::new(
+            AlertSettings {
+                rules: Vec::new(),
+                on_alert: None,
+                hook_timeout: Duration::from_secs(1),
+            },
+            token_sets.clone(),
+            10,
+            0,
+        )
+        .expect("alerter");
+        let mut worker = Worker {
+            name: "cpu".into(),
+            store,
+            db: db.clone(),
+            owner: "test/cpu".into(),
+            lease: Duration::from_secs(60),
+            policy: RetryPolicy {
+                max_attempts: 1,
+                backoff: 0.0,
+            },
+            runs: vec![run],
+            tokenizers: HashMap::new(),
+            evalsets: Arc::new(evalsets),
+            scorer: Scorer::new(ScoreSettings {
+                device: Device::Cpu,
+                dtype: DType::F32,
+                batch: 1,
+                aggregate,
+            }),
+            after_commit: Arc::new(Mutex::new(AfterCommit { alerter })),
+            catch_up: false,
+            token_sets,
+            paired: aggregate,
+            charts: tmp.path().join("charts"),
+            stop: Arc::new(AtomicBool::new(false)),
+            current: Arc::new(Mutex::new(None)),
+        };
+        let mut reclaimed = None;
+        // The checkpoint's two jobs, one per evalset, share one load.
+        for es in &es_ids {
+            let turn = worker.turn(&mut reclaimed).expect("turn");
+            assert_eq!(turn, Turn::Ran(Some(*es)));
+            assert!(
+                worker.scorer.is_loaded(),
+                "kept for the checkpoint's next job"
+            );
+        }
+        assert_eq!(worker.turn(&mut reclaimed).expect("turn"), Turn::Idle);
+        assert!(!worker.scorer.is_loaded(), "an idle worker holds no model");
+        // Idle again: nothing to drop, nothing fails.
+        assert_eq!(worker.turn(&mut reclaimed).expect("turn"), Turn::Idle);
+        assert!(!worker.scorer.is_loaded());
     }
 }
