@@ -53,6 +53,9 @@ driver_stub() {
         | sort -u > "$stubs/libcuda.c"
     [ -s "$stubs/libcuda.c" ] || return 1
     cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stubs/libcuda.so" "$stubs/libcuda.c"
+    # With this folder on LD_LIBRARY_PATH the binary also starts where there is no driver:
+    # `--device cpu` works and `--device cuda:N` exits 2 with one line.
+    ln -sf libcuda.so "$stubs/libcuda.so.1"
 }
 
 # The first build compiles cudarc, whose undefined symbols name what the stand-in must define;

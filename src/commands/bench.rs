@@ -135,6 +135,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         };
         // Freed before the reference runs, so the two never share the memory.
         drop(model);
+        device::release_cached_memory(&device)?;
         let reference = match &args.torch {
             Some(python) => Some(torch_tokens_per_s(python, args, name, threads)?),
             None => None,

@@ -2,6 +2,8 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
+use super::path::ExecPath;
+
 /// `x @ wᵀ` for weights stored `[out, in]`, over any leading dims of `x`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
@@ -19,21 +21,39 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
+    /// The weight as stored, for the fused kernel (whose f32 product is the same).
+    stored: Tensor,
     eps: f64,
+    /// On the device path a GPU runs one fused kernel (accumulating in f32, rounding once) in
+    /// place of the eight ops of the host path.
+    pub path: ExecPath,
 }
 
 impl RmsNorm {
     /// `weight` is kept in f32, as the reference multiplies it there.
     pub fn new(weight: Tensor, eps: f64) -> Result<Self> {
         Ok(Self {
+            stored: weight.clone(),
             weight: weight.to_dtype(DType::F32)?,
             eps,
+            path: ExecPath::Host,
         })
     }
 
     /// Normalises over the last dim.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
+        // The fused kernel has no backward pass, so training keeps the plain ops; and candle's
+        // CPU version of it rounds the norm and the products to bf16, unlike the GPU kernel
+        // (which `filtermon parity` checks on the GPU), so the CPU keeps them too.
+        if self.path == ExecPath::Device && !x.device().is_cpu() && !x.track_op() {
+            let alpha = if self.stored.dtype() == dtype {
+                self.stored.clone()
+            } else {
+                self.weight.to_dtype(dtype)?
+            };
+            return candle_nn::ops::rms_norm(&x.contiguous()?, &alpha, self.eps as f32);
+        }
         let xf = normalize_f32(x, self.eps)?;
         xf.broadcast_mul(&self.weight)?.to_dtype(dtype)
     }

@@ -141,9 +141,16 @@ impl CausalLm {
     /// Runs every kernel on `path` (loading picks [`ExecPath::for_device`]).
     pub fn set_path(&mut self, path: ExecPath) {
         self.path = path;
+        self.norm.path = path;
         for b in &mut self.blocks {
+            b.mixer_norm.path = path;
+            b.mlp_norm.path = path;
             match &mut b.mixer {
-                Mixer::Attention(a) => a.path = path,
+                Mixer::Attention(a) => {
+                    a.path = path;
+                    a.q_norm.path = path;
+                    a.k_norm.path = path;
+                }
                 Mixer::GatedDeltaNet(g) => g.path = path,
             }
         }
@@ -275,14 +282,16 @@ impl CausalLm {
                 placement: layer.norm,
             });
         }
-        Ok(Self {
+        let mut model = Self {
             embed,
             blocks,
             norm,
             lm_head,
             spec: spec.clone(),
             path,
-        })
+        };
+        model.set_path(path);
+        Ok(model)
     }
 }
 

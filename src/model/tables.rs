@@ -34,10 +34,13 @@ pub enum TableKey {
     },
 }
 
+/// Built tables by what they are for and where they live.
+type Cache = HashMap<(TableKey, DeviceKey), Vec<Tensor>>;
+
 /// A model's shared cache of position tables; clones share it.
 #[derive(Debug, Clone, Default)]
 pub struct Tables {
-    cache: Arc<Mutex<HashMap<(TableKey, DeviceKey), Vec<Tensor>>>>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 /// Tables on different devices never mix (a model lives on one, but a cache may outlive a move).

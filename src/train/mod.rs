@@ -300,7 +300,6 @@ mod tests {
     use super::twins::{config_json, Twin, TwinShape};
     use super::*;
     use crate::checkpoint::Checkpoint;
-    use crate::model::nll;
     use candle_core::DType;
 
     fn tiny_shape() -> TwinShape {
