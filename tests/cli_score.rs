@@ -19,15 +19,20 @@ const GOOD_DOCS: &[&str] = &[
     r#"{"text": "def f(x):\n    return (x + 1) * [x]\n"}"#,
 ];
 
-fn score(ckpt: &Path, docs: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_filtermon"))
-        .arg("score")
+fn score_command(ckpt: &Path, docs: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_filtermon"));
+    cmd.arg("score")
         .arg(ckpt)
         .arg("--input")
         .arg(docs)
         .arg("--token-losses")
         .arg(out)
-        .args(extra)
+        .args(extra);
+    cmd
+}
+
+fn score(ckpt: &Path, docs: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    score_command(ckpt, docs, out, extra)
         .output()
         .expect("run filtermon")
 }
@@ -215,16 +220,15 @@ fn the_forced_device_path_scores_like_the_host_path() {
     let d = docs(tmp.path(), GOOD_DOCS);
     let run = |forced: &str, name: &str| {
         let out = tmp.path().join(name);
-        let res = Command::new(env!("CARGO_BIN_EXE_filtermon"))
-            .env("FILTERMON_DEVICE_PATH", forced)
-            .arg("score")
-            .arg(fixture("hybrid_rope"))
-            .arg("--input")
-            .arg(&d)
-            .args(["--window", "9", "--batch", "2", "--token-losses"])
-            .arg(&out)
-            .output()
-            .expect("run filtermon");
+        let res = score_command(
+            &fixture("hybrid_rope"),
+            &d,
+            &out,
+            &["--window", "9", "--batch", "2"],
+        )
+        .env("FILTERMON_DEVICE_PATH", forced)
+        .output()
+        .expect("run filtermon");
         assert!(
             res.status.success(),
             "{}",
