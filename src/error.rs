@@ -44,3 +44,25 @@ pub fn one_line(err: &anyhow::Error) -> String {
         .collect();
     parts.join(": ")
 }
+
+/// The 1-based line of byte `offset` in `text`, for `file:line: key: …` errors.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    1 + text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+}
+
+/// True when the error comes from writing to a pipe whose reader has gone, e.g. stdout under
+/// `filtermon export … | head`.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        let kind = e
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            // serde_json keeps the io::Error of a failed write out of the chain.
+            .or_else(|| e.downcast_ref::<serde_json::Error>()?.io_error_kind());
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}

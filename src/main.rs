@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use filtermon::cli::{Cli, Command, LogFormat};
 use filtermon::commands;
-use filtermon::error::{is_input_error, one_line};
+use filtermon::error::{is_broken_pipe, is_input_error, one_line};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -42,6 +42,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout has gone (`filtermon export … | head`): it wanted no more, so
+        // this is no failure, and `head` and the shell expect silence. Exit 0 rather than
+        // restoring SIGPIPE's default (death by signal, status 141), which would also kill the
+        // daemon when an alert hook exits without reading its stdin.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(if is_input_error(&e) { 2 } else { 1 })

@@ -423,6 +423,38 @@ fn filter_file_errors() {
 }
 
 #[test]
+fn filter_file_errors_name_the_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[filters]\nok = \"content\"\nbad = \"colour == 3\"\n",
+            ":3: filters.bad: filter 'colour == 3': column 1: unknown label 'colour'",
+        ),
+        (
+            "# mine\n[filters]\nx = 3\n",
+            ":3: filters.x: expected a string expression",
+        ),
+        (
+            "[filters]\ncopy5 = \"repeat_len >= 6\"\n",
+            ":2: filters.copy5: `copy5` is a built-in filter",
+        ),
+        ("\n[filter]\nx = \"content\"\n", ":2: unknown key `filter`"),
+        ("\nfilters = 3\n", ":2: `filters` must be a table"),
+        ("[filters]\nx = \n", ":2: invalid TOML"),
+    ];
+    for (text, want) in cases {
+        let file = write_file(text);
+        let e = load_filter_file(file.path()).unwrap_err();
+        assert!(is_input_error(&e), "{text}");
+        let msg = format!("{e:#}");
+        let want = format!("{}{want}", file.path().display());
+        assert!(
+            msg.starts_with(&want),
+            "{text:?}: got {msg:?}, want {want:?}"
+        );
+    }
+}
+
+#[test]
 fn filters_table_from_a_watch_config() {
     let config: toml::Table = "[filters]\nadj = \"upos == ADJ\"\n".parse().unwrap();
     let got = filters_from_toml(&config["filters"], "watch.toml").unwrap();

@@ -483,9 +483,8 @@ fn olmo_core_step_folders_are_scored_with_the_runs_tokenizer() {
     assert!(error.contains("hold no tokenizer.json"), "{error}");
 }
 
-#[test]
-fn two_daemons_on_one_db_never_score_a_job_twice() {
-    let env = Env::new("small", &[("a", "")], "");
+/// Six checkpoints of every architecture in run `a`, ready at once; their step folders' names.
+fn backlog_of_six(env: &Env) -> [&'static str; 6] {
     let names = [
         "step100", "step200", "step300", "step400", "step500", "step600",
     ];
@@ -500,6 +499,13 @@ fn two_daemons_on_one_db_never_score_a_job_twice() {
     for (n, f) in names.iter().zip(fixtures) {
         copy_dir(&fixture(f), &env.path(&format!("runs/a/{n}")));
     }
+    names
+}
+
+#[test]
+fn two_daemons_on_one_db_never_score_a_job_twice() {
+    let env = Env::new("small", &[("a", "")], "");
+    let names = backlog_of_six(&env);
     // The first daemon creates the db and prepares the evalset; the second joins it.
     let mut one = env.spawn("d1.log");
     env.wait_started("d1.log");
@@ -534,20 +540,7 @@ fn two_workers_share_the_backlog_and_score_each_job_once() {
         format!("devices = [\"cpu\", \"cpu\"]\n{cfg}{second}"),
     )
     .expect("config");
-    let names = [
-        "step100", "step200", "step300", "step400", "step500", "step600",
-    ];
-    let fixtures = [
-        "olmo2",
-        "gdn_only",
-        "hybrid_rope",
-        "olmo3_yarn",
-        "hybrid_norope",
-        "olmo3_gqa_swa",
-    ];
-    for (n, f) in names.iter().zip(fixtures) {
-        copy_dir(&fixture(f), &env.path(&format!("runs/a/{n}")));
-    }
+    let names = backlog_of_six(&env);
     let mut daemon = env.spawn("d.log");
     env.wait_for("all twelve jobs done", Duration::from_secs(120), |e| {
         e.query_i64("SELECT COUNT(*) FROM jobs WHERE state = 'done'") == 12
@@ -620,6 +613,94 @@ fn device_and_devices_together_or_no_device_exit_2_with_the_key() {
         assert_input_error(&out, &[needle]);
         assert!(!tmp.path().join("m.db").exists(), "nothing started");
     }
+}
+
+#[test]
+fn a_run_folder_that_is_a_file_a_bad_filter_or_device_exit_2_with_line_and_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = tmp.path().join("w.toml");
+    fs::write(tmp.path().join("r"), "not a folder").expect("write");
+    let rest = "db = \"m.db\"\n[[evalsets]]\nname = \"e\"\ndir = \"e\"\n[[runs]]\n\
+                name = \"r\"\narch = \"rnn\"\ndir = \"r\"\ntokens_per_step = 1\n";
+    let not_a_folder = format!(
+        "w.toml:8: runs[0].dir: {} is not a folder",
+        tmp.path().join("r").display()
+    );
+    for (text, needle) in [
+        (rest.to_string(), not_a_folder.as_str()),
+        (
+            format!("device = \"tpu\"\n{rest}"),
+            "w.toml:1: device: expected cpu, cuda or cuda:N",
+        ),
+        (
+            format!("{rest}[filters]\nx = \"colour == 3\"\n"),
+            "w.toml:11: filters.x: filter 'colour == 3': column 1: unknown label 'colour'",
+        ),
+    ] {
+        fs::write(&cfg, text).expect("write");
+        let out = Command::new(BIN)
+            .args(["watch", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("run");
+        assert_input_error(&out, &[needle]);
+        assert!(!tmp.path().join("m.db").exists(), "nothing started");
+    }
+}
+
+#[test]
+fn a_run_folder_that_does_not_exist_yet_is_waited_for_and_status_says_so() {
+    let env = Env::new("small", &[("a", "")], "");
+    fs::remove_dir(env.path("runs/a")).expect("rmdir");
+    let mut daemon = env.spawn("d.log");
+    env.wait_started("d.log");
+    let warned = events(
+        &env.path("d.log"),
+        "run folder does not exist yet; waiting for it",
+    );
+    assert_eq!(warned.len(), 1, "one warning at start");
+    assert_eq!(warned[0]["level"], "WARN");
+    assert_eq!(warned[0]["fields"]["run"], "a");
+
+    let status = |json: bool| {
+        let out = Command::new(BIN)
+            .arg("status")
+            .args(json.then_some("--json"))
+            .arg("--config")
+            .arg(env.path("w.toml"))
+            .output()
+            .expect("status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let waiting = format!(
+        "run a (transformer): {} (waiting for its folder)\n",
+        env.path("runs/a").display()
+    );
+    assert!(status(false).contains(&waiting), "{}", status(false));
+    let json: Value = serde_json::from_str(&status(true)).expect("json");
+    assert_eq!(json["runs"][0]["waiting_for_folder"], true);
+
+    // The run starts: its folder and first checkpoint appear, and are watched and scored.
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
+    env.wait_for("step100 scored", Duration::from_secs(60), |e| {
+        e.done("step100")
+    });
+    stop(&mut daemon);
+    let text = status(false);
+    assert!(
+        text.contains(&format!(
+            "run a (transformer): {}\n",
+            env.path("runs/a").display()
+        )),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&status(true)).expect("json");
+    assert_eq!(json["runs"][0]["waiting_for_folder"], false);
 }
 
 #[test]

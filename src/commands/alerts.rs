@@ -1,6 +1,7 @@
 //! `filtermon alerts`: list stored alerts, or acknowledge one.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use crate::cli::AlertsArgs;
 use crate::store::alerts::AlertRow;
@@ -9,19 +10,21 @@ use crate::store::Store;
 /// Runs the command.
 pub fn run(args: &AlertsArgs) -> anyhow::Result<()> {
     let mut store = Store::open_existing(&args.db)?;
+    let mut out = std::io::stdout().lock();
     if let Some(id) = args.ack {
         store.ack_alert(id)?;
-        println!("alert {id} acknowledged");
+        writeln!(out, "alert {id} acknowledged")?;
         return Ok(());
     }
     let alerts = store.alerts()?;
     if args.json {
         for a in &alerts {
-            println!("{}", serde_json::to_string(a)?);
+            writeln!(out, "{}", serde_json::to_string(a)?)?;
         }
     } else {
-        print!("{}", render(&alerts)?);
+        out.write_all(render(&alerts)?.as_bytes())?;
     }
+    out.flush()?;
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! `filtermon chart`: the report from a store, on demand.
 
+use std::io::Write as _;
+
 use crate::charts::{render, ChartOptions};
 use crate::cli::ChartArgs;
 use crate::store::Store;
@@ -12,6 +14,6 @@ pub fn run(args: &ChartArgs) -> anyhow::Result<()> {
         log_x: args.log_x,
     };
     let index = render(&store, &args.out, &opts, None)?;
-    println!("{}", index.display());
+    writeln!(std::io::stdout(), "{}", index.display())?;
     Ok(())
 }

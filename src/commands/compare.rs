@@ -1,5 +1,6 @@
 //! `filtermon compare`: score two checkpoints on one evalset and write the paired analysis.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -150,21 +151,24 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         &args.out.join("metrics.json"),
     )?;
 
-    print!("{}", report::decision_table(&c, &a_name, &b_name));
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", report::decision_table(&c, &a_name, &b_name))?;
     if let Some((d, path)) = &derived {
-        println!(
+        writeln!(
+            out,
             "derived filter {} = \"{}\" in {}",
             d.name,
             d.expression,
             path.display()
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "compared {a_name} (A) and {b_name} (B) on {} tokens of evalset {}; gap = A − B, > 0: B better; artifacts in {}",
         c.tokens,
         es.id(),
         args.out.display()
-    );
+    )?;
     Ok(())
 }
 

@@ -1,4 +1,8 @@
 //! One module per subcommand: argument handling and output around the library stages.
+//!
+//! Output goes to stdout through `writeln!` with its error returned, not `println!`, which
+//! panics when the reader has gone (`filtermon export … | head`); `main` turns that error
+//! into a quiet exit 0.
 
 pub mod alerts;
 pub mod bench;

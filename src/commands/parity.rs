@@ -1,6 +1,8 @@
 //! `filtermon parity`: checks this build, on this device, against the transformers references
 //! shipped with the test fixtures (or any folder holding a `reference.json`).
 
+use std::io::Write as _;
+
 use crate::cli::{DTypeArg, ParityArgs};
 use crate::device;
 use crate::error::input_error;
@@ -18,6 +20,7 @@ pub fn run(args: &ParityArgs) -> anyhow::Result<()> {
             "parity: the references hold f32 and bf16 losses, not f16",
         ));
     }
+    let mut out = std::io::stdout().lock();
     let mut failed = 0;
     for dir in &args.fixtures {
         let a = check(dir, args.dtype.dtype(), &device, None)?;
@@ -28,9 +31,10 @@ pub fn run(args: &ParityArgs) -> anyhow::Result<()> {
             let mut row = serde_json::to_value(&a)?;
             row["tolerance"] = serde_json::json!(tolerance);
             row["pass"] = serde_json::json!(pass);
-            println!("{row}");
+            writeln!(out, "{row}")?;
         } else {
-            println!(
+            writeln!(
+                out,
                 "{} {:<5} {:<6} max |dNLL| {:.2e}  mean {:.2e}  top-k flips {}  {} tokens  {}",
                 if pass { "ok  " } else { "FAIL" },
                 a.dtype,
@@ -40,7 +44,7 @@ pub fn run(args: &ParityArgs) -> anyhow::Result<()> {
                 a.flips,
                 a.tokens,
                 a.fixture.display()
-            );
+            )?;
         }
     }
     if failed > 0 {

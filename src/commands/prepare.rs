@@ -1,5 +1,7 @@
 //! `filtermon prepare`: build an evalset and report tokens per domain × filter.
 
+use std::io::Write;
+
 use crate::cli::PrepareArgs;
 use crate::evalset::filter::{compile_filters, load_filter_file, Filter};
 use crate::evalset::prepare::{prepare, PrepareOptions};
@@ -30,7 +32,9 @@ pub fn run(args: &PrepareArgs) -> anyhow::Result<()> {
     let es = &prepared.evalset;
     let filters = compile_filters(&user, es.domains())?;
     let h = es.header();
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "evalset {} in {}: {} documents, {} windows, {} tokens (tokenizer {})",
         es.id(),
         es.dir().display(),
@@ -38,29 +42,29 @@ pub fn run(args: &PrepareArgs) -> anyhow::Result<()> {
         h.windows.len(),
         h.tokens,
         es.tokenizer_hash()
-    );
+    )?;
     if prepared.skipped > 0 {
-        println!("skipped {} malformed lines or files", prepared.skipped);
+        writeln!(out, "skipped {} malformed lines or files", prepared.skipped)?;
     }
-    print_counts(es, &filters)?;
+    print_counts(&mut out, es, &filters)?;
     Ok(())
 }
 
 /// Prints scored tokens (pos ≥ 1) per domain × filter; warns where a count is too small.
-pub fn print_counts(es: &EvalSet, filters: &[Filter]) -> anyhow::Result<()> {
+pub fn print_counts(out: &mut impl Write, es: &EvalSet, filters: &[Filter]) -> anyhow::Result<()> {
     let domains = es.domains();
     let counts = es.filter_counts(filters)?;
-    print!("{:<16}", "filter");
+    write!(out, "{:<16}", "filter")?;
     for d in domains {
-        print!(" {d:>10}");
+        write!(out, " {d:>10}")?;
     }
-    println!(" {:>10}", "total");
+    writeln!(out, " {:>10}", "total")?;
     for (f, row) in filters.iter().zip(&counts) {
-        print!("{:<16}", f.name());
+        write!(out, "{:<16}", f.name())?;
         for c in row {
-            print!(" {c:>10}");
+            write!(out, " {c:>10}")?;
         }
-        println!(" {:>10}", row.iter().sum::<usize>());
+        writeln!(out, " {:>10}", row.iter().sum::<usize>())?;
     }
     for (f, row) in filters.iter().zip(&counts) {
         for (d, &c) in domains.iter().zip(row) {

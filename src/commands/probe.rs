@@ -1,5 +1,7 @@
 //! `filtermon probe`: build a planted-repeat probe evalset and report its layout.
 
+use std::io::Write as _;
+
 use crate::cli::ProbeArgs;
 use crate::evalset::probe::{parse_gaps, probe, ProbeOptions, ProbeSpec};
 
@@ -20,7 +22,9 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     };
     let es = probe(&opts)?;
     let h = es.header();
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "probe evalset {} in {}: {} windows of {} tokens, span {} (tokenizer {})",
         es.id(),
         es.dir().display(),
@@ -28,13 +32,13 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         h.window,
         args.span,
         es.tokenizer_hash()
-    );
-    println!("{:>6} {:>8}", "gap", "windows");
+    )?;
+    writeln!(out, "{:>6} {:>8}", "gap", "windows")?;
     for &gap in &gaps {
         let n = es.probe().map_or(0, |p| {
             p.windows.iter().filter(|w| w.gap as usize == gap).count()
         });
-        println!("{gap:>6} {n:>8}");
+        writeln!(out, "{gap:>6} {n:>8}")?;
     }
     Ok(())
 }

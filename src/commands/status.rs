@@ -1,6 +1,7 @@
 //! `filtermon status`: runs, checkpoints by state, latest results, failures.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use crate::cli::StatusArgs;
 use crate::config::WatchConfig;
@@ -17,11 +18,13 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
         _ => return Err(input_error("give exactly one of --config and --db")),
     };
     let report = Store::open_existing(&db)?.status()?;
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", render(&report, args.recall));
+        out.write_all(render(&report, args.recall).as_bytes())?;
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -45,9 +48,14 @@ fn render_run(out: &mut String, run: &RunStatus, all_recall: bool) -> std::fmt::
         .as_ref()
         .map(|b| format!(", baseline {b}"))
         .unwrap_or_default();
+    let waiting = if run.waiting_for_folder {
+        " (waiting for its folder)"
+    } else {
+        ""
+    };
     writeln!(
         out,
-        "run {} ({}{baseline}): {}",
+        "run {} ({}{baseline}): {}{waiting}",
         run.name, run.arch, run.dir
     )?;
     let c = &run.checkpoints;

@@ -20,8 +20,8 @@ mod alerts;
 pub use alerts::AlertSettings;
 
 use crate::cli::DTypeArg;
-use crate::error::input_error;
-use crate::evalset::filter::filters_from_toml;
+use crate::error::{input_error, line_of};
+use crate::evalset::filter::{filters_from_spanned, SpannedFilters};
 
 /// A validated watch config.
 #[derive(Debug, Clone)]
@@ -181,7 +181,7 @@ struct RawConfig {
     daemon: RawDaemon,
     evalsets: Spanned<Vec<RawEvalset>>,
     #[serde(default)]
-    filters: Option<toml::Value>,
+    filters: Option<SpannedFilters>,
     runs: Spanned<Vec<RawRun>>,
     #[serde(default)]
     alerts: Vec<alerts::RawRule>,
@@ -254,7 +254,7 @@ enum RawAnneal {
 struct RawRun {
     name: Spanned<String>,
     arch: String,
-    dir: PathBuf,
+    dir: Spanned<PathBuf>,
     #[serde(default)]
     checkpoints: Option<Spanned<String>>,
     #[serde(default)]
@@ -268,7 +268,7 @@ struct RawRun {
     #[serde(default)]
     baseline: Option<Spanned<String>>,
     #[serde(default)]
-    inbox: Option<PathBuf>,
+    inbox: Option<Spanned<PathBuf>>,
     #[serde(default)]
     tokenizer: Option<Spanned<PathBuf>>,
     #[serde(default)]
@@ -317,11 +317,9 @@ struct Errors<'a> {
 
 impl Errors<'_> {
     fn at(&self, span: Option<std::ops::Range<usize>>, key: &str, msg: &str) -> anyhow::Error {
-        let line = span.filter(|s| s.end > 0).map(|s| {
-            1 + self.text[..s.start.min(self.text.len())]
-                .matches('\n')
-                .count()
-        });
+        let line = span
+            .filter(|s| s.end > 0)
+            .map(|s| line_of(self.text, s.start));
         let key = if key.is_empty() {
             String::new()
         } else {
@@ -464,7 +462,7 @@ fn validate(
     }
 
     let filters = match &raw.filters {
-        Some(table) => filters_from_toml(table, &path.display().to_string())?,
+        Some(table) => filters_from_spanned(table, errs.text, &errs.file)?,
         None => Vec::new(),
     };
 
@@ -610,7 +608,16 @@ fn validate_run(
         ),
         Some((_, RawAnneal::Names(n))) => AnnealRule::Names(n.clone()),
     };
-    let dir = resolve(base, &r.dir);
+    let dir = resolve(base, r.dir.get_ref());
+    not_a_folder(&dir, &r.dir, &key("dir"), errs)?;
+    let inbox = match &r.inbox {
+        Some(i) => {
+            let inbox = resolve(&dir, i.get_ref());
+            not_a_folder(&inbox, i, &key("inbox"), errs)?;
+            Some(inbox)
+        }
+        None => None,
+    };
     let tokens_per_step = match (&r.tokens_per_step, &r.olmo_config) {
         (Some(t), None) => *t.get_ref(),
         (None, Some(c)) => {
@@ -676,7 +683,7 @@ fn validate_run(
     Ok(RunConfig {
         name,
         arch: r.arch,
-        inbox: r.inbox.map(|p| resolve(&dir, &p)),
+        inbox,
         tokenizer,
         dir,
         checkpoints,
@@ -686,6 +693,16 @@ fn validate_run(
         baseline: r.baseline.map(Spanned::into_inner),
         evalsets: run_evalsets,
     })
+}
+
+/// Refuses a path that exists but is no folder. One that does not exist yet is fine (the run
+/// may not have started; the daemon waits for it), but a file there would leave the run
+/// silently unwatched.
+fn not_a_folder(path: &Path, v: &Spanned<PathBuf>, key: &str, errs: &Errors) -> anyhow::Result<()> {
+    if path.exists() && !path.is_dir() {
+        return Err(errs.spanned(v, key, &format!("{} is not a folder", path.display())));
+    }
+    Ok(())
 }
 
 fn name_key(i: usize) -> String {
@@ -830,6 +847,86 @@ anneal = ["step10-anneal"]
         let e = err(&format!("device = \"cuda:x\"\n{OK}"));
         assert!(
             e.starts_with("w.toml:1: device: expected cpu, cuda or cuda:N"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_device_that_is_no_device_names_file_line_and_key() {
+        let e = err(&format!("device = \"tpu\"\n{OK}"));
+        assert!(
+            e.starts_with("w.toml:1: device: expected cpu, cuda or cuda:N"),
+            "{e}"
+        );
+        let e = err(&format!("\ndevices = [\"cpu\", \"tpu\"]\n{OK}"));
+        assert!(
+            e.starts_with("w.toml:2: devices[1]: expected cpu, cuda or cuda:N"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn filter_errors_name_file_line_and_key() {
+        let with_filters = |filters: &str| format!("{OK}[filters]\nok = \"content\"\n{filters}\n");
+        let line = |text: &str| 1 + text.lines().position(|l| l.starts_with("x =")).expect("x");
+        for (filter, want) in [
+            (
+                "x = \"colour == 3\"",
+                "filters.x: filter 'colour == 3': column 1: unknown label 'colour'",
+            ),
+            (
+                "x = 3",
+                "filters.x: expected a string expression, found integer",
+            ),
+            (
+                "x = \"\"\"\ncontent &\n\"\"\"",
+                "filters.x: filter 'content &",
+            ),
+        ] {
+            let text = with_filters(filter);
+            let e = err(&text);
+            let want = format!("w.toml:{}: {want}", line(&text));
+            assert!(e.starts_with(&want), "{e}\nwant: {want}");
+        }
+        let e = err(&format!("{OK}[filters]\ncopy5 = \"content\"\n"));
+        assert!(
+            e.starts_with("w.toml:21: filters.copy5: `copy5` is a built-in filter"),
+            "{e}"
+        );
+        let e = err(&format!("filters = 3\n{OK}"));
+        assert!(e.starts_with("w.toml:1: filters: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn a_run_dir_or_inbox_that_is_a_file_is_refused_and_a_missing_one_allowed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let cfg = tmp.path().join("w.toml");
+        // Nothing at `ckpt/a` and `ckpt/b` yet: the runs may not have started.
+        let c = WatchConfig::parse(OK, &cfg).expect("valid");
+        assert!(!c.runs[0].dir.exists());
+
+        std::fs::create_dir(tmp.path().join("ckpt")).expect("mkdir");
+        std::fs::write(tmp.path().join("ckpt/a"), "").expect("write");
+        let e = WatchConfig::parse(OK, &cfg).expect_err("a file is no run folder");
+        assert!(crate::error::is_input_error(&e));
+        let e = crate::error::one_line(&e);
+        let want = format!(
+            "{}:11: runs[0].dir: {} is not a folder",
+            cfg.display(),
+            tmp.path().join("ckpt/a").display()
+        );
+        assert_eq!(e, want);
+
+        std::fs::create_dir_all(tmp.path().join("ckpt/b")).expect("mkdir");
+        std::fs::write(tmp.path().join("ckpt/b/inbox"), "").expect("write");
+        let text = OK
+            .replace("dir = \"ckpt/a\"", "dir = \"ckpt/c\"")
+            .replace("baseline = \"a\"", "baseline = \"a\"\ninbox = \"inbox\"");
+        let e = WatchConfig::parse(&text, &cfg).expect_err("a file is no inbox");
+        let e = crate::error::one_line(&e);
+        assert!(
+            e.starts_with(&format!("{}:19: runs[1].inbox: ", cfg.display()))
+                && e.ends_with("ckpt/b/inbox is not a folder"),
             "{e}"
         );
     }

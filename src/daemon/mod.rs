@@ -90,6 +90,11 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
     }
     let mut runs = Vec::with_capacity(config.runs.len());
     for r in &config.runs {
+        if !r.dir.is_dir() {
+            // Allowed (the run may not have started), but a typo in `dir` looks the same.
+            tracing::warn!(run = %r.name, dir = %r.dir.display(),
+                "run folder does not exist yet; waiting for it");
+        }
         let id = store.upsert_run(&RunRow {
             name: r.name.clone(),
             arch: r.arch.clone(),

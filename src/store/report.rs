@@ -1,5 +1,7 @@
 //! Read-side queries behind `status` and `export`.
 
+use std::path::Path;
+
 use rusqlite::{params, Row};
 use serde::Serialize;
 
@@ -89,6 +91,9 @@ pub struct RunStatus {
     pub dir: String,
     /// Baseline run.
     pub baseline: Option<String>,
+    /// Whether `dir` is missing (or is no folder) where the report is made: the daemon waits
+    /// for it, as for a run that has not started.
+    pub waiting_for_folder: bool,
     /// Checkpoints by state.
     pub checkpoints: StateCounts,
     /// Results of the highest-step scored checkpoint, per evalset and filter.
@@ -190,6 +195,7 @@ impl Store {
                         arch: r.get(2)?,
                         dir: r.get(3)?,
                         baseline: r.get(4)?,
+                        waiting_for_folder: false,
                         checkpoints: StateCounts::default(),
                         latest: Vec::new(),
                     },
@@ -198,6 +204,7 @@ impl Store {
             let rows = rows.collect::<Result<Vec<_>, _>>()?;
             let mut out = Vec::with_capacity(rows.len());
             for (id, mut run) in rows {
+                run.waiting_for_folder = !Path::new(&run.dir).is_dir();
                 run.checkpoints = self.state_counts(id)?;
                 run.latest = self.latest(id)?;
                 out.push(run);

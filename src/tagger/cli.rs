@@ -201,22 +201,13 @@ pub fn run_tag(args: &TagArgs) -> Result<()> {
     let model = load_model(args.model.as_deref())?;
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
-    match tag_stream(
+    // A closed stdout comes back as an error that main turns into a quiet exit 0.
+    tag_stream(
         model.get(),
         args.pretokenized,
         stdin,
         BufWriter::new(stdout),
-    ) {
-        Err(e) if is_broken_pipe(&e) => Ok(()),
-        r => r,
-    }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    )
 }
 
 /// The body of `filtermon tag`, over any reader and writer.

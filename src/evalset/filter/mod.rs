@@ -48,11 +48,13 @@ mod lex;
 mod parse;
 mod render;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use toml::Spanned;
 
-use crate::error::input_error;
+use crate::error::{input_error, line_of};
 use crate::evalset::labels::TokenLabels;
 use eval::{lower, Node};
 use parse::parse;
@@ -144,30 +146,53 @@ pub fn compile_filters(user: &[(String, String)], domains: &[String]) -> Result<
 /// ```
 ///
 /// Returns `(name, expression)` pairs sorted by name. Every expression is checked
-/// here, so mistakes surface with the file and key.
+/// here, so mistakes surface with the file, line and key.
 ///
 /// # Errors
 ///
-/// [`InputError`](crate::error::InputError)s naming the file (and key): unreadable
+/// [`InputError`](crate::error::InputError)s naming the file (and line and key): unreadable
 /// file, invalid TOML, keys other than `filters`, a value that is not a string, a
 /// name of a built-in filter, or an expression that does not compile.
 pub fn load_filter_file(path: &Path) -> Result<Vec<(String, String)>> {
-    let shown = path.display();
+    let shown = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| input_error(format!("{shown}: cannot read filter file: {e}")))?;
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        input_error(format!("{shown}: invalid TOML: {}", e.message()))
-    })?;
-    if let Some(other) = doc.keys().find(|k| k.as_str() != "filters") {
+    let at = |span: Option<std::ops::Range<usize>>| match span {
+        Some(s) => format!("{shown}:{}", line_of(&text, s.start)),
+        None => shown.clone(),
+    };
+    let invalid = |e: toml::de::Error| {
+        input_error(format!("{}: invalid TOML: {}", at(e.span()), e.message()))
+    };
+    let doc: BTreeMap<Spanned<String>, toml::Value> = toml::from_str(&text).map_err(invalid)?;
+    if let Some(other) = doc.keys().find(|k| k.get_ref() != "filters") {
         crate::bail_input!(
-            "{shown}: unknown key `{other}` (a filter file has only a [filters] table)"
+            "{}: unknown key `{}` (a filter file has only a [filters] table)",
+            at(Some(other.span())),
+            other.get_ref()
         );
     }
-    let Some(table) = doc.get("filters") else {
+    let Some((key, table)) = doc.iter().next() else {
         crate::bail_input!("{shown}: no [filters] table");
     };
-    filters_from_toml(table, &shown.to_string())
+    if !table.is_table() {
+        crate::bail_input!(
+            "{}: `filters` must be a table of name = \"expression\"",
+            at(Some(key.span()))
+        );
+    }
+    // Read again with the span of every entry, which `toml::Value` does not keep.
+    #[derive(serde::Deserialize)]
+    struct Entries {
+        filters: SpannedFilters,
+    }
+    let entries: Entries = toml::from_str(&text).map_err(invalid)?;
+    filters_from_spanned(&entries.filters, &text, &shown)
 }
+
+/// A `[filters]` table as read with the byte range of every name and value in its file, so
+/// that errors can name the line.
+pub type SpannedFilters = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
 /// Reads a `[filters]` table (from a filter file or a watch config) into sorted
 /// `(name, expression)` pairs; `origin` (e.g. the file name) prefixes errors.
@@ -175,25 +200,47 @@ pub fn filters_from_toml(table: &toml::Value, origin: &str) -> Result<Vec<(Strin
     let Some(table) = table.as_table() else {
         crate::bail_input!("{origin}: `filters` must be a table of name = \"expression\"");
     };
-    let builtins = builtin_filters();
-    let mut out = Vec::with_capacity(table.len());
-    for (name, value) in table {
-        let Some(expr) = value.as_str() else {
-            crate::bail_input!(
-                "{origin}: filters.{name}: expected a string expression, found {}",
-                value.type_str()
-            );
-        };
-        if builtins.iter().any(|(b, _)| *b == name.as_str()) {
-            crate::bail_input!(
-                "{origin}: filters.{name}: `{name}` is a built-in filter; choose another name"
-            );
-        }
-        Filter::compile(name, expr, &[]).with_context(|| format!("{origin}: filters.{name}"))?;
-        out.push((name.clone(), expr.to_string()));
-    }
+    let mut out = table
+        .iter()
+        .map(|(name, value)| filter_entry(name, value, origin))
+        .collect::<Result<Vec<_>>>()?;
     out.sort();
     Ok(out)
+}
+
+/// [`filters_from_toml`] for a table read with spans from `text`, the contents of the file
+/// `origin`: errors name the line, `origin:LINE: filters.NAME: …`.
+pub fn filters_from_spanned(
+    table: &SpannedFilters,
+    text: &str,
+    origin: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut out = table
+        .iter()
+        .map(|(name, value)| {
+            let at = format!("{origin}:{}", line_of(text, value.span().start));
+            filter_entry(name.get_ref(), value.get_ref(), &at)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    out.sort();
+    Ok(out)
+}
+
+/// Checks one `name = "expression"` entry; `at` (`file` or `file:line`) prefixes errors.
+fn filter_entry(name: &str, value: &toml::Value, at: &str) -> Result<(String, String)> {
+    let Some(expr) = value.as_str() else {
+        crate::bail_input!(
+            "{at}: filters.{name}: expected a string expression, found {}",
+            value.type_str()
+        );
+    };
+    if builtin_filters().iter().any(|(b, _)| *b == name) {
+        crate::bail_input!(
+            "{at}: filters.{name}: `{name}` is a built-in filter; choose another name"
+        );
+    }
+    Filter::compile(name, expr, &[]).with_context(|| format!("{at}: filters.{name}"))?;
+    Ok((name.to_string(), expr.to_string()))
 }
 
 fn builtin_names() -> String {
