@@ -345,6 +345,20 @@ fn kill_9_mid_score_leaves_a_sound_db_and_the_job_scored_once_after_restart() {
     assert_eq!(env.query_i64("SELECT COUNT(*) FROM jobs"), 2);
     assert_eq!(env.query_i64("SELECT COUNT(*) FROM checkpoints"), 2);
     assert_eq!(env.scored_events("d2.log"), ["step200"]);
+    let (attempts, lost): (i64, i64) = env
+        .db()
+        .query_row(
+            "SELECT j.attempts, j.lost_leases FROM jobs j
+             JOIN checkpoints c ON c.id = j.checkpoint_id WHERE c.name = 'step200'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("job");
+    assert_eq!(
+        (attempts, lost),
+        (1, 1),
+        "the kill cost a lost lease, not one of the job's attempts"
+    );
 }
 
 #[test]
@@ -1036,4 +1050,108 @@ fn a_hook_that_fails_or_hangs_is_logged_and_scoring_goes_on() {
     let errors = hook_errors(&env);
     assert!(errors[0].contains("timeout and was killed"), "{errors:?}");
     assert!(errors[1].contains("failed: exit status: 7"), "{errors:?}");
+}
+
+#[test]
+fn firings_whose_hook_was_cut_short_by_kill_9_reach_the_hook_after_restart() {
+    let rules = "[[alerts]]\nname = \"any-gap\"\nrule = \"gap\"\nmax_gap = -1000.0\n\
+                 filters = [\"all\"]\n";
+    let env = Env::new(
+        "small",
+        &[("base", ""), ("other", "baseline = \"base\"")],
+        rules,
+    );
+    let (pids, started, release, out) = (
+        env.path("hook.pids"),
+        env.path("hook-started"),
+        env.path("release"),
+        env.path("hook.jsonl"),
+    );
+    // The hook notes its pid, then holds each firing until `release` exists, and only then
+    // passes it on: the daemon dies while the first firing's hook runs and the second waits
+    // behind it, so neither hook run ever exits 0.
+    let hook = format!(
+        "on_alert = '''echo $$ >> \"{}\"; p=$(cat); touch \"{}\"; \
+         while [ ! -e \"{}\" ]; do sleep 0.05; done; printf '%s\\n' \"$p\" >> \"{}\"'''\n\
+         on_alert_timeout_secs = 60\n",
+        pids.display(),
+        started.display(),
+        release.display(),
+        out.display()
+    );
+    let cfg = fs::read_to_string(env.path("w.toml")).expect("config");
+    fs::write(env.path("w.toml"), hook + &cfg).expect("config");
+    for run in ["base", "other"] {
+        for ck in ["step100", "step200"] {
+            copy_dir(&fixture("olmo2"), &env.path(&format!("runs/{run}/{ck}")));
+        }
+    }
+    let mut daemon = env.spawn("d1.log");
+    env.wait_for(
+        "two firings stored and the first one's hook running",
+        Duration::from_secs(90),
+        |e| e.query_i64("SELECT COUNT(*) FROM alerts") == 2 && started.exists(),
+    );
+    kill(&mut daemon, "-KILL");
+    daemon.wait().expect("wait");
+    // A crash takes the hook down too (an orphaned hook finishing on its own would hide
+    // the loss).
+    for pid in fs::read_to_string(&pids)
+        .expect("hook pids")
+        .split_whitespace()
+    {
+        let ok = Command::new("kill")
+            .args(["-KILL", pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "the hook {pid} was still running");
+    }
+    assert!(!out.exists(), "no firing got through the hook yet");
+
+    fs::remove_file(&started).expect("rm");
+    let mut again = env.spawn("d2.log");
+    env.wait_for("a hook run after restart", Duration::from_secs(60), |_| {
+        started.exists()
+    });
+    fs::write(&release, "").expect("release");
+    env.wait_for("every firing at the hook", Duration::from_secs(30), |_| {
+        fs::read_to_string(&out).is_ok_and(|s| s.lines().count() >= 2)
+    });
+    env.wait_for(
+        "every firing marked delivered",
+        Duration::from_secs(10),
+        |e| e.query_i64("SELECT COUNT(*) FROM alerts WHERE delivered_at IS NULL") == 0,
+    );
+    stop(&mut again);
+
+    let mut delivered: Vec<i64> = fs::read_to_string(&out)
+        .expect("hook output")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("one JSON object per firing");
+            v["id"].as_i64().expect("id")
+        })
+        .collect();
+    delivered.sort();
+    let stored: Vec<i64> = {
+        let db = env.db();
+        let mut st = db
+            .prepare("SELECT id FROM alerts ORDER BY id")
+            .expect("query");
+        st.query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(
+        delivered, stored,
+        "each stored firing reached the hook once"
+    );
+    let resent = events(
+        &env.path("d2.log"),
+        "alerts not yet delivered sent to the hook again",
+    );
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0]["fields"]["alerts"], 2);
 }

@@ -1,8 +1,14 @@
 //! The `on_alert` hook: a shell command that gets each new firing as one JSON object on
 //! stdin. It runs on its own thread so a slow hook never delays scoring, and a hook that
 //! fails or outlives its timeout is logged and killed, never fatal.
+//!
+//! A firing is marked delivered in the store only after the hook exited 0 for it. One that
+//! failed, timed out or was cut short by the daemon's death stays undelivered and is handed
+//! to the hook again at the next start (once per start, so a hook that keeps failing costs
+//! one run per firing per start, never a loop); the payload's `id` lets a hook drop a repeat.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
@@ -11,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::error::one_line;
+use crate::store::Store;
 
 /// Runs `command` with `sh -c`, `payload` on stdin, and waits at most `timeout`.
 pub fn run_hook(command: &str, payload: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -46,22 +53,33 @@ pub fn run_hook(command: &str, payload: &str, timeout: Duration) -> anyhow::Resu
     }
 }
 
-/// A thread that runs the hook for each payload sent to it, in order.
+/// A thread that runs the hook for each firing sent to it, in order, and marks each one the
+/// hook accepted as delivered in the store.
 pub struct HookRunner {
-    tx: Option<Sender<String>>,
+    tx: Option<Sender<(i64, String)>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl HookRunner {
-    /// Starts the thread.
-    pub fn start(command: String, timeout: Duration) -> anyhow::Result<HookRunner> {
-        let (tx, rx) = mpsc::channel::<String>();
+    /// Starts the thread, with its own connection to the store at `db`.
+    pub fn start(command: String, timeout: Duration, db: &Path) -> anyhow::Result<HookRunner> {
+        let mut store = Store::open_existing(db)
+            .with_context(|| format!("opening {} for the alert hook", db.display()))?;
+        let (tx, rx) = mpsc::channel::<(i64, String)>();
         let thread = std::thread::Builder::new()
             .name("alert-hook".into())
             .spawn(move || {
-                for payload in rx {
+                for (id, payload) in rx {
                     if let Err(e) = run_hook(&command, &payload, timeout) {
-                        tracing::error!(error = %one_line(&e), "alert hook");
+                        tracing::error!(alert = id, error = %one_line(&e),
+                            retry = "at the next start", "alert hook");
+                        continue;
+                    }
+                    // Unmarked, the firing goes to the hook again at the next start: a
+                    // repeat, which the hook can tell by its id, rather than a loss.
+                    if let Err(e) = store.mark_alert_delivered(id) {
+                        tracing::error!(alert = id, error = %one_line(&e),
+                            "cannot record the alert as delivered; it will be sent again");
                     }
                 }
             })?;
@@ -71,18 +89,21 @@ impl HookRunner {
         })
     }
 
-    /// Queues one payload.
-    pub fn send(&self, payload: String) {
+    /// Queues the firing `id` with its payload.
+    pub fn send(&self, id: i64, payload: String) {
         if let Some(tx) = &self.tx {
-            if tx.send(payload).is_err() {
-                tracing::error!("the alert hook thread is gone; payload dropped");
+            if tx.send((id, payload)).is_err() {
+                tracing::error!(
+                    alert = id,
+                    "the alert hook thread is gone; the firing waits for the next start"
+                );
             }
         }
     }
 }
 
 impl Drop for HookRunner {
-    /// Lets queued payloads finish (each bounded by the timeout).
+    /// Lets queued firings finish (each bounded by the timeout), so a shutdown waits for them.
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {

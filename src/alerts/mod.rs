@@ -1,11 +1,12 @@
 //! Regression alerts (DESIGN §8): rules over the stored loss curves, each firing recorded
 //! once per (rule, checkpoint, evalset, filter), logged at WARN and passed to the
-//! `on_alert` hook.
+//! `on_alert` hook at least once (see [`hook`]).
 
 pub mod hook;
 pub mod rules;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::AlertSettings;
@@ -28,15 +29,17 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    /// An alerter for `settings`; `token_sets` by evalset id (only `rise` rules use them).
+    /// An alerter for `settings` on the store at `db` (the hook thread marks deliveries
+    /// through its own connection); `token_sets` by evalset id (only `rise` rules use them).
     pub fn new(
         settings: AlertSettings,
+        db: &Path,
         token_sets: Arc<HashMap<i64, TokenSets>>,
         resamples: usize,
         seed: u64,
     ) -> anyhow::Result<Alerter> {
         let hook = match &settings.on_alert {
-            Some(cmd) => Some(HookRunner::start(cmd.clone(), settings.hook_timeout)?),
+            Some(cmd) => Some(HookRunner::start(cmd.clone(), settings.hook_timeout, db)?),
             None => None,
         };
         Ok(Alerter {
@@ -95,12 +98,30 @@ impl Alerter {
             };
             tracing::warn!(alert = id, rule = %f.rule, run = %f.run, filter = %f.filter,
                 checkpoint = %f.checkpoint, value = f.value, threshold = f.threshold, "{}", f.message);
-            if let Some(hook) = &self.hook {
-                hook.send(hook_payload(id, &f)?);
+            match &self.hook {
+                Some(hook) => hook.send(id, hook_payload(id, &f)?),
+                // Nothing to hand it to: a hook configured later does not get old firings.
+                None => store.mark_alert_delivered(id)?,
             }
             new.push((id, f));
         }
         Ok(new)
+    }
+
+    /// Hands every stored firing the hook has not taken yet to the hook, oldest first: the
+    /// ones a daemon that died, or a hook that failed or timed out, left undelivered. Called
+    /// once at start, before any new firing; returns how many were queued.
+    pub fn resend_undelivered(&self, store: &Store) -> anyhow::Result<usize> {
+        let Some(hook) = &self.hook else {
+            return Ok(0);
+        };
+        let pending = store.undelivered_alerts()?;
+        for a in &pending {
+            tracing::info!(alert = a.id, rule = %a.firing.rule, run = %a.firing.run,
+                checkpoint = %a.firing.checkpoint, "sending an undelivered alert to the hook again");
+            hook.send(a.id, hook_payload(a.id, &a.firing)?);
+        }
+        Ok(pending.len())
     }
 }
 
@@ -155,7 +176,8 @@ mod tests {
         (dir, store, es)
     }
 
-    fn alerter(es: i64, min_delta: f64) -> Alerter {
+    /// An alerter with one `rise` rule on the test store in `dir`, and the hook `on_alert`.
+    fn alerter(dir: &Path, es: i64, min_delta: f64, on_alert: Option<String>) -> Alerter {
         let sets = TokenSets::from_parts(
             (0..TOKENS as u32).map(|i| i / 8).collect(),
             TOKENS.div_ceil(8),
@@ -169,35 +191,75 @@ mod tests {
                 runs: vec![],
                 evalsets: vec![],
             }],
-            on_alert: None,
-            hook_timeout: std::time::Duration::from_secs(1),
+            on_alert,
+            hook_timeout: std::time::Duration::from_secs(5),
         };
-        Alerter::new(settings, Arc::new([(es, sets)].into()), 200, 0).expect("alerter")
+        let db = dir.join("m.db");
+        Alerter::new(settings, &db, Arc::new([(es, sets)].into()), 200, 0).expect("alerter")
     }
 
     #[test]
     fn a_rise_in_stored_losses_fires_once_across_restarts() {
-        let (_dir, mut store, es) = store_with(2.0, 2.5);
-        let fired = alerter(es, 0.1).evaluate(&mut store).expect("rules");
+        let (dir, mut store, es) = store_with(2.0, 2.5);
+        let fired = alerter(dir.path(), es, 0.1, None)
+            .evaluate(&mut store)
+            .expect("rules");
         assert_eq!(fired.len(), 1);
         let f = &fired[0].1;
         assert_eq!((f.checkpoint.as_str(), f.step), ("step200-anneal", 200));
         assert!((f.value - 0.5).abs() < 1e-6 && f.threshold == 0.1);
-        let mut same = alerter(es, 0.1);
+        let mut same = alerter(dir.path(), es, 0.1, None);
         assert!(same.evaluate(&mut store).expect("rules").is_empty());
         assert!(same.evaluate(&mut store).expect("rules").is_empty());
-        assert_eq!(store.alerts().expect("alerts").len(), 1);
+        let stored = store.alerts().expect("alerts");
+        assert_eq!(stored.len(), 1);
+        assert!(
+            stored[0].delivered_at.is_some(),
+            "with no hook there is nothing to wait for"
+        );
+    }
+
+    #[test]
+    fn a_firing_the_hook_failed_on_is_sent_again_at_the_next_start_until_it_exits_0() {
+        let (dir, mut store, es) = store_with(2.0, 2.5);
+        // Dropping an alerter waits for its hook, as a daemon's shutdown does.
+        let fired = {
+            let mut failing = alerter(dir.path(), es, 0.1, Some("exit 3".into()));
+            failing.evaluate(&mut store).expect("rules")
+        };
+        assert_eq!(fired.len(), 1);
+        let id = fired[0].0;
+        let pending = store.undelivered_alerts().expect("undelivered");
+        assert_eq!(pending.iter().map(|a| a.id).collect::<Vec<_>>(), [id]);
+
+        let out = dir.path().join("hook.jsonl");
+        let hook = format!("cat >> '{}'", out.display());
+        {
+            let restarted = alerter(dir.path(), es, 0.1, Some(hook.clone()));
+            assert_eq!(restarted.resend_undelivered(&store).expect("resend"), 1);
+        }
+        let got = std::fs::read_to_string(&out).expect("hook output");
+        let payloads: Vec<serde_json::Value> = got
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(payloads.len(), 1);
+        assert_eq!(payloads[0]["id"].as_i64(), Some(id));
+        assert_eq!(payloads[0]["checkpoint"], "step200-anneal");
+        assert!(store.undelivered_alerts().expect("undelivered").is_empty());
+        let again = alerter(dir.path(), es, 0.1, Some(hook));
+        assert_eq!(again.resend_undelivered(&store).expect("resend"), 0);
     }
 
     #[test]
     fn a_rise_below_min_delta_or_a_fall_does_not_fire() {
-        let (_dir, mut store, es) = store_with(2.0, 2.5);
-        assert!(alerter(es, 0.6)
+        let (dir, mut store, es) = store_with(2.0, 2.5);
+        assert!(alerter(dir.path(), es, 0.6, None)
             .evaluate(&mut store)
             .expect("rules")
             .is_empty());
-        let (_dir, mut store, es) = store_with(2.5, 2.0);
-        assert!(alerter(es, 0.0)
+        let (dir, mut store, es) = store_with(2.5, 2.0);
+        assert!(alerter(dir.path(), es, 0.0, None)
             .evaluate(&mut store)
             .expect("rules")
             .is_empty());

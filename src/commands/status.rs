@@ -135,13 +135,62 @@ fn render(report: &StatusReport, all_recall: bool) -> String {
             } else {
                 "will retry"
             };
+            // Lost leases are no fault of the checkpoint, so they are shown apart.
+            let lost = if f.lost_leases > 0 {
+                format!(" and {} lost lease(s)", f.lost_leases)
+            } else {
+                String::new()
+            };
             writeln!(
                 out,
-                "  {}/{} on {}: {what} after {} attempt(s): {}",
+                "  {}/{} on {}: {what} after {} attempt(s){lost}: {}",
                 f.run, f.checkpoint, f.evalset, f.attempts, f.error
             )?;
         }
         Ok(())
     })();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+    use crate::store::report::{FailureRow, StatusReport};
+
+    #[test]
+    fn failures_show_attempts_and_lost_leases_apart() {
+        let row = |state: &str, attempts, lost_leases, error: &str| FailureRow {
+            run: "a".into(),
+            checkpoint: "step10".into(),
+            evalset: "e".into(),
+            state: state.into(),
+            attempts,
+            lost_leases,
+            error: error.into(),
+        };
+        let report = StatusReport {
+            runs: Vec::new(),
+            failures: vec![
+                row("queued", 0, 3, "the daemon scoring it stopped"),
+                row("failed", 2, 0, "boom"),
+            ],
+        };
+        let text = render(&report, false);
+        assert!(
+            text.contains(
+                "a/step10 on e: will retry after 0 attempt(s) and 3 lost lease(s): \
+                 the daemon scoring it stopped"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("a/step10 on e: failed for good after 2 attempt(s): boom"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report.failures[0]).expect("json");
+        assert_eq!(
+            (json["attempts"].as_u64(), json["lost_leases"].as_u64()),
+            (Some(0), Some(3))
+        );
+    }
 }

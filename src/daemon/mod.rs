@@ -6,6 +6,10 @@
 //! ([`run_until`]). Then no worker takes a new job; the current ones may finish within the
 //! grace period, else they are returned to the queue and the process exits (an uncommitted
 //! transaction is rolled back by SQLite). Either way the exit status is 0.
+//!
+//! At start, before any worker runs, the firings that the `on_alert` hook never accepted
+//! (the last daemon died first, or the hook failed) are handed to it again: alerts are
+//! stored exactly once and delivered at least once (see [`crate::alerts::hook`]).
 
 pub mod watcher;
 pub mod worker;
@@ -29,7 +33,7 @@ use crate::evalset::prepare::{prepare, PrepareOptions};
 use crate::evalset::EvalSet;
 use crate::paired_gaps::TokenSets;
 use crate::stats::aggregate::AggregateOptions;
-use crate::store::jobs::{owner_id, Job, RetryPolicy};
+use crate::store::jobs::{owner_id, Job, RetryPolicy, MAX_LOST_LEASES};
 use crate::store::{EvalsetRow, RunRow, Store};
 use watcher::{Discovery, Wake, WatchedRun};
 use worker::{panic_text, AfterCommit, LoadedEvalset, ScoreSettings, Scorer, Worker};
@@ -144,14 +148,24 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
     }
     let token_sets = Arc::new(token_sets);
     let evalsets = Arc::new(evalsets);
-    let after_commit = Arc::new(Mutex::new(AfterCommit {
-        alerter: Alerter::new(
-            config.alerts.clone(),
-            token_sets.clone(),
-            config.resamples,
-            config.seed,
-        )?,
-    }));
+    let alerter = Alerter::new(
+        config.alerts.clone(),
+        &config.db,
+        token_sets.clone(),
+        config.resamples,
+        config.seed,
+    )?;
+    // Before any worker can store a new firing, so the hook gets firings in the order they
+    // fired. A store error here costs only this start's retry: the firings stay pending.
+    match alerter.resend_undelivered(&store) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            alerts = n,
+            "alerts not yet delivered sent to the hook again"
+        ),
+        Err(e) => tracing::error!(error = %one_line(&e), "reading undelivered alerts"),
+    }
+    let after_commit = Arc::new(Mutex::new(AfterCommit { alerter }));
     let bootstrap = AggregateOptions {
         resamples: config.resamples,
         seed: config.seed,
@@ -180,6 +194,7 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
             lease: config.daemon.lease,
             policy: RetryPolicy {
                 max_attempts: config.daemon.max_attempts,
+                max_lost_leases: MAX_LOST_LEASES,
                 backoff: config.daemon.retry.as_secs_f64(),
             },
             runs: run_ids.clone(),

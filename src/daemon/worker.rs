@@ -535,6 +535,7 @@ mod tests {
                 on_alert: None,
                 hook_timeout: Duration::from_secs(1),
             },
+            &db,
             token_sets.clone(),
             10,
             0,
@@ -548,6 +549,7 @@ mod tests {
             lease: Duration::from_secs(60),
             policy: RetryPolicy {
                 max_attempts: 1,
+                max_lost_leases: 20,
                 backoff: 0.0,
             },
             runs: vec![run],

@@ -1,5 +1,9 @@
 //! Alert firings: recorded once per (rule, checkpoint, evalset, filter), listed and
-//! acknowledged.
+//! acknowledged, and tracked until the `on_alert` hook has taken them.
+//!
+//! A firing is stored undelivered; it is marked delivered only once the hook exited 0 for
+//! it (or at once when no hook is configured). A daemon that dies in between leaves it
+//! undelivered, and the next start hands it to the hook again: delivery is at-least-once.
 
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
@@ -18,14 +22,18 @@ pub struct AlertRow {
     pub fired_at: String,
     /// When it was acknowledged (RFC 3339 UTC), if it was.
     pub acked_at: Option<String>,
+    /// When the `on_alert` hook took it (RFC 3339 UTC): it exited 0 for it, or none was
+    /// configured when it fired. `None` while it is still to be handed to the hook.
+    pub delivered_at: Option<String>,
     /// What fired.
     #[serde(flatten)]
     pub firing: Firing,
 }
 
 impl Store {
-    /// Records a firing unless the same rule already fired at the same checkpoint on the same
-    /// evalset and filter; returns the new row's id, or `None` for a repeat.
+    /// Records a firing, undelivered, unless the same rule already fired at the same
+    /// checkpoint on the same evalset and filter; returns the new row's id, or `None` for a
+    /// repeat.
     pub fn record_alert(&mut self, f: &Firing) -> anyhow::Result<Option<i64>> {
         let run_id = self.run_id(&f.run)?;
         let details = serde_json::to_string(f)?;
@@ -52,10 +60,33 @@ impl Store {
 
     /// Every stored firing, newest first.
     pub fn alerts(&self) -> anyhow::Result<Vec<AlertRow>> {
-        let mut st = self.conn.prepare(
-            "SELECT id, fired_at, acked_at, details, checkpoint_id, evalset_id FROM alerts
-             ORDER BY fired_at DESC, id DESC",
+        self.alert_rows("TRUE ORDER BY fired_at DESC, id DESC")
+    }
+
+    /// The firings not yet delivered to the hook, oldest first (the order they fired in).
+    pub fn undelivered_alerts(&self) -> anyhow::Result<Vec<AlertRow>> {
+        self.alert_rows("delivered_at IS NULL ORDER BY id ASC")
+    }
+
+    /// Marks a firing delivered to the hook; marking twice keeps the first time.
+    pub fn mark_alert_delivered(&mut self, id: i64) -> anyhow::Result<()> {
+        let found = self.conn.execute(
+            "UPDATE alerts SET delivered_at = COALESCE(delivered_at, ?2) WHERE id = ?1",
+            params![id, now()],
         )?;
+        if found == 0 {
+            anyhow::bail!("no alert with id {id}");
+        }
+        Ok(())
+    }
+
+    /// The firings of `filter_and_order`, a fixed SQL tail (`WHERE …` condition and
+    /// `ORDER BY`) given by the callers above, never by user input.
+    fn alert_rows(&self, filter_and_order: &str) -> anyhow::Result<Vec<AlertRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT id, fired_at, acked_at, details, checkpoint_id, evalset_id, delivered_at
+             FROM alerts WHERE {filter_and_order}"
+        ))?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -64,11 +95,12 @@ impl Store {
                 r.get::<_, Option<String>>(3)?,
                 r.get::<_, Option<i64>>(4)?,
                 r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<f64>>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, fired, acked, details, checkpoint_id, evalset_id) = row?;
+            let (id, fired, acked, details, checkpoint_id, evalset_id, delivered) = row?;
             let details = details.unwrap_or_default();
             let mut firing: Firing = serde_json::from_str(&details)
                 .map_err(|e| anyhow::anyhow!("alert {id}: unreadable details: {e}"))?;
@@ -78,6 +110,7 @@ impl Store {
                 id,
                 fired_at: rfc3339(fired),
                 acked_at: acked.map(rfc3339),
+                delivered_at: delivered.map(rfc3339),
                 firing,
             });
         }

@@ -7,6 +7,11 @@
 //! was a process on this host that no longer exists. Results are written in the same
 //! transaction that marks the job done, and only while the lease is still held: a crash
 //! leaves all of a job's results or none, and a job is never scored into the store twice.
+//!
+//! Attempts count real errors only. A lease lost to a dead owner says nothing about the
+//! checkpoint, so reclaiming it gives the attempt back and counts a lost lease instead; only
+//! a job that keeps losing its lease ([`RetryPolicy::max_lost_leases`], a crash loop such as
+//! a checkpoint that gets the daemon OOM-killed) is marked failed for it.
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
@@ -48,11 +53,17 @@ pub enum FailOutcome {
     LeaseLost,
 }
 
+/// Lost leases after which a job is marked failed: far more than any run of bad luck with
+/// restarts, few enough to stop a checkpoint that kills every daemon that scores it.
+pub const MAX_LOST_LEASES: u32 = 20;
+
 /// Retry policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    /// Attempts before a job is marked failed.
+    /// Attempts (failed with an error) before a job is marked failed.
     pub max_attempts: u32,
+    /// Lost leases (the scoring daemon died) before a job is marked failed.
+    pub max_lost_leases: u32,
     /// Wait before the first retry, in seconds; doubles with each attempt.
     pub backoff: f64,
 }
@@ -98,8 +109,9 @@ fn owner_is_dead(owner: &str) -> bool {
 
 impl Store {
     /// Re-queues the jobs of dead owners: expired leases, and leases of processes on this
-    /// host that are gone. A job already at its last attempt is marked failed instead.
-    /// Returns how many jobs were re-queued or failed.
+    /// host that are gone. The lost attempt is given back and counted as a lost lease; a job
+    /// that reaches `max_lost_leases` is marked failed instead. Returns how many jobs were
+    /// re-queued or failed.
     pub fn reclaim(&mut self, policy: RetryPolicy) -> anyhow::Result<usize> {
         let tx = self
             .conn
@@ -107,7 +119,8 @@ impl Store {
         let t = now();
         let running: Vec<(i64, String, f64, u32)> = {
             let mut st = tx.prepare(
-                "SELECT id, lease_owner, lease_expires, attempts FROM jobs WHERE state = 'running'",
+                "SELECT id, lease_owner, lease_expires, lost_leases FROM jobs
+                 WHERE state = 'running'",
             )?;
             let rows = st.query_map([], |r| {
                 Ok((
@@ -120,25 +133,35 @@ impl Store {
             rows.collect::<Result<_, _>>()?
         };
         let mut n = 0;
-        for (id, owner, expires, attempts) in running {
+        for (id, owner, expires, lost) in running {
             if expires >= t && !owner_is_dead(&owner) {
                 continue;
             }
-            let error = format!("the daemon scoring it ({owner}) stopped without finishing");
-            if attempts >= policy.max_attempts {
+            let lost = lost.saturating_add(1);
+            if lost >= policy.max_lost_leases {
+                let error = format!(
+                    "lost its lease {lost} times: every daemon scoring it stopped without \
+                     finishing (the last was {owner}); not retried, as the checkpoint may be \
+                     what kills them"
+                );
                 tx.execute(
-                    "UPDATE jobs SET state = 'failed', error = ?2, lease_owner = NULL,
-                     lease_expires = NULL, finished_at = ?3 WHERE id = ?1",
-                    params![id, error, t],
+                    "UPDATE jobs SET state = 'failed', error = ?2, lost_leases = ?3,
+                     attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_expires = NULL,
+                     finished_at = ?4 WHERE id = ?1",
+                    params![id, error, lost, t],
                 )?;
+                tracing::error!(job = id, %owner, lost_leases = lost, "job failed after too many lost leases");
             } else {
+                // A real error from an earlier attempt says more than this; keep it.
+                let error = format!("the daemon scoring it ({owner}) stopped without finishing");
                 tx.execute(
-                    "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL
-                     WHERE id = ?1",
-                    params![id],
+                    "UPDATE jobs SET state = 'queued', error = COALESCE(error, ?2),
+                     lost_leases = ?3, attempts = MAX(attempts - 1, 0), lease_owner = NULL,
+                     lease_expires = NULL WHERE id = ?1",
+                    params![id, error, lost],
                 )?;
+                tracing::warn!(job = id, %owner, lost_leases = lost, "re-queued the job of a daemon that died");
             }
-            tracing::warn!(job = id, %owner, "re-queued the job of a daemon that died");
             n += 1;
         }
         tx.commit()?;
@@ -318,6 +341,7 @@ mod tests {
 
     const POLICY: RetryPolicy = RetryPolicy {
         max_attempts: 2,
+        max_lost_leases: 5,
         backoff: 0.0,
     };
 
@@ -433,6 +457,110 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, [job.id, other.id]);
+    }
+
+    /// `(state, attempts, lost_leases, error)` of a job.
+    fn job_row(s: &Store, id: i64) -> (String, u32, u32, Option<String>) {
+        s.conn
+            .query_row(
+                "SELECT state, attempts, lost_leases, error FROM jobs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .expect("job")
+    }
+
+    /// Leases the first due job to an owner that is already dead and reclaims it; returns
+    /// the job's id.
+    fn lose_lease(s: &mut Store, run: i64, es: i64) -> i64 {
+        let dead = format!("{}:999999999:0", hostname());
+        let job = s
+            .lease(&dead, 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert_eq!(s.reclaim(POLICY).expect("reclaim"), 1);
+        job.id
+    }
+
+    #[test]
+    fn lost_leases_do_not_use_up_attempts_and_the_job_is_scored_by_a_live_worker() {
+        let (_d, mut s, run, es) = setup();
+        let lost = POLICY.max_attempts + 2;
+        let ids: Vec<i64> = (0..lost).map(|_| lose_lease(&mut s, run, es)).collect();
+        assert!(ids.iter().all(|&id| id == ids[0]), "the same job each time");
+        let id = ids[0];
+        let (state, attempts, lost_leases, error) = job_row(&s, id);
+        assert_eq!((state.as_str(), attempts, lost_leases), ("queued", 0, lost));
+        assert!(error.is_some_and(|e| e.contains("stopped without finishing")));
+
+        let report = s.status().expect("status");
+        let row = report
+            .failures
+            .iter()
+            .find(|f| f.checkpoint == "step20-anneal")
+            .expect("the job is listed with its counts");
+        assert_eq!((row.attempts, row.lost_leases), (0, lost));
+
+        let job = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert_eq!((job.id, job.attempts), (id, 1));
+        let losses = encode(&crate::score::EvalScores {
+            loss: vec![f32::NAN, 1.0, 2.0],
+            top1: vec![false; 3],
+            top5: vec![false; 3],
+        })
+        .expect("encode");
+        assert!(s.complete(&job, "me", &[], &losses, 1.0).expect("complete"));
+        assert_eq!(job_row(&s, id), ("done".into(), 1, lost, None));
+    }
+
+    #[test]
+    fn a_job_that_keeps_losing_its_lease_fails_with_that_reason() {
+        let (_d, mut s, run, es) = setup();
+        let id = lose_lease(&mut s, run, es);
+        // A real error in between keeps its message and its attempt.
+        let job = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert_eq!(job.id, id);
+        assert_eq!(
+            s.fail(&job, "me", "boom", POLICY).expect("fail"),
+            FailOutcome::Retry(0.0)
+        );
+        for _ in 1..POLICY.max_lost_leases - 1 {
+            assert_eq!(lose_lease(&mut s, run, es), id);
+            assert_eq!(job_row(&s, id).0, "queued");
+        }
+        assert_eq!(
+            job_row(&s, id),
+            (
+                "queued".into(),
+                1,
+                POLICY.max_lost_leases - 1,
+                Some("boom".into())
+            )
+        );
+        assert_eq!(lose_lease(&mut s, run, es), id);
+        let (state, attempts, lost, error) = job_row(&s, id);
+        assert_eq!(
+            (state.as_str(), attempts, lost),
+            ("failed", 1, POLICY.max_lost_leases)
+        );
+        let error = error.expect("error");
+        assert!(
+            error.contains(&format!("lost its lease {} times", POLICY.max_lost_leases)),
+            "{error}"
+        );
+        assert_ne!(
+            s.lease("me", 60.0, &[run], &[es])
+                .expect("lease")
+                .expect("job")
+                .id,
+            id
+        );
     }
 
     #[test]

@@ -122,6 +122,13 @@ CREATE TABLE paired_gaps (
     PRIMARY KEY (checkpoint_id, evalset_id, filter)
 );
 ",
+    // Firings stored before delivery was tracked were handed to the hook of their day, so
+    // they count as delivered: a first start on this version must not replay old alerts.
+    r"
+ALTER TABLE alerts ADD COLUMN delivered_at REAL;
+UPDATE alerts SET delivered_at = fired_at;
+ALTER TABLE jobs ADD COLUMN lost_leases INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// Seconds since the Unix epoch: every time in the store.
@@ -453,6 +460,49 @@ mod tests {
         let again = Store::open_existing(&dir.path().join("sub/m.db")).expect("reopen");
         assert!(again.integrity_ok().expect("check"));
         assert!(Store::open_existing(&dir.path().join("none.db")).is_err());
+    }
+
+    #[test]
+    fn version_3_gains_delivery_and_lost_lease_columns_with_old_firings_delivered() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).expect("create");
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).expect("old schema");
+            }
+            conn.pragma_update(None, "user_version", 3)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO runs VALUES (1, 'a', 'hybrid', '/a', NULL, 10);
+                 INSERT INTO evalsets VALUES (1, 'e', 'h', 't', '/e', 5, 0);
+                 INSERT INTO checkpoints VALUES (1, 1, 'step1', '/a/step1', 1, 10, 'stable', 0);
+                 INSERT INTO jobs (checkpoint_id, evalset_id, state, priority, attempts, queued_at)
+                     VALUES (1, 1, 'queued', 0, 1, 0);
+                 INSERT INTO alerts (rule, run_id, checkpoint_id, evalset_id, filter, message,
+                     fired_at) VALUES ('r', 1, 1, 1, 'all', 'm', 1234.5);",
+            )
+            .expect("old rows");
+        }
+        let store = Store::open(&path).expect("migrate");
+        let v: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let delivered: Option<f64> = store
+            .conn
+            .query_row("SELECT delivered_at FROM alerts", [], |r| r.get(0))
+            .expect("alert");
+        assert_eq!(delivered, Some(1234.5), "old firings are not replayed");
+        let (attempts, lost): (i64, i64) = store
+            .conn
+            .query_row("SELECT attempts, lost_leases FROM jobs", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("job");
+        assert_eq!((attempts, lost), (1, 0));
+        assert!(store.integrity_ok().expect("check"));
     }
 
     #[test]

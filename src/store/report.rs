@@ -100,7 +100,7 @@ pub struct RunStatus {
     pub latest: Vec<ResultRow>,
 }
 
-/// A job that failed at least once.
+/// A job that failed or lost its lease at least once and is not done.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FailureRow {
     /// Run name.
@@ -111,9 +111,11 @@ pub struct FailureRow {
     pub evalset: String,
     /// `failed` (out of attempts) or `queued` (will be retried).
     pub state: String,
-    /// Attempts made.
+    /// Attempts that ended in an error (or, while it is queued again, made so far).
     pub attempts: u32,
-    /// The last error.
+    /// Times the daemon scoring it died (lease reclaimed); counted apart from attempts.
+    pub lost_leases: u32,
+    /// The last error: a real one when there was one, else the lost lease.
     pub error: String,
 }
 
@@ -212,7 +214,7 @@ impl Store {
             out
         };
         let mut st = self.conn.prepare(
-            "SELECT r.name, c.name, e.name, j.state, j.attempts, j.error
+            "SELECT r.name, c.name, e.name, j.state, j.attempts, j.error, j.lost_leases
              FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
              JOIN runs r ON r.id = c.run_id JOIN evalsets e ON e.id = j.evalset_id
              WHERE j.error IS NOT NULL AND j.state IN ('failed', 'queued')
@@ -227,6 +229,7 @@ impl Store {
                     state: r.get(3)?,
                     attempts: r.get(4)?,
                     error: r.get(5)?,
+                    lost_leases: r.get(6)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
