@@ -247,3 +247,25 @@ fn the_forced_device_path_scores_like_the_host_path() {
         assert!(gap <= 1e-4, "{h} vs {d}");
     }
 }
+
+/// A GPU that is not there (or a build without the `cuda` feature) is bad input: exit 2, one
+/// line naming the device, from a scoring command and from `parity`.
+#[test]
+fn a_missing_gpu_is_one_line_and_exit_2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = docs(tmp.path(), GOOD_DOCS);
+    let out = tmp.path().join("losses.jsonl");
+    let res = score(&fixture("olmo2"), &d, &out, &["--device", "cuda:7"]);
+    assert_input_error(&res, &["--device cuda:7"]);
+    assert!(
+        !out.exists(),
+        "nothing is written for a device that is not there"
+    );
+    let res = Command::new(env!("CARGO_BIN_EXE_filtermon"))
+        .arg("parity")
+        .arg(fixture("olmo2"))
+        .args(["--device", "cuda:7"])
+        .output()
+        .expect("run filtermon");
+    assert_input_error(&res, &["--device cuda:7"]);
+}
