@@ -14,7 +14,14 @@ pub fn load(path: &Path) -> anyhow::Result<Tokenizer> {
             path.display()
         )));
     }
-    Tokenizer::from_file(path).map_err(|e| {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| input_error(format!("{}: cannot read: {e}", path.display())))?;
+    // Decoded here first: tokenizers panics instead of failing on some malformed JSON inside its
+    // `decoder` (cut short, or a lone surrogate escape), where well-formed JSON of the wrong shape
+    // is an error. A full decode, since skipping (`IgnoredAny`) lets a lone surrogate through.
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| input_error(format!("{}: not valid JSON: {e}", path.display())))?;
+    text.parse::<Tokenizer>().map_err(|e| {
         input_error(format!(
             "{}: not a usable tokenizer.json: {e}",
             path.display()

@@ -12,7 +12,8 @@ use memmap2::Mmap;
 use super::pickle::{self, Pickle, Value};
 use crate::error::input_error;
 
-const METADATA_CLASSES: &[&str] = &[
+/// The classes a `.metadata` index may name.
+pub const METADATA_CLASSES: &[&str] = &[
     "torch.distributed.checkpoint.metadata.Metadata",
     "torch.distributed.checkpoint.metadata.TensorStorageMetadata",
     "torch.distributed.checkpoint.metadata.BytesStorageMetadata",
@@ -38,7 +39,8 @@ const METADATA_CLASSES: &[&str] = &[
     "torch.bool",
 ];
 
-const BLOB_CLASSES: &[&str] = &[
+/// The classes the `data.pkl` of a chunk may name.
+pub const BLOB_CLASSES: &[&str] = &[
     "torch._utils._rebuild_tensor_v2",
     "collections.OrderedDict",
     "torch.FloatStorage",
@@ -184,9 +186,16 @@ impl DcpFolder {
             .get(name)
             .ok_or_else(|| input_error(format!("{}: no tensor `{name}`", self.dir.display())))?;
         let es = entry.dtype.size_in_bytes();
+        // `check_cover` bounded the product when the folder was opened.
         let numel: usize = entry.shape.iter().product();
-        if let [c] = entry.chunks.as_slice() {
-            let part = self.chunk(name, entry, c)?;
+        // Every chunk is decoded (and found to hold its elements) before the buffer is sized,
+        // so a shape in the index cannot allocate more than the files hold.
+        let parts = entry
+            .chunks
+            .iter()
+            .map(|c| self.chunk(name, entry, c))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let [part] = parts.as_slice() {
             if part.contiguous {
                 return tensor_from_bytes(
                     &part.storage[part.start * es..(part.start + numel) * es],
@@ -196,9 +205,8 @@ impl DcpFolder {
             }
         }
         let mut buf = vec![0u8; numel * es];
-        for c in &entry.chunks {
-            let part = self.chunk(name, entry, c)?;
-            scatter(&part, c, &entry.shape, es, &mut buf);
+        for (part, c) in parts.iter().zip(&entry.chunks) {
+            scatter(part, c, &entry.shape, es, &mut buf);
         }
         tensor_from_bytes(&buf, entry.dtype, &entry.shape)
     }
@@ -261,25 +269,42 @@ impl DcpFolder {
             .ok_or_else(|| bad("storage offset unknown".into()))?;
         let len = usize::try_from(f.size()).map_err(|_| bad("storage too large".into()))?;
         let es = t.dtype.size_in_bytes();
-        if start.checked_add(len).is_none_or(|e| e > blob.len()) || len < t.numel * es {
+        if start.checked_add(len).is_none_or(|e| e > blob.len())
+            || t.numel.checked_mul(es).is_none_or(|n| len < n)
+        {
             return Err(bad("storage is truncated".into()));
         }
         let storage = &blob[start..start + len];
+        if t.size.len() != t.stride.len() {
+            return Err(bad("size and stride differ in length".into()));
+        }
+        // `size` equals the index's chunk sizes, whose product `check_cover` bounded. A view
+        // holding more elements than its storage has room for (stride-0 broadcasts) would make
+        // `load` allocate for elements the file does not hold.
+        let view_numel = t.size.iter().product::<usize>();
+        if view_numel.checked_mul(es).is_none_or(|n| n > storage.len()) {
+            return Err(bad("view holds more elements than its storage".into()));
+        }
         // The furthest element the view reaches must lie inside the storage.
-        let reach = t.offset
-            + t.size
-                .iter()
-                .zip(&t.stride)
-                .map(|(&n, &s)| n.saturating_sub(1) * s)
-                .sum::<usize>();
-        if t.size.iter().product::<usize>() > 0 && (reach + 1) * es > storage.len() {
+        let reach = t
+            .size
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |acc, (&n, &s)| {
+                n.saturating_sub(1)
+                    .checked_mul(s)
+                    .and_then(|r| acc.checked_add(r))
+            });
+        let past = |r: usize| r.checked_add(1).and_then(|r| r.checked_mul(es));
+        if view_numel > 0 && reach.and_then(past).is_none_or(|end| end > storage.len()) {
             return Err(bad("view reaches past its storage".into()));
         }
         let contiguous =
             t.stride == contiguous_strides(&t.size) || t.size.iter().product::<usize>() <= 1;
         Ok(Part {
             storage,
-            start: t.offset,
+            // An empty view reads nothing, whatever offset it names.
+            start: if view_numel == 0 { 0 } else { t.offset },
             size: t.size,
             stride: t.stride,
             contiguous,
@@ -371,14 +396,20 @@ fn scatter(part: &Part, c: &Chunk, full: &[usize], es: usize, buf: &mut [u8]) {
 
 fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
+    // Saturating: a shape with a zero dimension has a bounded product but may have huge
+    // strides, which only ever get compared.
     for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
+        s[d] = s[d + 1].saturating_mul(shape[d + 1]);
     }
     s
 }
 
-/// The chunks must lie inside the tensor and together hold exactly its elements.
+/// The chunks must lie inside the tensor and together hold exactly its elements. The sizes
+/// come from the file, so all arithmetic on them is checked.
 fn check_cover(name: &str, shape: &[usize], chunks: &[Chunk]) -> Result<(), String> {
+    let product = |dims: &[usize]| dims.iter().try_fold(1usize, |p, &n| p.checked_mul(n));
+    let numel =
+        product(shape).ok_or_else(|| format!("`{name}` has an impossible shape {shape:?}"))?;
     let mut covered = 0usize;
     for c in chunks {
         if c.offsets.len() != shape.len()
@@ -387,16 +418,16 @@ fn check_cover(name: &str, shape: &[usize], chunks: &[Chunk]) -> Result<(), Stri
                 .iter()
                 .zip(&c.sizes)
                 .zip(shape)
-                .any(|((o, s), n)| o + s > *n)
+                .any(|((o, s), n)| o.checked_add(*s).is_none_or(|e| e > *n))
         {
             return Err(format!(
                 "a chunk of `{name}` ({:?} at {:?}) lies outside its shape {shape:?}",
                 c.sizes, c.offsets
             ));
         }
-        covered += c.sizes.iter().product::<usize>();
+        // Inside the shape, so its product is at most `numel`.
+        covered = covered.saturating_add(c.sizes.iter().product::<usize>());
     }
-    let numel: usize = shape.iter().product();
     if covered != numel {
         return Err(format!(
             "the chunks of `{name}` hold {covered} of its {numel} elements (a chunk is missing)"

@@ -74,6 +74,7 @@ pub fn parse(data: &[u8], allowed: &[&str]) -> Result<Pickle, String> {
         stack: Vec::new(),
         memo: HashMap::new(),
         allowed,
+        copied: 0,
     }
     .run()
 }
@@ -85,7 +86,14 @@ struct Machine<'a> {
     stack: Vec<Item>,
     memo: HashMap<u32, usize>,
     allowed: &'a [&'a str],
+    /// Argument ids copied into objects so far, see [`MAX_COPIED_PER_BYTE`].
+    copied: usize,
 }
+
+/// A call copies its argument tuple, and a memoized tuple costs two bytes to reuse, so a small
+/// hostile pickle could otherwise decode to a tree quadratic in its size. Real pickles build
+/// each argument tuple once (or reuse short ones), far below this.
+const MAX_COPIED_PER_BYTE: usize = 4;
 
 impl Machine<'_> {
     fn run(mut self) -> Result<Pickle, String> {
@@ -230,6 +238,10 @@ impl Machine<'_> {
                         Value::Tuple(items) => items.clone(),
                         other => return Err(format!("`{class}` called with {other:?}")),
                     };
+                    self.copied += args.len();
+                    if self.copied > MAX_COPIED_PER_BYTE * self.data.len() + 4096 {
+                        return Err("pickle expands far beyond its size".into());
+                    }
                     self.push(Value::Object {
                         class,
                         args,
