@@ -1,6 +1,7 @@
 //! `filtermon bench`: scoring throughput of random-weight transformer, hybrid and pure-GDN
 //! twins, in the shapes `scripts/bench_torch.py` gives transformers.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -63,6 +64,7 @@ pub fn twin_config(arch: BenchArch, layers: usize, hidden: usize, vocab: usize) 
 
 /// Runs the command.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
     if !args.load.is_empty() {
         return bench_load(args);
     }
@@ -93,14 +95,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         } else {
             ""
         };
-        println!(
+        writeln!(
+            stdout,
             "arch         params    tokens/s{reference}  (window {}, {} windows, batch {}, {threads} threads, {}, {})",
             args.window,
             args.windows,
             args.batch,
             args.dtype.name(),
             args.device
-        );
+        )?;
     }
     for arch in archs {
         let cfg = twin_config(arch, args.layers, args.hidden, args.vocab);
@@ -151,15 +154,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 row["torch"] = r.row.clone();
                 row["ratio"] = json!(tps / r.tokens_per_s);
             }
-            println!("{row}");
+            writeln!(stdout, "{row}")?;
         } else {
             let reference = reference
                 .map(|r| format!(" {:>13.0} {:>6.2}x", r.tokens_per_s, tps / r.tokens_per_s))
                 .unwrap_or_default();
-            println!(
+            writeln!(
+                stdout,
                 "{name:<12} {:>6.1}M {tps:>10.0}{reference}",
                 params as f64 / 1e6
-            );
+            )?;
         }
     }
     Ok(())
@@ -236,6 +240,7 @@ fn torch_device(device: &str) -> &'static str {
 /// Median wall time of opening each folder and building its model, in interleaved rounds so
 /// that the page cache treats every folder alike; ratios are against the first folder.
 fn bench_load(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
     if args.repeats == 0 {
         return Err(input_error("--repeats must be at least 1"));
     }
@@ -264,18 +269,20 @@ fn bench_load(args: &BenchArgs) -> anyhow::Result<()> {
     for (i, dir) in args.load.iter().enumerate() {
         let ratio = medians[i] / medians[0];
         if args.json {
-            println!(
+            writeln!(
+                stdout,
                 "{}",
                 json!({"checkpoint": dir.display().to_string(), "params": params[i],
                        "load_s": medians[i], "ratio_to_first": ratio, "repeats": args.repeats})
-            );
+            )?;
         } else {
-            println!(
+            writeln!(
+                stdout,
                 "{:>8.1}M params  {:>8.3} s  {ratio:>5.2}x  {}",
                 params[i] as f64 / 1e6,
                 medians[i],
                 dir.display()
-            );
+            )?;
         }
     }
     Ok(())

@@ -112,6 +112,7 @@ fn score_documents(
     out: &Path,
     device: &candle_core::Device,
 ) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
     if args.window < 2 {
         return Err(input_error("--window must be at least 2 tokens"));
     }
@@ -152,14 +153,15 @@ fn score_documents(
         })
     });
     let sum = write_token_losses(out, records)?;
-    println!(
+    writeln!(
+        stdout,
         "scored {} tokens in {} windows of {} documents; mean NLL {:.4} nats; {:.0} tokens/s",
         speed.tokens,
         windows.len(),
         docs.len(),
         sum / speed.tokens.max(1) as f64,
         speed.tokens as f64 / speed.seconds.max(1e-9)
-    );
+    )?;
     Ok(())
 }
 
@@ -170,6 +172,7 @@ fn score_evalset_cmd(
     dir: &Path,
     device: &candle_core::Device,
 ) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
     let es = EvalSet::open(dir)?;
     es.check_tokenizer(tok_path)?;
     let user = match &args.filters {
@@ -206,7 +209,8 @@ fn score_evalset_cmd(
     let (labels, docs) = (es.labels()?, es.token_docs());
     let (results, recall) = summarize(&es, &labels, &docs, &scores, &filters, opts);
     if args.json {
-        println!(
+        writeln!(
+            stdout,
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "checkpoint": args.checkpoint.display().to_string(),
@@ -216,16 +220,17 @@ fn score_evalset_cmd(
                 "results": results,
                 "recall": recall,
             }))?
-        );
+        )?;
     } else {
-        print_table(&results);
-        print_recall(&recall);
-        println!(
+        print_table(&mut stdout, &results)?;
+        print_recall(&mut stdout, &recall)?;
+        writeln!(
+            stdout,
             "{} tokens of evalset {} at {:.0} tokens/s",
             speed.tokens,
             es.id(),
             speed.tokens as f64 / speed.seconds.max(1e-9)
-        );
+        )?;
     }
     Ok(())
 }
@@ -250,13 +255,15 @@ fn write_token_losses<'a>(
 }
 
 /// The per-filter table.
-pub fn print_table(results: &[FilterResult]) {
-    println!(
+pub fn print_table(stdout: &mut impl Write, results: &[FilterResult]) -> std::io::Result<()> {
+    writeln!(
+        stdout,
         "{:<16} {:<10} {:>8} {:>9} {:>20} {:>7} {:>7}",
         "filter", "domain", "tokens", "mean NLL", "95% CI", "top-1", "top-5"
-    );
+    )?;
     for r in results {
-        println!(
+        writeln!(
+            stdout,
             "{:<16} {:<10} {:>8} {:>9.4} {:>20} {:>7.3} {:>7.3}",
             r.filter,
             r.domain.as_deref().unwrap_or("all"),
@@ -265,21 +272,24 @@ pub fn print_table(results: &[FilterResult]) {
             format!("[{:.4}, {:.4}]", r.ci_lo, r.ci_hi),
             r.top1,
             r.top5
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The recall diagnostics: retrieval gain per gap (probe evalsets), the COPY-5 loss by copy
 /// distance, the copy-n curve and the COPY-5 miss rate.
-pub fn print_recall(m: &RecallMetrics) {
+pub fn print_recall(stdout: &mut impl Write, m: &RecallMetrics) -> std::io::Result<()> {
     let ci = |e: &Estimate| format!("[{:.4}, {:.4}]", e.ci_lo, e.ci_hi);
     if !m.gains.is_empty() {
-        println!(
+        writeln!(
+            stdout,
             "\nretrieval gain (NLL first copy - second copy, span offsets >= 1)\n{:>6} {:>8} {:>9} {:>9} {:>9} {:>20} {:>7} {:>7}",
             "gap", "windows", "first", "second", "gain", "95% CI", "top-1", "top-5"
-        );
+        )?;
         for g in &m.gains {
-            println!(
+            writeln!(
+                stdout,
                 "{:>6} {:>8} {:>9.4} {:>9.4} {:>9.4} {:>20} {:>7.3} {:>7.3}",
                 g.gap,
                 g.windows,
@@ -289,16 +299,18 @@ pub fn print_recall(m: &RecallMetrics) {
                 ci(&g.gain),
                 g.second_top1,
                 g.second_top5
-            );
+            )?;
         }
     }
-    let bins = |title: &str, key: &str, rows: &[LossBin]| {
-        println!(
+    let mut bins = |title: &str, key: &str, rows: &[LossBin]| -> std::io::Result<()> {
+        writeln!(
+            stdout,
             "\n{title}\n{key:>10} {:>8} {:>9} {:>20} {:>7} {:>7}",
             "tokens", "mean NLL", "95% CI", "top-1", "top-5"
-        );
+        )?;
         for b in rows {
-            println!(
+            writeln!(
+                stdout,
                 "{:>10} {:>8} {:>9.4} {:>20} {:>7.3} {:>7.3}",
                 b.bin,
                 b.loss.n,
@@ -306,20 +318,22 @@ pub fn print_recall(m: &RecallMetrics) {
                 ci(&b.loss),
                 b.top1,
                 b.top5
-            );
+            )?;
         }
+        Ok(())
     };
     bins(
         "recall cliff: COPY-5 by copy distance",
         "distance",
         &m.cliff,
-    );
-    bins("copy-n curve: repeat_len == n", "n", &m.copy_n);
+    )?;
+    bins("copy-n curve: repeat_len == n", "n", &m.copy_n)?;
     let miss = &m.copy5_miss;
-    println!(
+    writeln!(
+        stdout,
         "\nCOPY-5 top-1 miss rate {:.4} {} over {} tokens",
         miss.value,
         ci(miss),
         miss.n
-    );
+    )
 }
