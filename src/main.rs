@@ -9,6 +9,7 @@ use filtermon::commands;
 use filtermon::error::{is_broken_pipe, is_input_error, one_line};
 
 fn main() -> ExitCode {
+    filtermon::tokenizer::quiet_caught_panics();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

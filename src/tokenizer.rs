@@ -21,12 +21,51 @@ pub fn load(path: &Path) -> anyhow::Result<Tokenizer> {
     // is an error. A full decode, since skipping (`IgnoredAny`) lets a lone surrogate through.
     serde_json::from_str::<serde_json::Value>(&text)
         .map_err(|e| input_error(format!("{}: not valid JSON: {e}", path.display())))?;
-    text.parse::<Tokenizer>().map_err(|e| {
-        input_error(format!(
-            "{}: not a usable tokenizer.json: {e}",
-            path.display()
-        ))
+    catching(|| text.parse::<Tokenizer>())
+        .map_err(|panic| {
+            input_error(format!(
+                "{}: not a usable tokenizer.json: the tokenizers library failed on it: {panic}",
+                path.display()
+            ))
+        })?
+        .map_err(|e| {
+            input_error(format!(
+                "{}: not a usable tokenizer.json: {e}",
+                path.display()
+            ))
+        })
+}
+
+thread_local! {
+    /// Set while [`catching`] runs, so that the panic hook stays silent for what it catches.
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into its message. The tokenizers library panics on some damaged
+/// files instead of failing (a BPE merge whose parts do not fit its vocabulary, found by the
+/// fuzzer); those must be input errors, not crashes.
+fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    CATCHING.with(|c| c.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(false));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "it panicked".to_string())
     })
+}
+
+/// Installs a panic hook that is silent for the panics [`load`] turns into errors and is the
+/// default hook otherwise, so that such an error stays one line.
+pub fn quiet_caught_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !CATCHING.with(|c| c.get()) {
+            default(info);
+        }
+    }));
 }
 
 /// Token ids of `text`, without special tokens.
