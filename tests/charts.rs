@@ -5,10 +5,11 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use filtermon::score::EvalScores;
 use filtermon::stats::aggregate::FilterResult;
-use filtermon::store::losses::encode;
-use filtermon::store::{EvalsetRow, NewCheckpoint, RunRow, Store};
+use filtermon::store::{NewCheckpoint, RunRow};
+
+mod common;
+use common::store_with_one_evalset;
 
 const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
 const RUNS: [(&str, &str, Option<&str>); 3] = [
@@ -42,22 +43,7 @@ fn loss(arch: &str, filter: &str, tokens: f64, anneal: bool) -> f64 {
 }
 
 fn build_store(path: &Path) {
-    let mut store = Store::open(path).expect("store");
-    let es = store
-        .upsert_evalset(&EvalsetRow {
-            name: "web".into(),
-            hash: "h".into(),
-            tokenizer_hash: "t".into(),
-            dir: "/e".into(),
-            tokens: 4,
-        })
-        .expect("evalset");
-    let scores = EvalScores {
-        loss: vec![f32::NAN, 1.0, 2.0, 3.0],
-        top1: vec![false; 4],
-        top5: vec![false; 4],
-    };
-    let losses = encode(&scores).expect("encode");
+    let (mut store, es, losses) = store_with_one_evalset(path);
     for (name, arch, baseline) in RUNS {
         let run = store
             .upsert_run(&RunRow {

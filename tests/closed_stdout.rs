@@ -8,10 +8,11 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use filtermon::alerts::rules::Firing;
-use filtermon::score::EvalScores;
 use filtermon::stats::aggregate::FilterResult;
-use filtermon::store::losses::encode;
-use filtermon::store::{EvalsetRow, NewCheckpoint, RunRow, Store};
+use filtermon::store::{NewCheckpoint, RunRow};
+
+mod common;
+use common::store_with_one_evalset;
 
 const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
 const RUNS: usize = 10;
@@ -22,22 +23,7 @@ const ALERTING_FILTERS: usize = 60;
 /// A store of `RUNS` runs, one scored checkpoint each with `FILTERS` results, and an alert
 /// with a long message on `ALERTING_FILTERS` of them: hundreds of KB from each command.
 fn build_store(path: &Path) {
-    let mut store = Store::open(path).expect("store");
-    let es = store
-        .upsert_evalset(&EvalsetRow {
-            name: "web".into(),
-            hash: "h".into(),
-            tokenizer_hash: "t".into(),
-            dir: "/e".into(),
-            tokens: 4,
-        })
-        .expect("evalset");
-    let scores = EvalScores {
-        loss: vec![f32::NAN, 1.0, 2.0, 3.0],
-        top1: vec![false; 4],
-        top5: vec![false; 4],
-    };
-    let losses = encode(&scores).expect("encode");
+    let (mut store, es, losses) = store_with_one_evalset(path);
     let filters: Vec<String> = (0..FILTERS).map(|i| format!("filter_{i:03}")).collect();
     for r in 0..RUNS {
         let name = format!("run{r}");

@@ -92,3 +92,31 @@ pub fn token_losses(path: &Path) -> Vec<f64> {
         .map(|r| r["loss"].as_f64().expect("loss"))
         .collect()
 }
+
+/// A new store at `path` with one evalset ("web", 4 tokens), its id, and the encoded per-token
+/// losses of a scored checkpoint on it.
+pub fn store_with_one_evalset(
+    path: &Path,
+) -> (
+    filtermon::store::Store,
+    i64,
+    filtermon::store::losses::EncodedLosses,
+) {
+    let mut store = filtermon::store::Store::open(path).expect("store");
+    let es = store
+        .upsert_evalset(&filtermon::store::EvalsetRow {
+            name: "web".into(),
+            hash: "h".into(),
+            tokenizer_hash: "t".into(),
+            dir: "/e".into(),
+            tokens: 4,
+        })
+        .expect("evalset");
+    let scores = filtermon::score::EvalScores {
+        loss: vec![f32::NAN, 1.0, 2.0, 3.0],
+        top1: vec![false; 4],
+        top5: vec![false; 4],
+    };
+    let losses = filtermon::store::losses::encode(&scores).expect("encode");
+    (store, es, losses)
+}
