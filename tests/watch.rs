@@ -619,14 +619,20 @@ fn device_and_devices_together_or_no_device_exit_2_with_the_key() {
         ),
     ] {
         fs::write(&cfg, format!("{head}{rest}")).expect("write");
-        let out = Command::new(BIN)
-            .args(["watch", "--config"])
-            .arg(&cfg)
-            .output()
-            .expect("run");
-        assert_input_error(&out, &[needle]);
-        assert!(!tmp.path().join("m.db").exists(), "nothing started");
+        assert_watch_refuses(&cfg, needle);
     }
+}
+
+/// `watch` on `cfg` exits 2 with one line holding `needle`, and creates no store beside it.
+fn assert_watch_refuses(cfg: &Path, needle: &str) {
+    let out = Command::new(BIN)
+        .args(["watch", "--config"])
+        .arg(cfg)
+        .output()
+        .expect("run");
+    assert_input_error(&out, &[needle]);
+    let db = cfg.with_file_name("m.db");
+    assert!(!db.exists(), "nothing started");
 }
 
 #[test]
@@ -652,13 +658,7 @@ fn a_run_folder_that_is_a_file_a_bad_filter_or_device_exit_2_with_line_and_key()
         ),
     ] {
         fs::write(&cfg, text).expect("write");
-        let out = Command::new(BIN)
-            .args(["watch", "--config"])
-            .arg(&cfg)
-            .output()
-            .expect("run");
-        assert_input_error(&out, &[needle]);
-        assert!(!tmp.path().join("m.db").exists(), "nothing started");
+        assert_watch_refuses(&cfg, needle);
     }
 }
 
