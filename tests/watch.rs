@@ -1000,15 +1000,21 @@ fn alerts_fire_once_reach_the_hook_and_the_report_follows_each_commit() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no alert with id 999"));
 }
 
-#[test]
-fn a_hook_that_fails_or_hangs_is_logged_and_scoring_goes_on() {
+/// A baseline run and another run, with a `gap` rule that fires on every checkpoint of the
+/// other run (any gap exceeds −1000).
+fn gap_alert_env() -> Env {
     let rules = "[[alerts]]\nname = \"any-gap\"\nrule = \"gap\"\nmax_gap = -1000.0\n\
                  filters = [\"all\"]\n";
-    let env = Env::new(
+    Env::new(
         "small",
         &[("base", ""), ("other", "baseline = \"base\"")],
         rules,
-    );
+    )
+}
+
+#[test]
+fn a_hook_that_fails_or_hangs_is_logged_and_scoring_goes_on() {
+    let env = gap_alert_env();
     let cfg = fs::read_to_string(env.path("w.toml")).expect("config");
     // The first firing hangs past the timeout, the second fails.
     let marker = env.path("hung-once");
@@ -1054,13 +1060,7 @@ fn a_hook_that_fails_or_hangs_is_logged_and_scoring_goes_on() {
 
 #[test]
 fn firings_whose_hook_was_cut_short_by_kill_9_reach_the_hook_after_restart() {
-    let rules = "[[alerts]]\nname = \"any-gap\"\nrule = \"gap\"\nmax_gap = -1000.0\n\
-                 filters = [\"all\"]\n";
-    let env = Env::new(
-        "small",
-        &[("base", ""), ("other", "baseline = \"base\"")],
-        rules,
-    );
+    let env = gap_alert_env();
     let (pids, started, release, out) = (
         env.path("hook.pids"),
         env.path("hook-started"),
