@@ -15,7 +15,7 @@ const TARGET_TOKENS: usize = 1_000_000;
 fn main() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tok_path = root.join("tests/fixtures/tokenizer.json");
-    let tok = filtermon::tokenizer::load(&tok_path)?;
+    let tok = filtermon::evalset::tokenizer::load(&tok_path)?;
     let docs: Vec<_> = CorpusReader::open(&[root.join("data/eval")], ReaderOptions::default())?
         .collect::<Result<_, _>>()?;
     let tmp = tempfile::tempdir()?;
@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     let (mut tokens, mut copy) = (0usize, 0usize);
     while tokens < TARGET_TOKENS {
         for d in &docs {
-            tokens += filtermon::tokenizer::encode(&tok, &d.text)?.len();
+            tokens += filtermon::evalset::tokenizer::encode(&tok, &d.text)?.len();
             let line = serde_json::json!({"id": format!("{}#{copy}", d.id), "domain": d.domain, "text": d.text});
             lines.push_str(&line.to_string());
             lines.push('\n');
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     for d in &docs {
         for _ in 0..copy {
-            filtermon::tokenizer::encode(&tok, &d.text)?;
+            filtermon::evalset::tokenizer::encode(&tok, &d.text)?;
         }
     }
     let tokenize_only = start.elapsed().as_secs_f64();

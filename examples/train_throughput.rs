@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use filtermon::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
-use filtermon::train::optim::AdamWConfig;
-use filtermon::train::schedule::Schedule;
-use filtermon::train::twins::{config_json, Twin, TwinShape};
-use filtermon::train::{bpe, Event, RunOutput, TrainConfig, Trainer};
+use filtermon::engine::train::optim::AdamWConfig;
+use filtermon::engine::train::schedule::Schedule;
+use filtermon::engine::train::twins::{config_json, Twin, TwinShape};
+use filtermon::engine::train::{bpe, Event, RunOutput, TrainConfig, Trainer};
+use filtermon::evalset::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<usize> = std::env::args()
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     println!("bpe {vocab}: {:.2}s", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let tok = filtermon::tokenizer::load(&tok_path)?;
+    let tok = filtermon::evalset::tokenizer::load(&tok_path)?;
     let stream = Arc::new(bpe::token_stream(
         &tok,
         corpus.train.iter().map(|d| d.text.as_str()),

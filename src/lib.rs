@@ -1,33 +1,25 @@
 //! filtermon: scores pretraining checkpoints on filtered subsets of an evaluation set.
 //!
-//! Stages, in data-flow order (see DESIGN and the README):
-//! [`checkpoint`] finds and loads checkpoints, [`model`] runs them, [`score`] turns windows into
-//! per-token losses, [`evalset`] labels tokens and selects them with filters.
+//! Stages, in data-flow order; each imports only the stages before it (`tests/layers.rs`
+//! checks this):
+//!
+//! 1. [`evalset`]: tokenizer, tagger, labels, filters; evalsets prepared and read.
+//! 2. [`engine`]: checkpoints loaded as models on a device, windows scored to per-token losses.
+//! 3. [`analysis`]: statistics, per-filter summaries, recall metrics, curves, comparisons.
+//! 4. [`store`]: the SQLite store of results, jobs and alerts.
+//! 5. [`monitor`]: the watch config, the daemon, paired gaps, alerts and charts.
+//! 6. [`demo`]: the end-to-end demo (three small runs trained, watched and charted).
+//! 7. [`commands`]: the command line.
+//!
+//! [`error`], [`progress`] and [`plot`] are used by every stage.
 
-pub mod alerts;
-pub mod charts;
-pub mod checkpoint;
-pub mod cli;
+pub mod analysis;
 pub mod commands;
-pub mod compare;
-pub mod config;
-pub mod corpus_gen;
-pub mod curves;
-pub mod daemon;
 pub mod demo;
-pub mod device;
+pub mod engine;
 pub mod error;
 pub mod evalset;
-pub mod model;
-pub mod paired_gaps;
-pub mod parity;
+pub mod monitor;
 pub mod plot;
 pub mod progress;
-pub mod recall;
-pub mod score;
-pub mod stats;
 pub mod store;
-pub mod tagger;
-pub mod tagset;
-pub mod tokenizer;
-pub mod train;

@@ -4,12 +4,12 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use filtermon::cli::{Cli, Command, LogFormat};
 use filtermon::commands;
+use filtermon::commands::cli::{Cli, Command, LogFormat};
 use filtermon::error::{is_broken_pipe, is_input_error, one_line};
 
 fn main() -> ExitCode {
-    filtermon::tokenizer::quiet_caught_panics();
+    filtermon::evalset::tokenizer::quiet_caught_panics();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -32,8 +32,8 @@ fn main() -> ExitCode {
         Command::Compare(a) => commands::compare::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Parity(a) => commands::parity::run(a),
-        Command::Tagger(c) => filtermon::tagger::cli::run_tagger(c),
-        Command::Tag(a) => filtermon::tagger::cli::run_tag(a),
+        Command::Tagger(c) => filtermon::evalset::tagger::cli::run_tagger(c),
+        Command::Tag(a) => filtermon::evalset::tagger::cli::run_tag(a),
         Command::Watch(a) => commands::watch::run(a),
         Command::Status(a) => commands::status::run(a),
         Command::Export(a) => commands::export::run(a),

@@ -2,7 +2,7 @@
 //!
 //! A command that shows several bars at once makes its [`MultiProgress`] the active display
 //! ([`activate`]). Until the guard drops, log lines are written between redraws (indicatif's
-//! `suspend`) and bars made elsewhere — the scoring bar of [`crate::score`], drawn by the
+//! `suspend`) and bars made elsewhere — the scoring bar of [`crate::engine::score`], drawn by the
 //! daemon's worker thread — join that display instead of drawing over it.
 
 use std::io::{self, Write};

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use filtermon::stats::aggregate::FilterResult;
+use filtermon::analysis::stats::aggregate::FilterResult;
 use filtermon::store::{NewCheckpoint, RunRow};
 
 mod common;

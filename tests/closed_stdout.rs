@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use filtermon::alerts::rules::Firing;
-use filtermon::stats::aggregate::FilterResult;
+use filtermon::analysis::stats::aggregate::FilterResult;
+use filtermon::monitor::alerts::rules::Firing;
 use filtermon::store::{NewCheckpoint, RunRow};
 
 mod common;

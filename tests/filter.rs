@@ -7,7 +7,7 @@ use filtermon::evalset::filter::{
     builtin_filters, compile_filters, filters_from_toml, load_filter_file, Filter,
 };
 use filtermon::evalset::labels::TokenLabels;
-use filtermon::tagset::{ptb_id, Upos};
+use filtermon::evalset::tagset::{ptb_id, Upos};
 
 fn domains() -> Vec<String> {
     ["prose", "python", "html", "latex"]
@@ -286,7 +286,7 @@ fn every_label() {
         t.upos = u;
         assert!(m(&format!("upos == {}", u.name()), &t));
     }
-    for (i, tag) in filtermon::tagset::PTB_TAGS.iter().enumerate() {
+    for (i, tag) in filtermon::evalset::tagset::PTB_TAGS.iter().enumerate() {
         t.tag = i as u8;
         let expr = format!("tag == \"{tag}\"");
         assert!(m(&expr, &t), "{expr}");

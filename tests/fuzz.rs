@@ -25,12 +25,12 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
-use filtermon::checkpoint::olmo_core::distcp::{BLOB_CLASSES, METADATA_CLASSES};
-use filtermon::checkpoint::olmo_core::pickle;
-use filtermon::checkpoint::Checkpoint;
-use filtermon::config::WatchConfig;
+use filtermon::engine::checkpoint::olmo_core::distcp::{BLOB_CLASSES, METADATA_CLASSES};
+use filtermon::engine::checkpoint::olmo_core::pickle;
+use filtermon::engine::checkpoint::Checkpoint;
 use filtermon::evalset::filter::{builtin_filters, Filter};
 use filtermon::evalset::reader::{CorpusReader, ReaderOptions};
+use filtermon::monitor::config::WatchConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -499,8 +499,8 @@ fn tokenizer_seeds() -> Vec<Vec<u8>> {
 fn run_tokenizer(ws: &Workspace, data: &[u8]) -> Outcome {
     let path = ws.dir.join("tokenizer.json");
     overwrite(&path, data);
-    match filtermon::tokenizer::load(&path) {
-        Ok(tok) => outcome(filtermon::tokenizer::encode(
+    match filtermon::evalset::tokenizer::load(&path) {
+        Ok(tok) => outcome(filtermon::evalset::tokenizer::encode(
             &tok,
             "def f(x):\n    return [x, {'a': 1}]  # Ünïcödé",
         )),

@@ -2,8 +2,8 @@
 //! NLL must not depend on it beyond f32 rounding.
 
 use candle_core::{DType, Device};
-use filtermon::checkpoint::Checkpoint;
-use filtermon::score::{score_windows, Window};
+use filtermon::engine::checkpoint::Checkpoint;
+use filtermon::engine::score::{score_windows, Window};
 
 mod common;
 use common::fixture;

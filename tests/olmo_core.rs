@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use filtermon::checkpoint::{olmo_core, Checkpoint};
+use filtermon::engine::checkpoint::{olmo_core, Checkpoint};
 use serde_json::Value;
 
 mod common;

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use filtermon::model::path::ExecPath;
-use filtermon::parity::{self, Agreement};
+use filtermon::engine::model::path::ExecPath;
+use filtermon::engine::parity::{self, Agreement};
 
 /// The fixture folders under `tests/fixtures/<set>` (at least `min` of them).
 fn fixtures_in(set: &str, min: usize) -> Vec<PathBuf> {

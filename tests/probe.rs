@@ -10,8 +10,8 @@ use filtermon::evalset::filter::Filter;
 use filtermon::evalset::labels::probe::Occurrence;
 use filtermon::evalset::labels::repeats::REPEAT_CAP;
 use filtermon::evalset::probe::{build, ProbeSpec, TokenSampler};
+use filtermon::evalset::tagset::Upos;
 use filtermon::evalset::EvalSet;
-use filtermon::tagset::Upos;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -24,7 +24,7 @@ use common::{
 fn fixture_sampler() -> &'static (TokenSampler, HashSet<u32>) {
     static S: OnceLock<(TokenSampler, HashSet<u32>)> = OnceLock::new();
     S.get_or_init(|| {
-        let tok = filtermon::tokenizer::load(&fixture_tokenizer()).expect("tokenizer");
+        let tok = filtermon::evalset::tokenizer::load(&fixture_tokenizer()).expect("tokenizer");
         let added = tok.get_added_tokens_decoder().into_keys().collect();
         (TokenSampler::uniform(&tok).expect("sampler"), added)
     })

@@ -1,11 +1,13 @@
 //! Recall metrics against brute-force computations from known per-token scores.
 
+use filtermon::analysis::recall::{
+    recall_metrics, Bootstrap, RecallMetrics, CLIFF_BINS, COPY5_MISS,
+};
+use filtermon::engine::score::EvalScores;
 use filtermon::evalset::format::{ProbeWindow, WindowMeta};
 use filtermon::evalset::labels::probe::{Occurrence, ProbeLabel};
 use filtermon::evalset::labels::TokenLabels;
-use filtermon::recall::{recall_metrics, Bootstrap, RecallMetrics, CLIFF_BINS, COPY5_MISS};
-use filtermon::score::EvalScores;
-use filtermon::tagset::Upos;
+use filtermon::evalset::tagset::Upos;
 
 const WINDOW: u32 = 48;
 const SPAN: u32 = 5;

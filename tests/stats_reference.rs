@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use filtermon::stats::bootstrap::{quantile, ratio, ratio_ci, Cluster};
-use filtermon::stats::mcnemar::{chi2_corrected, exact, mcnemar, EXACT_BELOW};
-use filtermon::stats::ols::{fit, DenseDesign};
+use filtermon::analysis::stats::bootstrap::{quantile, ratio, ratio_ci, Cluster};
+use filtermon::analysis::stats::mcnemar::{chi2_corrected, exact, mcnemar, EXACT_BELOW};
+use filtermon::analysis::stats::ols::{fit, DenseDesign};
 use serde_json::Value;
 
 const REL: f64 = 1e-6;

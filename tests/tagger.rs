@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use filtermon::tagger::cli::tag_stream;
-use filtermon::tagger::{conllu, evaluate_sentences, Tagger};
-use filtermon::tagset::{Upos, PTB_TAGS};
+use filtermon::evalset::tagger::cli::tag_stream;
+use filtermon::evalset::tagger::{conllu, evaluate_sentences, Tagger};
+use filtermon::evalset::tagset::{Upos, PTB_TAGS};
 
 /// Measured 98.66% UPOS / 98.52% PTB with the shipped model; a retrained model may move
 /// a little, a broken one falls far below.

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::cli::AlertsArgs;
+use crate::commands::cli::AlertsArgs;
 use crate::store::alerts::AlertRow;
 use crate::store::Store;
 

@@ -9,13 +9,13 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::checkpoint::weights::Weights;
-use crate::checkpoint::{hf_config, Checkpoint};
-use crate::cli::{BenchArch, BenchArgs, DTypeArg};
-use crate::device;
+use crate::commands::cli::{BenchArch, BenchArgs, DTypeArg};
+use crate::engine::checkpoint::weights::Weights;
+use crate::engine::checkpoint::{hf_config, Checkpoint};
+use crate::engine::device;
+use crate::engine::model::CausalLm;
+use crate::engine::score::{score_windows, Window};
 use crate::error::input_error;
-use crate::model::CausalLm;
-use crate::score::{score_windows, Window};
 
 /// The twins' `config.json`, mirroring `twin_configs` in `scripts/bench_torch.py`.
 pub fn twin_config(arch: BenchArch, layers: usize, hidden: usize, vocab: usize) -> Value {

@@ -2,8 +2,8 @@
 
 use std::io::Write as _;
 
-use crate::charts::{render, ChartOptions};
-use crate::cli::ChartArgs;
+use crate::commands::cli::ChartArgs;
+use crate::monitor::charts::{render, ChartOptions};
 use crate::store::Store;
 
 /// Runs the command.

@@ -5,20 +5,21 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::checkpoint::Checkpoint;
-use crate::cli::{CompareArgs, TagLevel};
-use crate::compare::report::{self, EvalsetInfo, RunInfo, Side};
-use crate::compare::{compare, derive, plots, CompareOptions, PairedInput};
+use crate::analysis::compare::report::{self, EvalsetInfo, RunInfo, Side};
+use crate::analysis::compare::{compare, derive, plots, CompareOptions, PairedInput};
+use crate::commands::cli::{CompareArgs, TagLevel};
+use crate::engine::checkpoint::Checkpoint;
+use crate::engine::device;
+use crate::engine::score::{score_evalset, EvalScores};
 use crate::error::input_error;
 use crate::evalset::categories::{CategorySet, Kind};
 use crate::evalset::export::{write_category_map, write_labeled_dataset};
 use crate::evalset::filter::{compile_filters, load_filter_file};
 use crate::evalset::prepare::{tokenizer_file, TokenTexts};
+use crate::evalset::tokenizer;
 use crate::evalset::EvalSet;
-use crate::score::{score_evalset, EvalScores};
 use crate::store::losses::StoredScores;
 use crate::store::Store;
-use crate::{device, tokenizer};
 
 /// Where the two score vectors come from, resolved.
 struct Scored {

@@ -1,6 +1,6 @@
 //! `filtermon demo`: three tiny runs trained and monitored live (see [`crate::demo`]).
 
-use crate::cli::DemoArgs;
+use crate::commands::cli::DemoArgs;
 use crate::demo::{self, Plan};
 
 /// Runs the command.

@@ -4,7 +4,7 @@ use std::io::{BufWriter, Write};
 
 use serde::Serialize;
 
-use crate::cli::{ExportArgs, ExportFormat};
+use crate::commands::cli::{ExportArgs, ExportFormat};
 use crate::store::report::{rfc3339, ResultRow};
 use crate::store::Store;
 

@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod bench;
 pub mod chart;
+pub mod cli;
 pub mod compare;
 pub mod demo;
 pub mod export;

@@ -3,10 +3,10 @@
 
 use std::io::Write as _;
 
-use crate::cli::{DTypeArg, ParityArgs};
-use crate::device;
+use crate::commands::cli::{DTypeArg, ParityArgs};
+use crate::engine::device;
+use crate::engine::parity::check;
 use crate::error::input_error;
-use crate::parity::check;
 
 /// Runs the command: one line per fixture; fails when any fixture is beyond its tolerance.
 pub fn run(args: &ParityArgs) -> anyhow::Result<()> {

@@ -2,12 +2,12 @@
 
 use std::io::Write;
 
-use crate::cli::PrepareArgs;
+use crate::analysis::stats::MIN_STABLE_TOKENS;
+use crate::commands::cli::PrepareArgs;
 use crate::evalset::filter::{compile_filters, load_filter_file, Filter};
 use crate::evalset::prepare::{prepare, PrepareOptions};
 use crate::evalset::reader::ReaderOptions;
 use crate::evalset::EvalSet;
-use crate::stats::MIN_STABLE_TOKENS;
 
 /// Runs the command.
 pub fn run(args: &PrepareArgs) -> anyhow::Result<()> {

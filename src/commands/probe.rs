@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 
-use crate::cli::ProbeArgs;
+use crate::commands::cli::ProbeArgs;
 use crate::evalset::probe::{parse_gaps, probe, ProbeOptions, ProbeSpec};
 
 /// Runs the command.

@@ -8,15 +8,16 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::checkpoint::Checkpoint;
-use crate::cli::ScoreArgs;
+use crate::analysis::recall::{Estimate, LossBin, RecallMetrics};
+use crate::analysis::stats::aggregate::{summarize, AggregateOptions, FilterResult};
+use crate::commands::cli::ScoreArgs;
+use crate::engine::checkpoint::Checkpoint;
+use crate::engine::device;
+use crate::engine::score::{cut_windows, score_evalset, score_windows, Window};
 use crate::error::input_error;
 use crate::evalset::filter::{compile_filters, load_filter_file};
+use crate::evalset::tokenizer;
 use crate::evalset::EvalSet;
-use crate::recall::{Estimate, LossBin, RecallMetrics};
-use crate::score::{cut_windows, score_evalset, score_windows, Window};
-use crate::stats::aggregate::{summarize, AggregateOptions, FilterResult};
-use crate::{device, tokenizer};
 
 /// One line of `--token-losses` (DESIGN §9).
 #[derive(Debug, Serialize)]

@@ -3,10 +3,10 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::cli::StatusArgs;
-use crate::config::WatchConfig;
+use crate::analysis::recall::{is_recall_row, COPY5_MISS, GAIN_PREFIX};
+use crate::commands::cli::StatusArgs;
 use crate::error::input_error;
-use crate::recall::{is_recall_row, COPY5_MISS, GAIN_PREFIX};
+use crate::monitor::config::WatchConfig;
 use crate::store::report::{ResultRow, RunStatus, StatusReport};
 use crate::store::Store;
 

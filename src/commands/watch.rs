@@ -1,10 +1,10 @@
 //! `filtermon watch`: the daemon.
 
-use crate::cli::WatchArgs;
-use crate::config::WatchConfig;
+use crate::commands::cli::WatchArgs;
+use crate::monitor::config::WatchConfig;
 
 /// Runs the command.
 pub fn run(args: &WatchArgs) -> anyhow::Result<()> {
     let config = WatchConfig::load(&args.config)?;
-    crate::daemon::run(&config)
+    crate::monitor::daemon::run(&config)
 }

@@ -2,8 +2,8 @@
 //! pure Gated DeltaNet model — trained on CPU with a WSD schedule while the real `watch`
 //! daemon, on a watch config written like a user's, scores their checkpoints as they appear.
 //!
-//! Everything comes from [`crate::corpus_gen`] (no download) and lands in one folder
-//! (see [`folder`]). Training ([`crate::train`]) and scoring share nothing but the checkpoint
+//! Everything comes from [`crate::evalset::corpus_gen`] (no download) and lands in one folder
+//! (see [`folder`]). Training ([`crate::engine::train`]) and scoring share nothing but the checkpoint
 //! folders on disk and the store the summary is read from.
 
 pub mod folder;
@@ -17,16 +17,16 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::config::WatchConfig;
-use crate::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
+use crate::analysis::recall::GAIN_PREFIX;
+use crate::analysis::stats::MIN_STABLE_TOKENS;
+use crate::engine::train::optim::AdamWConfig;
+use crate::engine::train::schedule::Schedule;
+use crate::engine::train::twins::{config_json, Twin, TwinShape};
+use crate::engine::train::{bpe, Event, RunOutput, TrainConfig, Trainer};
+use crate::evalset::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
 use crate::evalset::filter::{builtin_filters, compile_filters};
 use crate::evalset::probe::{probe, ProbeOptions, ProbeSpec};
-use crate::recall::GAIN_PREFIX;
-use crate::stats::MIN_STABLE_TOKENS;
-use crate::train::optim::AdamWConfig;
-use crate::train::schedule::Schedule;
-use crate::train::twins::{config_json, Twin, TwinShape};
-use crate::train::{bpe, Event, RunOutput, TrainConfig, Trainer};
+use crate::monitor::config::WatchConfig;
 use monitor::{ConfigParams, Monitor, EVALSET_NAME, PROBE_NAME};
 
 /// Sizes and schedule of a demo.
@@ -207,7 +207,10 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         .find(|e| e.name == EVALSET_NAME)
         .context("the demo config has no evalset")?;
     // The daemon's own first-start preparation, so the evalset is the one a user would get.
-    print_evalset(&crate::daemon::open_evalset(evalset)?, &config.filters)?;
+    print_evalset(
+        &crate::monitor::daemon::open_evalset(evalset)?,
+        &config.filters,
+    )?;
 
     let runs = trainers(&config, plan, &stream, &tokenizer)?;
     let s = &plan.train.schedule;
@@ -319,7 +322,7 @@ fn corpus_and_tokenizer(out: &Path, plan: &Plan) -> anyhow::Result<(PathBuf, Arc
         plan.vocab_size,
         &tokenizer,
     )?;
-    let tok = crate::tokenizer::load(&tokenizer)?;
+    let tok = crate::evalset::tokenizer::load(&tokenizer)?;
     let stream = Arc::new(bpe::token_stream(
         &tok,
         corpus.train.iter().map(|d| d.text.as_str()),

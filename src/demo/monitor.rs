@@ -11,7 +11,7 @@ use anyhow::Context;
 use indicatif::ProgressBar;
 
 use super::folder::{CHARTS, CONFIG, CORPUS, DB, EVALSET, PROBE, RUNS, TOKENIZER};
-use crate::config::WatchConfig;
+use crate::monitor::config::WatchConfig;
 use crate::store::report::StateCounts;
 use crate::store::Store;
 
@@ -138,7 +138,7 @@ impl Monitor {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("daemon".into())
-            .spawn(move || crate::daemon::run_until(&config, flag))
+            .spawn(move || crate::monitor::daemon::run_until(&config, flag))
             .context("starting the monitor thread")?;
         Ok(Self {
             stop,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::evalset::filter::Filter;
 use crate::evalset::labels::TokenLabels;
-use crate::tagset::{Upos, PTB_TAGS};
+use crate::evalset::tagset::{Upos, PTB_TAGS};
 
 /// `repeat_len` bins as inclusive `(lo, hi, label)`; 16+ runs to the cap of 255.
 pub const REPEAT_BINS: [(u32, u32, &str); 8] = [

@@ -10,14 +10,14 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::engine::score::EvalScores;
 use crate::evalset::categories::CategorySet;
 use crate::evalset::filter::compile_filters;
 use crate::evalset::labels::probe::Occurrence;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::prepare::{TokenTexts, LABELER_VERSION};
+use crate::evalset::tagset::PTB_TAGS;
 use crate::evalset::EvalSet;
-use crate::score::EvalScores;
-use crate::tagset::PTB_TAGS;
 
 /// One line of `labeled_dataset.jsonl`: the position, the token and every label of DESIGN §5.
 #[derive(Debug, Serialize)]

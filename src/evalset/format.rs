@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::input_error;
 use crate::evalset::labels::TokenLabels;
-use crate::tagset::Upos;
+use crate::evalset::tagset::Upos;
 
 /// File name of the binary evalset inside its folder.
 pub const FILE_NAME: &str = "evalset.bin";

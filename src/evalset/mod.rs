@@ -2,6 +2,7 @@
 //! immutable and content-hashed, tied to one tokenizer.
 
 pub mod categories;
+pub mod corpus_gen;
 pub mod export;
 pub mod filter;
 pub mod format;
@@ -9,6 +10,9 @@ pub mod labels;
 pub mod prepare;
 pub mod probe;
 pub mod reader;
+pub mod tagger;
+pub mod tagset;
+pub mod tokenizer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -67,7 +71,7 @@ impl EvalSet {
     /// Refuses (input error) a `tokenizer.json` other than the one the evalset was built with:
     /// scores under another tokenizer would be of other token sequences.
     pub fn check_tokenizer(&self, tok_path: &Path) -> anyhow::Result<()> {
-        let hash = crate::tokenizer::hash(tok_path)?;
+        let hash = crate::evalset::tokenizer::hash(tok_path)?;
         if hash != self.tokenizer_hash() {
             return Err(input_error(format!(
                 "{}: tokenizer {hash} differs from the one evalset {} was prepared with ({})",

@@ -12,9 +12,9 @@ use crate::evalset::labels::frequency::FrequencyTable;
 use crate::evalset::labels::repeats::repeat_labels;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::reader::{CorpusReader, ReaderOptions};
+use crate::evalset::tagger::{TaggedWord, Tagger};
+use crate::evalset::tagset::{ptb_id, Upos};
 use crate::evalset::{export, EvalSet};
-use crate::tagger::{TaggedWord, Tagger};
-use crate::tagset::{ptb_id, Upos};
 
 /// Version of the labeling rules; part of every evalset's id.
 pub const LABELER_VERSION: &str = "labels-1";
@@ -77,7 +77,7 @@ pub fn prepare(opts: &PrepareOptions) -> anyhow::Result<Prepared> {
         return Err(input_error("--window must be at least 2 tokens"));
     }
     let tok_path = tokenizer_file(&opts.tokenizer)?;
-    let tok = crate::tokenizer::load(&tok_path)?;
+    let tok = crate::evalset::tokenizer::load(&tok_path)?;
     let tagger = Tagger::embedded()?;
     let mut reader = CorpusReader::open(&opts.inputs, opts.reader.clone())?;
     let mut b = Builder::default();
@@ -91,7 +91,7 @@ pub fn prepare(opts: &PrepareOptions) -> anyhow::Result<Prepared> {
     }
     let header = Header {
         id: String::new(),
-        tokenizer_hash: crate::tokenizer::hash(&tok_path)?,
+        tokenizer_hash: crate::evalset::tokenizer::hash(&tok_path)?,
         labeler_version: LABELER_VERSION.into(),
         window: opts.window,
         domains: b.domains,

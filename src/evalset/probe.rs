@@ -5,7 +5,7 @@
 //! tokens (uniform over the vocabulary, or drawn from an evalset's unigram distribution) with
 //! one span of random tokens planted twice at a controlled gap: the first copy can only be
 //! guessed, the second can be copied. The loss difference between the two is what retrieval
-//! over that gap is worth (see [`crate::recall`]).
+//! over that gap is worth (see [`crate::analysis::recall`]).
 //!
 //! # Layout
 //!
@@ -41,8 +41,8 @@ use crate::evalset::labels::probe::ProbeLabel;
 use crate::evalset::labels::repeats::repeat_labels;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::prepare::{tokenizer_file, write_evalset, TokenTexts, LABELER_VERSION};
+use crate::evalset::tagset::{ptb_id, Upos};
 use crate::evalset::{export, EvalSet};
-use crate::tagset::{ptb_id, Upos};
 
 /// Gaps probed by default: from well inside a sliding-attention window to most of a
 /// 2048-token window.
@@ -299,8 +299,8 @@ pub struct ProbeOptions {
 pub fn probe(opts: &ProbeOptions) -> anyhow::Result<EvalSet> {
     opts.spec.validate()?;
     let tok_path = tokenizer_file(&opts.tokenizer)?;
-    let tok = crate::tokenizer::load(&tok_path)?;
-    let tokenizer_hash = crate::tokenizer::hash(&tok_path)?;
+    let tok = crate::evalset::tokenizer::load(&tok_path)?;
+    let tokenizer_hash = crate::evalset::tokenizer::hash(&tok_path)?;
     let sampler = match &opts.unigram {
         Some(dir) => unigram_sampler(dir, &tok_path, &tok)?,
         None => TokenSampler::uniform(&tok)?,

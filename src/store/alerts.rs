@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::report::rfc3339;
 use super::{now, Store};
-use crate::alerts::rules::Firing;
 use crate::error::input_error;
+use crate::monitor::alerts::rules::Firing;
 
 /// A stored firing.
 #[derive(Debug, Clone, PartialEq, Serialize)]

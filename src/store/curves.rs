@@ -3,7 +3,7 @@
 use rusqlite::params;
 
 use super::Store;
-use crate::curves::{Curve, Point};
+use crate::analysis::curves::{Curve, Point};
 
 impl Store {
     /// Every (evalset, filter, run) curve, or only those of one evalset. Curves come grouped

@@ -350,8 +350,8 @@ impl Store {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::{EvalsetRow, NewCheckpoint, RunRow, Store};
-    use crate::score::EvalScores;
-    use crate::stats::aggregate::FilterResult;
+    use crate::analysis::stats::aggregate::FilterResult;
+    use crate::engine::score::EvalScores;
     use crate::store::losses::encode;
 
     /// A fresh store in a temporary folder, with one evalset of `tokens` tokens; returns the

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rusqlite::params;
 
 use super::Store;
-use crate::stats::paired::PairedDiff;
+use crate::analysis::stats::paired::PairedDiff;
 
 /// A checkpoint and the baseline checkpoint it is paired with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The type-checked syntax tree and the labels, operators and literals it is made of.
 
 use crate::evalset::labels::probe::Occurrence;
-use crate::tagset::Upos;
+use crate::evalset::tagset::Upos;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Label {

@@ -7,7 +7,7 @@ use super::ast::{Expr, Kind, Label, Lit, Op, LABELS};
 use super::lex::{err, lex, SyntaxError, Tok, Token};
 use crate::error::input_error;
 use crate::evalset::labels::probe::Occurrence;
-use crate::tagset::{ptb_id, Upos};
+use crate::evalset::tagset::{ptb_id, Upos};
 
 pub(super) fn parse(expr: &str) -> Result<Expr> {
     let chars: Vec<char> = expr.chars().collect();

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::ast::{Expr, Lit, Op};
-use crate::tagset::PTB_TAGS;
+use crate::evalset::tagset::PTB_TAGS;
 
 /// Binding strength: 0 = or, 1 = and, 2 = not, 3 = atom.
 fn strength(e: &Expr) -> u8 {

@@ -5,13 +5,13 @@ pub mod frequency;
 pub mod probe;
 pub mod repeats;
 
-use crate::tagset::Upos;
+use crate::evalset::tagset::Upos;
 use probe::{Occurrence, ProbeLabel};
 
 /// Every label one scored token carries (DESIGN §5).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenLabels {
-    /// Index into [`crate::tagset::PTB_TAGS`] of the word the token's first non-space character falls in.
+    /// Index into [`crate::evalset::tagset::PTB_TAGS`] of the word the token's first non-space character falls in.
     pub tag: u8,
     /// Universal POS of that word.
     pub upos: Upos,

@@ -1,0 +1,588 @@
+//! A worker: leases jobs one at a time, scores them on its device and commits the results.
+//! A daemon runs one per configured device; they share the queue and the work after a
+//! commit ([`AfterCommit`]).
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+
+use crate::analysis::stats::aggregate::{summarize, AggregateOptions, FilterResult};
+use crate::engine::checkpoint::Checkpoint;
+use crate::engine::model::CausalLm;
+use crate::engine::score::score_evalset;
+use crate::error::one_line;
+use crate::evalset::filter::Filter;
+use crate::evalset::labels::TokenLabels;
+use crate::evalset::EvalSet;
+use crate::monitor::alerts::Alerter;
+use crate::monitor::charts::{render, ChartOptions};
+use crate::monitor::paired_gaps::{self, TokenSets};
+use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
+use crate::store::losses::{encode, EncodedLosses};
+use crate::store::{now, Store};
+
+/// An evalset ready for scoring, with its filters compiled against its domains and its
+/// labels decoded once for every job.
+pub struct LoadedEvalset {
+    /// Store id.
+    pub id: i64,
+    /// Config name.
+    pub name: String,
+    /// The evalset.
+    pub es: EvalSet,
+    /// Built-in and user filters.
+    pub filters: Vec<Filter>,
+    /// Labels of every token.
+    pub labels: Vec<TokenLabels>,
+    /// Document index of every token.
+    pub docs: Vec<u32>,
+}
+
+impl LoadedEvalset {
+    /// Decodes `es`'s labels and documents.
+    pub fn new(id: i64, name: String, es: EvalSet, filters: Vec<Filter>) -> anyhow::Result<Self> {
+        Ok(LoadedEvalset {
+            id,
+            name,
+            labels: es.labels()?,
+            docs: es.token_docs(),
+            es,
+            filters,
+        })
+    }
+}
+
+/// How checkpoints are scored.
+pub struct ScoreSettings {
+    /// Device.
+    pub device: Device,
+    /// Precision.
+    pub dtype: DType,
+    /// Windows per forward pass.
+    pub batch: usize,
+    /// Bootstrap settings.
+    pub aggregate: AggregateOptions,
+}
+
+/// Scores checkpoints, keeping the last model loaded so that a checkpoint's jobs on
+/// several evalsets load it once. The worker drops it as soon as the queue is empty
+/// ([`Scorer::unload`]), so that an idle daemon beside a training job holds no weights.
+pub struct Scorer {
+    settings: ScoreSettings,
+    cached: Option<(PathBuf, CausalLm)>,
+}
+
+impl Scorer {
+    /// A scorer with nothing loaded.
+    pub fn new(settings: ScoreSettings) -> Self {
+        Scorer {
+            settings,
+            cached: None,
+        }
+    }
+
+    /// Whether a model is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.cached.is_some()
+    }
+
+    /// Drops the loaded model, if any, freeing its memory (on a GPU, the device memory).
+    pub fn unload(&mut self) {
+        if let Some((dir, model)) = self.cached.take() {
+            drop(model);
+            // A GPU keeps freed buffers in its memory pool for the next pass; give them back.
+            if let Err(e) = crate::engine::device::release_cached_memory(&self.settings.device) {
+                tracing::warn!(error = %e, "could not release the device's cached memory");
+            }
+            tracing::debug!(checkpoint = %dir.display(), "model dropped");
+        }
+    }
+
+    /// Scores one checkpoint on one evalset: per-filter results followed by the recall metrics
+    /// rows ([`crate::analysis::recall::RecallMetrics::results`]), and the per-token vectors.
+    /// `tokenizer` is the run's, from the watch config.
+    pub fn score(
+        &mut self,
+        dir: &Path,
+        es: &LoadedEvalset,
+        tokenizer: Option<&Path>,
+    ) -> anyhow::Result<(Vec<FilterResult>, EncodedLosses)> {
+        let ckpt = Checkpoint::open(dir)?;
+        check_tokenizer(&ckpt, &es.es, tokenizer)?;
+        if self.cached.as_ref().is_none_or(|(p, _)| p != dir) {
+            // The old model goes before the new one loads, so two never share the memory.
+            self.unload();
+            let model = ckpt.load_model(self.settings.dtype, &self.settings.device)?;
+            self.cached = Some((dir.to_path_buf(), model));
+        }
+        let Some((_, model)) = &self.cached else {
+            anyhow::bail!("model cache is empty after loading");
+        };
+        let (scores, _) = score_evalset(model, &es.es, self.settings.batch, &self.settings.device)?;
+        let (mut results, recall) = summarize(
+            &es.es,
+            &es.labels,
+            &es.docs,
+            &scores,
+            &es.filters,
+            self.settings.aggregate,
+        );
+        results.extend(recall.results());
+        Ok((results, encode(&scores)?))
+    }
+}
+
+/// A checkpoint must use the tokenizer its evalset was prepared with: the run's when the watch
+/// config names one, else the folder's own, and its vocabulary must fit the embedding. An
+/// OLMo-core folder holds none, so without the run's it is refused; a Hugging Face folder
+/// without one cannot be checked and is scored with a warning.
+fn check_tokenizer(
+    ckpt: &Checkpoint,
+    es: &EvalSet,
+    run_tokenizer: Option<&Path>,
+) -> anyhow::Result<()> {
+    if run_tokenizer.is_none() && ckpt.is_hugging_face() && ckpt.tokenizer_path().is_err() {
+        tracing::warn!(checkpoint = %ckpt.dir.display(), "no tokenizer.json: cannot check it matches the evalset's");
+        return Ok(());
+    }
+    es.check_tokenizer(&ckpt.resolve_tokenizer(run_tokenizer)?)
+}
+
+/// The work after a commit, shared by a daemon's workers and done under its lock: paired
+/// gaps, alert rules and chart redraws each read everything committed so far, so the worker
+/// that runs them last has seen every commit; and two workers never redraw the same chart
+/// files at once, nor compute the same gaps twice.
+pub struct AfterCommit {
+    /// Alert rules, evaluated after each commit (one hook for the whole daemon).
+    pub alerter: Alerter,
+}
+
+/// What the worker loop needs.
+pub struct Worker {
+    /// Name in logs: its device, numbered (`cpu#1`) where `cpu` is listed more than once.
+    pub name: String,
+    /// Store connection of the worker.
+    pub store: Store,
+    /// Database path, for the lease-renewal connection.
+    pub db: PathBuf,
+    /// Lease owner id, unique to this worker.
+    pub owner: String,
+    /// Lease length.
+    pub lease: Duration,
+    /// Retry policy.
+    pub policy: RetryPolicy,
+    /// Run ids this daemon serves.
+    pub runs: Vec<i64>,
+    /// The runs' tokenizers from the watch config, by run name.
+    pub tokenizers: HashMap<String, PathBuf>,
+    /// Evalsets this daemon serves (shared by its workers).
+    pub evalsets: Arc<Vec<LoadedEvalset>>,
+    /// The scorer, on this worker's device.
+    pub scorer: Scorer,
+    /// Paired gaps, alerts and chart redraws after a commit, shared by the workers.
+    pub after_commit: Arc<Mutex<AfterCommit>>,
+    /// Whether this worker catches up at start on what was committed before a restart (one
+    /// worker of a daemon does).
+    pub catch_up: bool,
+    /// Token sets by evalset id, for the paired gaps to the baseline (empty: none computed).
+    pub token_sets: Arc<HashMap<i64, TokenSets>>,
+    /// Bootstrap settings of the paired gaps.
+    pub paired: AggregateOptions,
+    /// Folder of the charts and report, redrawn as results come in.
+    pub charts: PathBuf,
+    /// Set on shutdown (SIGINT/SIGTERM, or another worker stopping on its own): take no new job.
+    pub stop: Arc<AtomicBool>,
+    /// The job being scored, for the shutdown path to re-queue.
+    pub current: Arc<Mutex<Option<Job>>>,
+}
+
+/// How long an idle worker waits before looking at the queue again (jobs queued by other
+/// daemons, retries coming due).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Least time between two chart redraws while a backlog is scored.
+const CHART_EVERY: Duration = Duration::from_secs(10);
+
+/// What one turn of the worker loop did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// No job was due; the model, if any, was dropped.
+    Idle,
+    /// A job ran; the evalset id when its results were committed.
+    Ran(Option<i64>),
+}
+
+impl Worker {
+    /// Runs until `stop` is set; `wake` is signalled when jobs are queued.
+    pub fn run(mut self, wake: &Receiver<()>) -> anyhow::Result<()> {
+        let span = tracing::info_span!("worker", device = %self.name);
+        let _enter = span.enter();
+        if self.catch_up {
+            // What was committed before a restart (gaps and firings are stored once).
+            let after_commit = self.after_commit.clone();
+            let mut after = lock(&after_commit);
+            self.update_paired_gaps();
+            self.evaluate_alerts(&mut after.alerter);
+            self.draw_charts(None);
+        }
+        // Charts are redrawn after a commit that empties the queue; during a backlog, after a
+        // commit only once CHART_EVERY has passed since the last redraw, so that quickly scored
+        // checkpoints do not wait on redraws.
+        let mut stale: Vec<i64> = Vec::new();
+        let mut drawn = Instant::now();
+        let mut last_reclaim: Option<Instant> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            let turn = self.turn(&mut last_reclaim)?;
+            if let Turn::Ran(Some(evalset)) = turn {
+                if !stale.contains(&evalset) {
+                    stale.push(evalset);
+                }
+            }
+            let idle = turn == Turn::Idle;
+            if !stale.is_empty() && (idle || drawn.elapsed() >= CHART_EVERY) {
+                self.draw_stale(&mut stale);
+                drawn = Instant::now();
+            }
+            if idle {
+                match wake.recv_timeout(IDLE_POLL) {
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        if !stale.is_empty() {
+            self.draw_stale(&mut stale);
+        }
+        Ok(())
+    }
+
+    /// Reclaims dead leases when due (every half lease), leases the next job and scores it;
+    /// after a commit, updates the paired gaps and evaluates the alert rules. With no job
+    /// due, drops the model: its checkpoint's other jobs would have been leased by now.
+    pub fn turn(&mut self, last_reclaim: &mut Option<Instant>) -> anyhow::Result<Turn> {
+        if last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2) {
+            self.store.reclaim(self.policy)?;
+            *last_reclaim = Some(Instant::now());
+        }
+        let es_ids: Vec<i64> = self.evalsets.iter().map(|e| e.id).collect();
+        let job = self
+            .store
+            .lease(&self.owner, self.lease.as_secs_f64(), &self.runs, &es_ids)?;
+        let Some(job) = job else {
+            self.scorer.unload();
+            return Ok(Turn::Idle);
+        };
+        let evalset = job.evalset_id;
+        if !self.run_job(job)? {
+            return Ok(Turn::Ran(None));
+        }
+        let after_commit = self.after_commit.clone();
+        let mut after = lock(&after_commit);
+        self.update_paired_gaps();
+        self.evaluate_alerts(&mut after.alerter);
+        Ok(Turn::Ran(Some(evalset)))
+    }
+
+    /// Scores one job; `true` when its results were committed.
+    fn run_job(&mut self, job: Job) -> anyhow::Result<bool> {
+        let Some(es) = self.evalsets.iter().find(|e| e.id == job.evalset_id) else {
+            anyhow::bail!(
+                "leased job {} of an evalset this daemon does not serve",
+                job.id
+            );
+        };
+        set_current(&self.current, Some(job.clone()));
+        let span = tracing::info_span!("job", run = %job.run, checkpoint = %job.checkpoint, evalset = %es.name);
+        let _enter = span.enter();
+        tracing::info!(step = job.step, attempt = job.attempts, "scoring");
+        let heartbeat = Heartbeat::start(&self.db, job.id, &self.owner, self.lease);
+        let started = Instant::now();
+        let scorer = &mut self.scorer;
+        let tokenizer = self.tokenizers.get(&job.run).map(PathBuf::as_path);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            scorer.score(Path::new(&job.path), es, tokenizer)
+        }))
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("scoring panicked: {}", panic_text(&panic))));
+        let score_secs = started.elapsed().as_secs_f64();
+        drop(heartbeat);
+        let mut committed = false;
+        match outcome {
+            Ok((results, losses)) => {
+                if self
+                    .store
+                    .complete(&job, &self.owner, &results, &losses, score_secs)?
+                {
+                    let latency = now() - job.ready_at - score_secs;
+                    tracing::info!(
+                        job = job.id,
+                        step = job.step,
+                        score_secs,
+                        latency_secs = latency,
+                        filters = results.len(),
+                        "scored"
+                    );
+                    committed = true;
+                } else {
+                    tracing::warn!(job = job.id, "lease lost while scoring; results discarded");
+                }
+            }
+            Err(e) => {
+                // A broken checkpoint frees its memory before the next one loads.
+                self.scorer.unload();
+                let msg = one_line(&e);
+                match self.store.fail(&job, &self.owner, &msg, self.policy)? {
+                    FailOutcome::Retry(secs) => {
+                        tracing::warn!(job = job.id, error = %msg, retry_in_secs = secs, "scoring failed; will retry")
+                    }
+                    FailOutcome::Failed => {
+                        tracing::error!(job = job.id, error = %msg, attempts = job.attempts, "scoring failed for good")
+                    }
+                    FailOutcome::LeaseLost => {
+                        tracing::warn!(job = job.id, error = %msg, "scoring failed after the lease was lost")
+                    }
+                }
+            }
+        }
+        set_current(&self.current, None);
+        Ok(committed)
+    }
+
+    // Neither paired gaps, alerts nor charts may stop the daemon: failures are logged.
+    // Callers hold the `after_commit` lock.
+
+    fn update_paired_gaps(&mut self) {
+        let (resamples, seed) = (self.paired.resamples, self.paired.seed);
+        if let Err(e) = paired_gaps::update(&mut self.store, &self.token_sets, resamples, seed) {
+            tracing::error!(error = %one_line(&e), "computing paired gaps");
+        }
+    }
+
+    fn evaluate_alerts(&mut self, alerter: &mut Alerter) {
+        if let Err(e) = alerter.evaluate(&mut self.store) {
+            tracing::error!(error = %one_line(&e), "evaluating alert rules");
+        }
+    }
+
+    /// Redraws the charts of the `stale` evalsets and the report, and empties `stale`.
+    fn draw_stale(&self, stale: &mut Vec<i64>) {
+        let _after = lock(&self.after_commit);
+        self.draw_charts(Some(stale));
+        stale.clear();
+    }
+
+    /// Redraws the charts of `evalsets` (`None`: all) and the report.
+    fn draw_charts(&self, evalsets: Option<&[i64]>) {
+        let started = Instant::now();
+        match render(
+            &self.store,
+            &self.charts,
+            &ChartOptions::default(),
+            evalsets,
+        ) {
+            Ok(index) => tracing::debug!(report = %index.display(),
+                secs = started.elapsed().as_secs_f64(), "charts redrawn"),
+            Err(e) => tracing::error!(error = %one_line(&e), "drawing charts"),
+        }
+    }
+}
+
+fn set_current(current: &Mutex<Option<Job>>, job: Option<Job>) {
+    // A poisoned lock only means a panic elsewhere; the slot itself is still valid.
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = job;
+}
+
+fn lock(after: &Mutex<AfterCommit>) -> std::sync::MutexGuard<'_, AfterCommit> {
+    // A panic while another worker held the lock leaves nothing half-written that the next
+    // update would not redo: gaps, firings and charts are all recomputed from the store.
+    after.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Renews a job's lease from its own thread and connection while the job runs.
+struct Heartbeat {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(db: &Path, job: i64, owner: &str, lease: Duration) -> Heartbeat {
+        let (tx, rx) = mpsc::channel::<()>();
+        let (db, owner) = (db.to_path_buf(), owner.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut store = match Store::open_existing(&db) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %one_line(&e), "lease renewal cannot open the db");
+                    return;
+                }
+            };
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(lease / 4) {
+                match store.renew(job, &owner, lease.as_secs_f64()) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(job, "lease lost");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(job, error = %one_line(&e), "lease renewal failed"),
+                }
+            }
+        });
+        Heartbeat {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evalset::filter::compile_filters;
+    use crate::evalset::prepare::{prepare, PrepareOptions};
+    use crate::monitor::config::AlertSettings;
+    use crate::store::{EvalsetRow, NewCheckpoint, RunRow};
+
+    /// An evalset prepared from a short document with the fixture tokenizer, registered in
+    /// `store`.
+    fn evalset(root: &Path, store: &mut Store, name: &str, window: usize) -> LoadedEvalset {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let corpus = root.join(format!("corpus-{name}/prose"));
+        std::fs::create_dir_all(&corpus).expect("mkdir");
+        let text = std::fs::read_to_string(repo.join("data/eval/prose/01-harbor-strike.txt"))
+            .expect("corpus");
+        let cut: String = text.chars().take(1200).collect();
+        std::fs::write(corpus.join("doc.txt"), cut).expect("write");
+        let opts = PrepareOptions {
+            inputs: vec![corpus],
+            tokenizer: repo.join("tests/fixtures/tokenizer.json"),
+            out: root.join(format!("es-{name}")),
+            window,
+            ..Default::default()
+        };
+        let es = prepare(&opts).expect("prepare").evalset;
+        let id = store
+            .upsert_evalset(&EvalsetRow {
+                name: name.into(),
+                hash: es.id().to_string(),
+                tokenizer_hash: es.tokenizer_hash().to_string(),
+                dir: opts.out.display().to_string(),
+                tokens: es.len() as u64,
+            })
+            .expect("evalset row");
+        let filters = compile_filters(&[], es.domains()).expect("filters");
+        LoadedEvalset::new(id, name.into(), es, filters).expect("load")
+    }
+
+    #[test]
+    fn the_model_serves_a_checkpoints_jobs_and_is_dropped_when_the_queue_is_empty() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = tmp.path().join("m.db");
+        let mut store = Store::open(&db).expect("store");
+        let evalsets = vec![
+            evalset(tmp.path(), &mut store, "a", 64),
+            evalset(tmp.path(), &mut store, "b", 32),
+        ];
+        let es_ids: Vec<i64> = evalsets.iter().map(|e| e.id).collect();
+        let run = store
+            .upsert_run(&RunRow {
+                name: "r".into(),
+                arch: "transformer".into(),
+                dir: "/r".into(),
+                baseline: None,
+                tokens_per_step: 1,
+            })
+            .expect("run");
+        let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/olmo2");
+        let ck = NewCheckpoint {
+            name: "step1".into(),
+            path: ckpt.display().to_string(),
+            step: 1,
+            tokens: 1,
+            anneal: false,
+        };
+        store.add_checkpoint(run, &ck, &es_ids).expect("queue");
+        let aggregate = AggregateOptions {
+            resamples: 10,
+            seed: 0,
+            by_domain: false,
+        };
+        let token_sets = Arc::new(HashMap::new());
+        let alerter = Alerter::new(
+            AlertSettings {
+                rules: Vec::new(),
+                on_alert: None,
+                hook_timeout: Duration::from_secs(1),
+            },
+            &db,
+            token_sets.clone(),
+            10,
+            0,
+        )
+        .expect("alerter");
+        let mut worker = Worker {
+            name: "cpu".into(),
+            store,
+            db: db.clone(),
+            owner: "test/cpu".into(),
+            lease: Duration::from_secs(60),
+            policy: RetryPolicy {
+                max_attempts: 1,
+                max_lost_leases: 20,
+                backoff: 0.0,
+            },
+            runs: vec![run],
+            tokenizers: HashMap::new(),
+            evalsets: Arc::new(evalsets),
+            scorer: Scorer::new(ScoreSettings {
+                device: Device::Cpu,
+                dtype: DType::F32,
+                batch: 1,
+                aggregate,
+            }),
+            after_commit: Arc::new(Mutex::new(AfterCommit { alerter })),
+            catch_up: false,
+            token_sets,
+            paired: aggregate,
+            charts: tmp.path().join("charts"),
+            stop: Arc::new(AtomicBool::new(false)),
+            current: Arc::new(Mutex::new(None)),
+        };
+        let mut reclaimed = None;
+        // The checkpoint's two jobs, one per evalset, share one load.
+        for es in &es_ids {
+            let turn = worker.turn(&mut reclaimed).expect("turn");
+            assert_eq!(turn, Turn::Ran(Some(*es)));
+            assert!(
+                worker.scorer.is_loaded(),
+                "kept for the checkpoint's next job"
+            );
+        }
+        assert_eq!(worker.turn(&mut reclaimed).expect("turn"), Turn::Idle);
+        assert!(!worker.scorer.is_loaded(), "an idle worker holds no model");
+        // Idle again: nothing to drop, nothing fails.
+        assert_eq!(worker.turn(&mut reclaimed).expect("turn"), Turn::Idle);
+        assert!(!worker.scorer.is_loaded());
+    }
+}
