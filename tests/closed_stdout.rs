@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use filtermon::analysis::stats::aggregate::FilterResult;
-use filtermon::monitor::alerts::rules::Firing;
+use filtermon::store::alerts::Firing;
 use filtermon::store::{NewCheckpoint, RunRow};
 
 mod common;

@@ -1,12 +1,13 @@
 //! Recall metrics against brute-force computations from known per-token scores.
 
 use filtermon::analysis::recall::{
-    recall_metrics, Bootstrap, RecallMetrics, CLIFF_BINS, COPY5_MISS,
+    recall_metrics, Bootstrap, RecallMetrics, RecallRow, CLIFF_BINS,
 };
-use filtermon::engine::score::EvalScores;
-use filtermon::evalset::format::{ProbeWindow, WindowMeta};
+use filtermon::evalset::format::WindowMeta;
+use filtermon::evalset::labels::probe::ProbeWindow;
 use filtermon::evalset::labels::probe::{Occurrence, ProbeLabel};
 use filtermon::evalset::labels::TokenLabels;
+use filtermon::evalset::scores::EvalScores;
 use filtermon::evalset::tagset::Upos;
 
 const WINDOW: u32 = 48;
@@ -236,11 +237,39 @@ fn result_rows_carry_reserved_names_and_values() {
     assert!(g.definition.contains("20 tokens apart"));
     assert_eq!(get("recall.copy5@2049+").mean, m.cliff[4].loss.value);
     assert_eq!(get("recall.copy_n@16").n, m.copy_n[15].loss.n);
-    let miss = get(COPY5_MISS);
+    let miss = get(&RecallRow::Copy5Miss.name());
     assert!(close(miss.top1, 1.0 - miss.mean));
     for r in &rows {
         assert!(r.filter.starts_with("recall.") && !r.definition.is_empty());
         // No user filter can take these names.
         assert!(filtermon::evalset::filter::Filter::compile(&r.filter, "true", &[]).is_err());
+    }
+}
+
+#[test]
+fn every_recall_row_name_parses_back_to_its_row_and_nothing_else_does() {
+    let mut rows = vec![
+        RecallRow::Gain(64),
+        RecallRow::Gain(4096),
+        RecallRow::Copy5Miss,
+    ];
+    rows.extend(RecallRow::cliff());
+    rows.extend(RecallRow::copy_n());
+    for row in rows {
+        assert_eq!(RecallRow::parse(&row.name()), Some(row), "{row}");
+    }
+    for name in [
+        "content",
+        "recall.",
+        "recall.gain@",
+        "recall.gain@064",
+        "recall.gain@-1",
+        "recall.copy5@1-",
+        "recall.copy5@x+",
+        "recall.copy_n@300",
+        "recall.copy5_miss2",
+        "Recall.gain@64",
+    ] {
+        assert_eq!(RecallRow::parse(name), None, "{name}");
     }
 }

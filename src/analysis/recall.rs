@@ -10,21 +10,18 @@
 //! Only scored tokens count: position ≥ 1 with a finite loss. Offset 0 of a span is left out
 //! of the gain because nothing announces the second copy before its first token.
 //!
-//! [`RecallMetrics::results`] turns the metrics into result rows named `recall.gain@64`,
-//! `recall.copy5@1-32`, `recall.copy_n@5` and `recall.copy5_miss`; user filter names cannot
-//! contain `.` or `@`, so these never collide with a filter.
+//! [`RecallMetrics::results`] turns the metrics into result rows named by [`RecallRow`]:
+//! `recall.gain@64`, `recall.copy5@1-32`, `recall.copy_n@5` and `recall.copy5_miss`; user
+//! filter names cannot contain `.` or `@`, so these never collide with a filter.
 
 use serde::Serialize;
 
 use crate::analysis::stats::aggregate::{AggregateOptions, FilterResult};
 use crate::analysis::stats::bootstrap::{ratio, ratio_ci, ratio_diff, ratio_diff_ci, Cluster};
-use crate::engine::score::EvalScores;
 use crate::evalset::format::WindowMeta;
 use crate::evalset::labels::probe::Occurrence;
 use crate::evalset::labels::TokenLabels;
-
-/// Prefix of every recall result row.
-pub const PREFIX: &str = "recall.";
+use crate::evalset::scores::EvalScores;
 
 /// Copy-distance bins of the recall cliff, `(lo, hi)` inclusive; `None`: no upper end.
 pub const CLIFF_BINS: [(u32, Option<u32>); 5] = [
@@ -73,6 +70,9 @@ pub struct GapGain {
 /// Mean loss over a set of tokens, with their accuracies.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LossBin {
+    /// The row.
+    #[serde(skip)]
+    pub row: RecallRow,
     /// Row name suffix: `1-32`, `2049+`, `5`.
     pub bin: String,
     /// Mean NLL.
@@ -116,54 +116,123 @@ impl From<AggregateOptions> for Bootstrap {
     }
 }
 
-/// A recall row that is a mean loss over tokens selected by their labels: a recall-cliff bin
-/// or a copy-n length.
-pub struct TokenRow {
-    /// The bin as the row names it (`1-32`, `2049+`, `5`).
-    pub bin: String,
-    /// The result row's name.
-    pub name: String,
-    select: Box<dyn Fn(&TokenLabels) -> bool + Send + Sync>,
+/// The name of a recall result row, typed. [`RecallRow::name`] is its one string form (the
+/// store's and every report's) and [`RecallRow::parse`] the one parser of those names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecallRow {
+    /// Retrieval gain of planted spans `gap` tokens apart: `recall.gain@64`.
+    Gain(u32),
+    /// The recall cliff: COPY-5 tokens with `copy_distance` in `lo..=hi` (no upper end when
+    /// `hi` is `None`): `recall.copy5@1-32`, `recall.copy5@2049+`.
+    Cliff {
+        /// Shortest copy distance of the bin.
+        lo: u32,
+        /// Longest copy distance of the bin, if any.
+        hi: Option<u32>,
+    },
+    /// The copy-n curve: tokens with `repeat_len == n`: `recall.copy_n@5`.
+    CopyN(u8),
+    /// Share of COPY-5 tokens whose top-1 prediction is wrong: `recall.copy5_miss`.
+    Copy5Miss,
 }
 
-impl TokenRow {
-    /// Whether the row counts this token.
+impl RecallRow {
+    /// The recall cliff's rows, one per bin of [`CLIFF_BINS`].
+    pub fn cliff() -> Vec<RecallRow> {
+        CLIFF_BINS
+            .iter()
+            .map(|&(lo, hi)| RecallRow::Cliff { lo, hi })
+            .collect()
+    }
+
+    /// The copy-n curve's rows, n = 1…[`COPY_N_MAX`].
+    pub fn copy_n() -> Vec<RecallRow> {
+        (1..=COPY_N_MAX).map(RecallRow::CopyN).collect()
+    }
+
+    /// The bin as the name ends: `64`, `1-32`, `2049+`, `5`; `None` for the miss rate.
+    pub fn bin(&self) -> Option<String> {
+        match *self {
+            RecallRow::Gain(gap) => Some(gap.to_string()),
+            RecallRow::Cliff { lo, hi: Some(hi) } => Some(format!("{lo}-{hi}")),
+            RecallRow::Cliff { lo, hi: None } => Some(format!("{lo}+")),
+            RecallRow::CopyN(n) => Some(n.to_string()),
+            RecallRow::Copy5Miss => None,
+        }
+    }
+
+    /// Where the row sits on its x axis: the gap, the bin's shortest distance, n.
+    pub fn x(&self) -> Option<f64> {
+        match *self {
+            RecallRow::Gain(gap) => Some(f64::from(gap)),
+            RecallRow::Cliff { lo, .. } => Some(f64::from(lo)),
+            RecallRow::CopyN(n) => Some(f64::from(n)),
+            RecallRow::Copy5Miss => None,
+        }
+    }
+
+    /// The row's name in the store and in reports.
+    pub fn name(&self) -> String {
+        match self {
+            RecallRow::Gain(_) => format!("recall.gain@{}", self.bin().unwrap_or_default()),
+            RecallRow::Cliff { .. } => format!("recall.copy5@{}", self.bin().unwrap_or_default()),
+            RecallRow::CopyN(_) => format!("recall.copy_n@{}", self.bin().unwrap_or_default()),
+            RecallRow::Copy5Miss => "recall.copy5_miss".into(),
+        }
+    }
+
+    /// The row a name stands for; `None` for a filter's name (or anything else).
+    pub fn parse(name: &str) -> Option<RecallRow> {
+        let number = |s: &str| -> Option<u32> {
+            // Canonical digits only, so that a parsed row names itself back the same way.
+            let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            (plain && (s == "0" || !s.starts_with('0'))).then(|| s.parse().ok())?
+        };
+        let rest = name.strip_prefix("recall.")?;
+        if rest == "copy5_miss" {
+            return Some(RecallRow::Copy5Miss);
+        }
+        if let Some(gap) = rest.strip_prefix("gain@") {
+            return number(gap).map(RecallRow::Gain);
+        }
+        if let Some(n) = rest.strip_prefix("copy_n@") {
+            return u8::try_from(number(n)?).ok().map(RecallRow::CopyN);
+        }
+        let bin = rest.strip_prefix("copy5@")?;
+        match bin.strip_suffix('+') {
+            Some(lo) => Some(RecallRow::Cliff {
+                lo: number(lo)?,
+                hi: None,
+            }),
+            None => {
+                let (lo, hi) = bin.split_once('-')?;
+                Some(RecallRow::Cliff {
+                    lo: number(lo)?,
+                    hi: Some(number(hi)?),
+                })
+            }
+        }
+    }
+
+    /// Whether a cliff or copy-n row counts this token (gain and miss-rate rows select none:
+    /// theirs are not means over labelled tokens).
     pub fn selects(&self, l: &TokenLabels) -> bool {
-        (self.select)(l)
+        match *self {
+            RecallRow::Cliff { lo, hi } => {
+                l.repeat_len >= 5
+                    && l.copy_distance >= lo
+                    && hi.is_none_or(|h| l.copy_distance <= h)
+            }
+            RecallRow::CopyN(n) => l.repeat_len == n,
+            RecallRow::Gain(_) | RecallRow::Copy5Miss => false,
+        }
     }
 }
 
-/// The recall cliff's rows: COPY-5 tokens by copy-distance bin ([`CLIFF_BINS`]).
-pub fn cliff_rows() -> Vec<TokenRow> {
-    CLIFF_BINS
-        .iter()
-        .map(|&(lo, hi)| {
-            let bin = match hi {
-                Some(hi) => format!("{lo}-{hi}"),
-                None => format!("{lo}+"),
-            };
-            TokenRow {
-                name: cliff_name(&bin),
-                bin,
-                select: Box::new(move |l: &TokenLabels| {
-                    l.repeat_len >= 5
-                        && l.copy_distance >= lo
-                        && hi.is_none_or(|h| l.copy_distance <= h)
-                }),
-            }
-        })
-        .collect()
-}
-
-/// The copy-n curve's rows: tokens with `repeat_len == n`, n = 1…[`COPY_N_MAX`].
-pub fn copy_n_rows() -> Vec<TokenRow> {
-    (1..=COPY_N_MAX)
-        .map(|n| TokenRow {
-            bin: n.to_string(),
-            name: copy_n_name(&n.to_string()),
-            select: Box::new(move |l: &TokenLabels| l.repeat_len == n),
-        })
-        .collect()
+impl std::fmt::Display for RecallRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
 }
 
 /// Computes every metric from per-token labels and scores (`docs[i]`: document of token `i`,
@@ -178,17 +247,17 @@ pub fn recall_metrics(
 ) -> RecallMetrics {
     let scored = |i: usize| labels[i].pos > 0 && scores.loss[i].is_finite();
     let copy5 = |l: &TokenLabels| l.repeat_len >= 5;
-    let bins = |rows: Vec<TokenRow>| -> Vec<LossBin> {
+    let bins = |rows: Vec<RecallRow>| -> Vec<LossBin> {
         rows.into_iter()
             .map(|r| {
-                loss_bin(r.bin.clone(), labels, docs, doc_count, scores, boot, |i| {
+                loss_bin(r, labels, docs, doc_count, scores, boot, |i| {
                     scored(i) && r.selects(&labels[i])
                 })
             })
             .collect()
     };
-    let cliff = bins(cliff_rows());
-    let copy_n = bins(copy_n_rows());
+    let cliff = bins(RecallRow::cliff());
+    let copy_n = bins(RecallRow::copy_n());
     let mut misses = vec![Cluster::default(); doc_count];
     let mut hits = Hits::default();
     for i in (0..labels.len()).filter(|&i| scored(i) && copy5(&labels[i])) {
@@ -216,7 +285,7 @@ fn estimate(clusters: &[Cluster], boot: Bootstrap) -> Estimate {
 
 /// Mean loss of the selected tokens, clustered by document.
 fn loss_bin(
-    bin: String,
+    row: RecallRow,
     labels: &[TokenLabels],
     docs: &[u32],
     doc_count: usize,
@@ -231,7 +300,8 @@ fn loss_bin(
         hits.add(scores, i);
     }
     LossBin {
-        bin,
+        row,
+        bin: row.bin().unwrap_or_default(),
         loss: estimate(&clusters, boot),
         top1: hits.top1(),
         top5: hits.top5(),
@@ -329,32 +399,6 @@ fn gains(
         .collect()
 }
 
-/// Prefix of the retrieval-gain rows' names.
-pub const GAIN_PREFIX: &str = "recall.gain@";
-
-/// Name of the retrieval-gain row of a gap.
-pub fn gain_name(gap: u32) -> String {
-    format!("{GAIN_PREFIX}{gap}")
-}
-
-/// Name of a recall-cliff row (`bin` as in [`LossBin::bin`], e.g. `1-32`).
-pub fn cliff_name(bin: &str) -> String {
-    format!("{PREFIX}copy5@{bin}")
-}
-
-/// Name of a copy-n row.
-pub fn copy_n_name(n: &str) -> String {
-    format!("{PREFIX}copy_n@{n}")
-}
-
-/// Name of the COPY-5 miss-rate row.
-pub const COPY5_MISS: &str = "recall.copy5_miss";
-
-/// True for the names of recall rows (no user filter can have one).
-pub fn is_recall_row(name: &str) -> bool {
-    name.starts_with(PREFIX)
-}
-
 impl RecallMetrics {
     /// The metrics as result rows for the store and reports: `mean` is the metric, `n` its
     /// tokens, `ci_lo`/`ci_hi` its interval, `definition` says what was measured.
@@ -362,7 +406,7 @@ impl RecallMetrics {
         let mut out = Vec::new();
         for g in &self.gains {
             out.push(row(
-                gain_name(g.gap),
+                RecallRow::Gain(g.gap).name(),
                 format!(
                     "retrieval gain: mean NLL of first-copy minus second-copy tokens (span offset >= 1) \
                      of planted spans {} tokens apart; 95% CI over windows; top1/top5 of the second copy",
@@ -379,7 +423,7 @@ impl RecallMetrics {
                 None => format!("copy_distance >= {lo}"),
             };
             out.push(row(
-                cliff_name(&b.bin),
+                b.row.name(),
                 format!("mean NLL of repeat_len >= 5 & {range}; 95% CI over documents"),
                 &b.loss,
                 b.top1,
@@ -388,7 +432,7 @@ impl RecallMetrics {
         }
         for b in &self.copy_n {
             out.push(row(
-                copy_n_name(&b.bin),
+                b.row.name(),
                 format!("mean NLL of repeat_len == {}; 95% CI over documents", b.bin),
                 &b.loss,
                 b.top1,
@@ -397,7 +441,7 @@ impl RecallMetrics {
         }
         let m = &self.copy5_miss;
         out.push(row(
-            COPY5_MISS.into(),
+            RecallRow::Copy5Miss.name(),
             "share of repeat_len >= 5 tokens whose top-1 prediction is wrong; 95% CI over documents"
                 .into(),
             m,

@@ -9,10 +9,11 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::commands::cli::{BenchArch, BenchArgs, DTypeArg};
+use crate::commands::cli::{BenchArch, BenchArgs};
 use crate::engine::checkpoint::weights::Weights;
 use crate::engine::checkpoint::{hf_config, Checkpoint};
 use crate::engine::device;
+use crate::engine::device::DTypeArg;
 use crate::engine::model::CausalLm;
 use crate::engine::score::{score_windows, Window};
 use crate::error::input_error;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::engine::device::DTypeArg;
+
 /// filtermon: filtered-loss monitor for language-model pretraining checkpoints.
 #[derive(Debug, Parser)]
 #[command(name = "filtermon", version, about)]
@@ -157,37 +159,6 @@ pub struct ExportArgs {
     /// Only this run.
     #[arg(long)]
     pub run: Option<String>,
-}
-
-/// Weight and activation precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DTypeArg {
-    /// 32-bit float.
-    F32,
-    /// bfloat16.
-    Bf16,
-    /// IEEE half.
-    F16,
-}
-
-impl DTypeArg {
-    /// The candle dtype.
-    pub fn dtype(self) -> candle_core::DType {
-        match self {
-            DTypeArg::F32 => candle_core::DType::F32,
-            DTypeArg::Bf16 => candle_core::DType::BF16,
-            DTypeArg::F16 => candle_core::DType::F16,
-        }
-    }
-
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            DTypeArg::F32 => "f32",
-            DTypeArg::Bf16 => "bf16",
-            DTypeArg::F16 => "f16",
-        }
-    }
 }
 
 /// How a model runs: shared by the commands that score.

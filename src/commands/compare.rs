@@ -3,19 +3,18 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
-
 use crate::analysis::compare::report::{self, EvalsetInfo, RunInfo, Side};
 use crate::analysis::compare::{compare, derive, plots, CompareOptions, PairedInput};
 use crate::commands::cli::{CompareArgs, TagLevel};
 use crate::engine::checkpoint::Checkpoint;
 use crate::engine::device;
-use crate::engine::score::{score_evalset, EvalScores};
+use crate::engine::scorer::{check_evalset_tokenizer, ScoreSettings, Scorer};
 use crate::error::input_error;
 use crate::evalset::categories::{CategorySet, Kind};
 use crate::evalset::export::{write_category_map, write_labeled_dataset};
 use crate::evalset::filter::{compile_filters, load_filter_file};
 use crate::evalset::prepare::{tokenizer_file, TokenTexts};
+use crate::evalset::scores::EvalScores;
 use crate::evalset::tokenizer;
 use crate::evalset::EvalSet;
 use crate::store::losses::StoredScores;
@@ -173,29 +172,47 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scores both checkpoints on the evalset.
+/// Scores both checkpoints on the evalset, one model in memory at a time.
 fn from_checkpoints(args: &CompareArgs, path_a: &Path, path_b: &Path) -> anyhow::Result<Scored> {
     let evalset = args
         .evalset
         .as_ref()
         .ok_or_else(|| input_error("--evalset DIR is needed to score checkpoints"))?;
-    let device = device::parse(&args.runtime.device)?;
+    let mut scorer = Scorer::new(ScoreSettings {
+        device: device::parse(&args.runtime.device)?,
+        dtype: args.runtime.dtype.dtype(),
+        batch: args.runtime.batch,
+    });
     let es = EvalSet::open(evalset)?;
     let ckpt_a = Checkpoint::open(path_a)?;
     let ckpt_b = Checkpoint::open(path_b)?;
     let given = args.tokenizer.as_deref();
-    let tok = same_tokenizer(
-        &ckpt_a.resolve_tokenizer(given)?,
-        &ckpt_b.resolve_tokenizer(given)?,
-        &es,
-    )?;
-    let a = score(&ckpt_a, &es, args, &device)?;
-    let b = score(&ckpt_b, &es, args, &device)?;
+    // Both sides are checked before either is scored, so that a mismatch costs no scoring.
+    let tok_a = check_evalset_tokenizer(&ckpt_a, &es, given)?;
+    let tok_b = check_evalset_tokenizer(&ckpt_b, &es, given)?;
+    let tokenizer = tok_a.or(tok_b).ok_or_else(|| {
+        input_error(format!(
+            "neither {} nor {} holds a tokenizer.json to show tokens with; pass --tokenizer",
+            path_a.display(),
+            path_b.display()
+        ))
+    })?;
+    let mut score = |ckpt: &Checkpoint| -> anyhow::Result<EvalScores> {
+        let (scores, speed) = scorer.score_evalset(ckpt, &es, given)?;
+        tracing::info!(
+            checkpoint = %ckpt.dir.display(),
+            tokens = speed.tokens,
+            tokens_per_s = speed.tokens as f64 / speed.seconds.max(1e-9),
+            "scored"
+        );
+        Ok(scores)
+    };
+    let (a, b) = (score(&ckpt_a)?, score(&ckpt_b)?);
     Ok(Scored {
         es,
         a,
         b,
-        tokenizer: tok,
+        tokenizer,
         sources: (path_a.display().to_string(), path_b.display().to_string()),
         names: (folder_name(path_a), folder_name(path_b)),
     })
@@ -230,11 +247,10 @@ fn from_store(args: &CompareArgs, db: &Path) -> anyhow::Result<Scored> {
         Some(es) => es,
         None => EvalSet::open(&a.evalset_dir)?,
     };
-    let tok = same_tokenizer(
-        &tokenizer_file(&a.checkpoint)?,
-        &tokenizer_file(&b.checkpoint)?,
-        &es,
-    )?;
+    // Scored already, so only the token texts need a tokenizer: the evalset's, as both sides'.
+    let tok = tokenizer_file(&a.checkpoint)?;
+    es.check_tokenizer(&tok)?;
+    es.check_tokenizer(&tokenizer_file(&b.checkpoint)?)?;
     Ok(Scored {
         es,
         a: a.scores,
@@ -243,39 +259,6 @@ fn from_store(args: &CompareArgs, db: &Path) -> anyhow::Result<Scored> {
         sources: (spec_a.clone(), spec_b.clone()),
         names: (spec_a, spec_b),
     })
-}
-
-/// Both sides must use one tokenizer, the evalset's; returns it.
-fn same_tokenizer(tok_a: &Path, tok_b: &Path, es: &EvalSet) -> anyhow::Result<PathBuf> {
-    let (hash_a, hash_b) = (tokenizer::hash(tok_a)?, tokenizer::hash(tok_b)?);
-    if hash_a != hash_b {
-        return Err(input_error(format!(
-            "the checkpoints' tokenizers differ ({} is {hash_a}, {} is {hash_b}): \
-             their losses are over different token sequences",
-            tok_a.display(),
-            tok_b.display()
-        )));
-    }
-    es.check_tokenizer(tok_a)?;
-    Ok(tok_a.to_path_buf())
-}
-
-fn score(
-    ckpt: &Checkpoint,
-    es: &EvalSet,
-    args: &CompareArgs,
-    device: &Device,
-) -> anyhow::Result<EvalScores> {
-    // One model in memory at a time: it is dropped when this returns.
-    let model = ckpt.load_model(args.runtime.dtype.dtype(), device)?;
-    let (scores, speed) = score_evalset(&model, es, args.runtime.batch, device)?;
-    tracing::info!(
-        checkpoint = %ckpt.dir.display(),
-        tokens = speed.tokens,
-        tokens_per_s = speed.tokens as f64 / speed.seconds.max(1e-9),
-        "scored"
-    );
-    Ok(scores)
 }
 
 fn folder_name(p: &Path) -> String {

@@ -3,8 +3,9 @@
 
 use std::io::Write as _;
 
-use crate::commands::cli::{DTypeArg, ParityArgs};
+use crate::commands::cli::ParityArgs;
 use crate::engine::device;
+use crate::engine::device::DTypeArg;
 use crate::engine::parity::check;
 use crate::error::input_error;
 

@@ -9,13 +9,16 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::analysis::recall::{Estimate, LossBin, RecallMetrics};
-use crate::analysis::stats::aggregate::{summarize, AggregateOptions, FilterResult};
+use crate::analysis::stats::aggregate::{AggregateOptions, FilterResult};
+use crate::analysis::summary::summarize;
 use crate::commands::cli::ScoreArgs;
 use crate::engine::checkpoint::Checkpoint;
 use crate::engine::device;
-use crate::engine::score::{cut_windows, score_evalset, score_windows, Window};
+use crate::engine::score::{cut_windows, Window};
+use crate::engine::scorer::{ScoreSettings, Scorer};
 use crate::error::input_error;
 use crate::evalset::filter::{compile_filters, load_filter_file};
+use crate::evalset::loaded::LoadedEvalset;
 use crate::evalset::tokenizer;
 use crate::evalset::EvalSet;
 
@@ -89,35 +92,37 @@ pub fn read_docs(path: &Path) -> anyhow::Result<Vec<InputDoc>> {
 
 /// Runs the command.
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
-    let device = device::parse(&args.runtime.device)?;
+    let mut scorer = Scorer::new(ScoreSettings {
+        device: device::parse(&args.runtime.device)?,
+        dtype: args.runtime.dtype.dtype(),
+        batch: args.runtime.batch,
+    });
     let ckpt = Checkpoint::open(&args.checkpoint)?;
-    let tok_path = ckpt.resolve_tokenizer(args.tokenizer.as_deref())?;
     match (&args.input, &args.evalset) {
         (Some(input), None) => {
             let out = args
                 .token_losses
                 .as_ref()
                 .ok_or_else(|| input_error("--input needs --token-losses FILE"))?;
-            score_documents(args, &ckpt, &tok_path, input, out, &device)
+            score_documents(args, &mut scorer, &ckpt, input, out)
         }
-        (None, Some(dir)) => score_evalset_cmd(args, &ckpt, &tok_path, dir, &device),
+        (None, Some(dir)) => score_evalset_cmd(args, &mut scorer, &ckpt, dir),
         _ => Err(input_error("give exactly one of --input and --evalset")),
     }
 }
 
 fn score_documents(
     args: &ScoreArgs,
+    scorer: &mut Scorer,
     ckpt: &Checkpoint,
-    tok_path: &Path,
     input: &Path,
     out: &Path,
-    device: &candle_core::Device,
 ) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     if args.window < 2 {
         return Err(input_error("--window must be at least 2 tokens"));
     }
-    let tok = tokenizer::load(tok_path)?;
+    let tok = tokenizer::load(&ckpt.resolve_tokenizer(args.tokenizer.as_deref())?)?;
     let docs = read_docs(input)?;
     let mut windows: Vec<Window> = Vec::new();
     for (i, d) in docs.iter().enumerate() {
@@ -127,20 +132,10 @@ fn score_documents(
             args.window,
         ));
     }
-    let vocab = ckpt.spec.vocab_size;
-    if let Some(bad) = windows
-        .iter()
-        .flat_map(|w| &w.tokens)
-        .find(|&&t| t as usize >= vocab)
-    {
-        return Err(input_error(format!(
-            "{}: tokenizer produced id {bad}, beyond the model's vocab_size {vocab}",
-            args.checkpoint.display()
-        )));
-    }
-    let model = ckpt.load_model(args.runtime.dtype.dtype(), device)?;
+    // Loaded before the log line, so that a bad checkpoint's error is the only output.
+    scorer.model(ckpt)?;
     tracing::info!(documents = docs.len(), windows = windows.len(), "scoring");
-    let (scores, speed) = score_windows(&model, &windows, args.runtime.batch, device)?;
+    let (scores, speed) = scorer.score_windows(ckpt, &windows)?;
     let docs = &docs;
     let records = windows.iter().zip(&scores).flat_map(|(w, s)| {
         s.iter().enumerate().map(move |(i, ts)| TokenLossRecord {
@@ -168,23 +163,21 @@ fn score_documents(
 
 fn score_evalset_cmd(
     args: &ScoreArgs,
+    scorer: &mut Scorer,
     ckpt: &Checkpoint,
-    tok_path: &Path,
     dir: &Path,
-    device: &candle_core::Device,
 ) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let es = EvalSet::open(dir)?;
-    es.check_tokenizer(tok_path)?;
     let user = match &args.filters {
         Some(p) => load_filter_file(p)?,
         None => Vec::new(),
     };
     let filters = compile_filters(&user, es.domains())?;
-    let model = ckpt.load_model(args.runtime.dtype.dtype(), device)?;
-    let (scores, speed) = score_evalset(&model, &es, args.runtime.batch, device)?;
+    let (scores, speed) = scorer.score_evalset(ckpt, &es, args.tokenizer.as_deref())?;
+    let es = LoadedEvalset::new(es, filters)?;
     if let Some(out) = &args.token_losses {
-        let (es, scores) = (&es, &scores);
+        let (es, scores) = (&es.es, &scores);
         let h = es.header();
         let records = es.windows().iter().flat_map(|w| {
             (1..w.len as usize).map(move |p| {
@@ -207,8 +200,8 @@ fn score_evalset_cmd(
         seed: args.seed,
         by_domain: args.by_domain,
     };
-    let (labels, docs) = (es.labels()?, es.token_docs());
-    let (results, recall) = summarize(&es, &labels, &docs, &scores, &filters, opts);
+    let (results, recall) = summarize(&es, &scores, opts);
+    let es = &es.es;
     if args.json {
         writeln!(
             stdout,

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::analysis::recall::{is_recall_row, COPY5_MISS, GAIN_PREFIX};
+use crate::analysis::recall::RecallRow;
 use crate::commands::cli::StatusArgs;
 use crate::error::input_error;
 use crate::monitor::config::WatchConfig;
@@ -36,10 +36,11 @@ fn opt(x: Option<f64>, digits: usize) -> String {
 /// gains, COPY-5 miss rate) by default, the rest (cliff bins, copy-n) with `--recall`, and
 /// empty ones never.
 fn shown(r: &ResultRow, all_recall: bool) -> bool {
-    if !is_recall_row(&r.filter) {
-        return true;
-    }
-    r.n > 0 && (all_recall || r.filter.starts_with(GAIN_PREFIX) || r.filter == COPY5_MISS)
+    let headline = match RecallRow::parse(&r.filter) {
+        None => return true,
+        Some(row) => matches!(row, RecallRow::Gain(_) | RecallRow::Copy5Miss),
+    };
+    r.n > 0 && (all_recall || headline)
 }
 
 fn render_run(out: &mut String, run: &RunStatus, all_recall: bool) -> std::fmt::Result {

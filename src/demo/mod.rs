@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::analysis::recall::GAIN_PREFIX;
+use crate::analysis::recall::RecallRow;
 use crate::analysis::stats::MIN_STABLE_TOKENS;
 use crate::engine::train::optim::AdamWConfig;
 use crate::engine::train::schedule::Schedule;
@@ -441,7 +441,7 @@ fn print_summary(
     let gains: Vec<String> = probed.first().map_or_else(Vec::new, |a| {
         a.results
             .iter()
-            .filter(|r| r.filter.starts_with(GAIN_PREFIX))
+            .filter(|r| matches!(RecallRow::parse(&r.filter), Some(RecallRow::Gain(_))))
             .map(|r| r.filter.clone())
             .collect()
     });

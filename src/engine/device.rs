@@ -94,3 +94,34 @@ fn cuda(ordinal: usize) -> anyhow::Result<Device> {
         "--device cuda:{ordinal}: this filtermon was built without the `cuda` feature"
     )))
 }
+
+/// Weight and activation precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DTypeArg {
+    /// 32-bit float.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
+}
+
+impl DTypeArg {
+    /// The candle dtype.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            DTypeArg::F32 => candle_core::DType::F32,
+            DTypeArg::Bf16 => candle_core::DType::BF16,
+            DTypeArg::F16 => candle_core::DType::F16,
+        }
+    }
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DTypeArg::F32 => "f32",
+            DTypeArg::Bf16 => "bf16",
+            DTypeArg::F16 => "f16",
+        }
+    }
+}

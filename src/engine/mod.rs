@@ -8,4 +8,5 @@ pub mod device;
 pub mod model;
 pub mod parity;
 pub mod score;
+pub mod scorer;
 pub mod train;

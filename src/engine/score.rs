@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::model::nll::TokenScore;
 use crate::engine::model::CausalLm;
+use crate::evalset::scores::EvalScores;
 use crate::evalset::EvalSet;
 
 /// A run of consecutive tokens of one document, scored in one forward pass.
@@ -100,18 +101,6 @@ pub fn score_windows(
             seconds: start.elapsed().as_secs_f64(),
         },
     ))
-}
-
-/// Scores of every token of an evalset, by global token index. Position-0 tokens have no
-/// prefix: their loss is NaN and they are never counted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvalScores {
-    /// NLL in nats.
-    pub loss: Vec<f32>,
-    /// Argmax hit.
-    pub top1: Vec<bool>,
-    /// Top-5 hit.
-    pub top5: Vec<bool>,
 }
 
 /// Scores every window of an evalset.

@@ -10,12 +10,12 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::engine::score::EvalScores;
 use crate::evalset::categories::CategorySet;
 use crate::evalset::filter::compile_filters;
 use crate::evalset::labels::probe::Occurrence;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::prepare::{TokenTexts, LABELER_VERSION};
+use crate::evalset::scores::EvalScores;
 use crate::evalset::tagset::PTB_TAGS;
 use crate::evalset::EvalSet;
 

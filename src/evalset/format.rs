@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::input_error;
+use crate::evalset::labels::probe::ProbeWindow;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::tagset::Upos;
 
@@ -78,23 +79,6 @@ pub struct ProbeLayout {
     pub span: u32,
     /// One entry per window of [`Header::windows`], in the same order.
     pub windows: Vec<ProbeWindow>,
-}
-
-/// Where one window's span sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeWindow {
-    /// Distance from the first occurrence's start to the second's (≥ the span length, so the
-    /// two never overlap).
-    pub gap: u32,
-    /// Position in the window of the first occurrence's first token.
-    pub first: u32,
-}
-
-impl ProbeWindow {
-    /// Position in the window of the second occurrence's first token.
-    pub fn second(&self) -> u32 {
-        self.first + self.gap
-    }
 }
 
 impl ProbeLayout {

@@ -36,8 +36,9 @@ use tokenizers::Tokenizer;
 
 use crate::bail_input;
 use crate::error::input_error;
-use crate::evalset::format::{DocMeta, Header, ProbeLayout, ProbeWindow, WindowMeta};
+use crate::evalset::format::{DocMeta, Header, ProbeLayout, WindowMeta};
 use crate::evalset::labels::probe::ProbeLabel;
+use crate::evalset::labels::probe::ProbeWindow;
 use crate::evalset::labels::repeats::repeat_labels;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::prepare::{tokenizer_file, write_evalset, TokenTexts, LABELER_VERSION};

@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 
-use crate::analysis::recall::{cliff_rows, copy_n_rows};
+use crate::analysis::recall::RecallRow;
 use crate::analysis::stats::paired::{paired_diff, PairedDiff};
-use crate::monitor::daemon::worker::LoadedEvalset;
+use crate::evalset::loaded::LoadedEvalset;
 use crate::store::Store;
 
 /// Which scored tokens each filter and recall row of an evalset selects, and the documents.
@@ -29,9 +29,9 @@ impl TokenSets {
             .iter()
             .map(|f| (f.name().to_string(), scored(&|t| f.matches(t))))
             .collect();
-        for row in cliff_rows().into_iter().chain(copy_n_rows()) {
+        for row in RecallRow::cliff().into_iter().chain(RecallRow::copy_n()) {
             let mask = scored(&|t| row.selects(t));
-            masks.push((row.name, mask));
+            masks.push((row.name(), mask));
         }
         TokenSets::from_parts(es.docs.clone(), es.es.header().docs.len(), masks)
     }

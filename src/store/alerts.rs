@@ -6,12 +6,42 @@
 //! undelivered, and the next start hands it to the hook again: delivery is at-least-once.
 
 use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::report::rfc3339;
 use super::{now, Store};
 use crate::error::input_error;
-use crate::monitor::alerts::rules::Firing;
+
+/// One firing of a rule at one checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firing {
+    /// Rule name.
+    pub rule: String,
+    /// Run.
+    pub run: String,
+    /// Evalset name.
+    pub evalset: String,
+    /// Evalset id in the store.
+    #[serde(skip)]
+    pub evalset_id: i64,
+    /// Filter.
+    pub filter: String,
+    /// Checkpoint id in the store.
+    #[serde(skip)]
+    pub checkpoint_id: i64,
+    /// Checkpoint name.
+    pub checkpoint: String,
+    /// Training step.
+    pub step: u64,
+    /// Tokens seen.
+    pub tokens: u64,
+    /// The observed quantity (rise or gap, nats).
+    pub value: f64,
+    /// The threshold it crossed.
+    pub threshold: f64,
+    /// One human sentence.
+    pub message: String,
+}
 
 /// A stored firing.
 #[derive(Debug, Clone, PartialEq, Serialize)]

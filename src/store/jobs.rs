@@ -387,7 +387,7 @@ mod tests {
             .lease("me", 60.0, &[run], &[es])
             .expect("lease")
             .expect("job");
-        let losses = encode(&crate::engine::score::EvalScores {
+        let losses = encode(&crate::evalset::scores::EvalScores {
             loss: vec![f32::NAN, 1.0, 2.0],
             top1: vec![false, true, false],
             top5: vec![false, true, true],
@@ -506,7 +506,7 @@ mod tests {
             .expect("lease")
             .expect("job");
         assert_eq!((job.id, job.attempts), (id, 1));
-        let losses = encode(&crate::engine::score::EvalScores {
+        let losses = encode(&crate::evalset::scores::EvalScores {
             loss: vec![f32::NAN, 1.0, 2.0],
             top1: vec![false; 3],
             top5: vec![false; 3],

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use rusqlite::{params, OptionalExtension};
 
-use crate::engine::score::EvalScores;
+use crate::evalset::scores::EvalScores;
 
 /// Codec name stored with every blob.
 pub const CODEC: &str = "f32le+bits/zstd";

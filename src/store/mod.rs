@@ -351,7 +351,7 @@ impl Store {
 pub(crate) mod testing {
     use super::{EvalsetRow, NewCheckpoint, RunRow, Store};
     use crate::analysis::stats::aggregate::FilterResult;
-    use crate::engine::score::EvalScores;
+    use crate::evalset::scores::EvalScores;
     use crate::store::losses::encode;
 
     /// A fresh store in a temporary folder, with one evalset of `tokens` tokens; returns the

@@ -112,7 +112,7 @@ pub fn store_with_one_evalset(
             tokens: 4,
         })
         .expect("evalset");
-    let scores = filtermon::engine::score::EvalScores {
+    let scores = filtermon::evalset::scores::EvalScores {
         loss: vec![f32::NAN, 1.0, 2.0, 3.0],
         top1: vec![false; 4],
         top5: vec![false; 4],

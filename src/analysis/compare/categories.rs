@@ -6,8 +6,8 @@ use serde::Serialize;
 use crate::analysis::compare::{CompareOptions, PairedInput};
 use crate::analysis::stats::bootstrap::{ratio, ratio_ci, Cluster};
 use crate::analysis::stats::mcnemar::{mcnemar, McNemar};
-use crate::engine::score::EvalScores;
 use crate::evalset::categories::{CategorySet, Kind};
+use crate::evalset::scores::EvalScores;
 
 /// Which model a category favours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -13,10 +13,10 @@ pub mod report;
 
 use serde::Serialize;
 
-use crate::engine::score::EvalScores;
 use crate::evalset::categories::{CategorySet, Kind};
 use crate::evalset::filter::Filter;
 use crate::evalset::labels::TokenLabels;
+use crate::evalset::scores::EvalScores;
 use categories::CategoryResult;
 use regression::Regression;
 

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use crate::analysis::compare::PairedInput;
 use crate::analysis::stats::ols::{self, Coefficient, Design};
-use crate::engine::score::EvalScores;
 use crate::evalset::categories::{bin_of, REPEAT_BINS};
 use crate::evalset::labels::TokenLabels;
+use crate::evalset::scores::EvalScores;
 use crate::evalset::tagset::Upos;
 
 /// What a regression column stands for.

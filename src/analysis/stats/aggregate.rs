@@ -2,12 +2,10 @@
 
 use serde::Serialize;
 
-use crate::analysis::recall::{recall_metrics, RecallMetrics};
 use crate::analysis::stats::bootstrap::{ratio_ci, Cluster};
-use crate::engine::score::EvalScores;
 use crate::evalset::filter::Filter;
 use crate::evalset::labels::TokenLabels;
-use crate::evalset::EvalSet;
+use crate::evalset::scores::EvalScores;
 
 /// The summary of one filter.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,22 +50,6 @@ impl Default for AggregateOptions {
             by_domain: false,
         }
     }
-}
-
-/// Per-filter results and the recall diagnostics of one scored evalset. `labels` and `docs`
-/// (document index per token) are decoded by the caller, once however often it scores.
-pub fn summarize(
-    es: &EvalSet,
-    labels: &[TokenLabels],
-    docs: &[u32],
-    scores: &EvalScores,
-    filters: &[Filter],
-    opts: AggregateOptions,
-) -> (Vec<FilterResult>, RecallMetrics) {
-    let doc_count = es.header().docs.len();
-    let results = aggregate(labels, docs, es.domains(), doc_count, scores, filters, opts);
-    let recall = recall_metrics(labels, docs, doc_count, es.windows(), scores, opts.into());
-    (results, recall)
 }
 
 /// One result per filter (and per domain × filter when asked), over scored tokens (pos ≥ 1);

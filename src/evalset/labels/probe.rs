@@ -4,9 +4,24 @@
 //! They are not stored per token: they follow from the layout in the evalset header
 //! ([`ProbeLayout`](crate::evalset::format::ProbeLayout)), so the label records keep their size and document evalsets are unchanged.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::evalset::format::ProbeWindow;
+/// Where one window's span sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeWindow {
+    /// Distance from the first occurrence's start to the second's (≥ the span length, so the
+    /// two never overlap).
+    pub gap: u32,
+    /// Position in the window of the first occurrence's first token.
+    pub first: u32,
+}
+
+impl ProbeWindow {
+    /// Position in the window of the second occurrence's first token.
+    pub fn second(&self) -> u32 {
+        self.first + self.gap
+    }
+}
 
 /// Which copy of the planted span a token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

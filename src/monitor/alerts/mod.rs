@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use crate::analysis::curves::{Curve, Point};
 use crate::analysis::stats::paired::PairedDiff;
-use crate::monitor::config::AlertSettings;
+use crate::monitor::alerts::rules::AlertSettings;
 use crate::monitor::paired_gaps::TokenSets;
+use crate::store::alerts::Firing;
 use crate::store::Store;
 use hook::HookRunner;
-use rules::{baseline_firings, retrieval_firings, rise_firings, Firing, RuleKind};
+use rules::{baseline_firings, retrieval_firings, rise_firings, RuleKind};
 
 /// Evaluates the configured rules after each commit.
 pub struct Alerter {

@@ -1,11 +1,12 @@
 //! Alert rules evaluated over loss curves (DESIGN §8). Pure functions: the daemon feeds them
 //! curves from the store and records what fires.
 
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use crate::analysis::curves::{gap, Curve, Point};
-use crate::analysis::recall::{is_recall_row, GAIN_PREFIX};
+use crate::analysis::recall::RecallRow;
 use crate::analysis::stats::paired::PairedDiff;
+use crate::store::alerts::Firing;
 
 /// What a rule checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,17 @@ pub enum RuleKind {
     },
 }
 
+/// Alert rules and what to run when one fires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    /// Rules, by unique name.
+    pub rules: Vec<Rule>,
+    /// Shell command run with each new firing as one JSON object on stdin.
+    pub on_alert: Option<String>,
+    /// How long the hook may run before it is killed.
+    pub hook_timeout: Duration,
+}
+
 /// A named rule, optionally restricted to some filters and runs (empty = all).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
@@ -54,8 +66,10 @@ impl Rule {
             // By default loss rules watch the filters, and the retrieval rule the gains (which
             // are differences, not losses).
             match self.kind {
-                RuleKind::RetrievalDrop { .. } => c.filter.starts_with(GAIN_PREFIX),
-                _ => !is_recall_row(&c.filter),
+                RuleKind::RetrievalDrop { .. } => {
+                    matches!(RecallRow::parse(&c.filter), Some(RecallRow::Gain(_)))
+                }
+                _ => RecallRow::parse(&c.filter).is_none(),
             }
         } else {
             self.filters.contains(&c.filter)
@@ -64,37 +78,6 @@ impl Rule {
             && (self.runs.is_empty() || self.runs.contains(&c.run))
             && (self.evalsets.is_empty() || self.evalsets.contains(&c.evalset))
     }
-}
-
-/// One firing of a rule at one checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Firing {
-    /// Rule name.
-    pub rule: String,
-    /// Run.
-    pub run: String,
-    /// Evalset name.
-    pub evalset: String,
-    /// Evalset id in the store.
-    #[serde(skip)]
-    pub evalset_id: i64,
-    /// Filter.
-    pub filter: String,
-    /// Checkpoint id in the store.
-    #[serde(skip)]
-    pub checkpoint_id: i64,
-    /// Checkpoint name.
-    pub checkpoint: String,
-    /// Training step.
-    pub step: u64,
-    /// Tokens seen.
-    pub tokens: u64,
-    /// The observed quantity (rise or gap, nats).
-    pub value: f64,
-    /// The threshold it crossed.
-    pub threshold: f64,
-    /// One human sentence.
-    pub message: String,
 }
 
 fn firing(

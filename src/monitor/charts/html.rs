@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{Planned, Section};
 use crate::analysis::curves::Curve;
-use crate::analysis::recall::is_recall_row;
+use crate::analysis::recall::RecallRow;
 use crate::plot::escape;
 use crate::store::alerts::AlertRow;
 
@@ -145,7 +145,7 @@ pub fn index(
         let of_es: Vec<&Curve> = curves.iter().filter(|c| c.evalset_id == id).collect();
         let mut filters: Vec<&str> = Vec::new();
         for c in &of_es {
-            if !filters.contains(&c.filter.as_str()) && !is_recall_row(&c.filter) {
+            if !filters.contains(&c.filter.as_str()) && RecallRow::parse(&c.filter).is_none() {
                 filters.push(&c.filter);
             }
         }

@@ -14,7 +14,7 @@ use clap::ValueEnum;
 use plotters::style::RGBColor;
 
 use crate::analysis::curves::{gap, Curve, Point};
-use crate::analysis::recall::{is_recall_row, GAIN_PREFIX};
+use crate::analysis::recall::RecallRow;
 use crate::analysis::stats::paired::PairedDiff;
 use crate::error::input_error;
 use crate::plot::png_and_svg;
@@ -178,9 +178,9 @@ pub fn plan(
     evalsets.dedup();
     let mut longest_gain: HashMap<i64, &str> = HashMap::new();
     for c in curves {
-        let gap = |name: &str| {
-            name.strip_prefix(GAIN_PREFIX)
-                .and_then(|g| g.parse::<u32>().ok())
+        let gap = |name: &str| match RecallRow::parse(name) {
+            Some(RecallRow::Gain(g)) => Some(g),
+            _ => None,
         };
         if let Some(g) = gap(&c.filter) {
             let best = longest_gain.entry(c.evalset_id).or_insert(&c.filter);
@@ -230,7 +230,8 @@ pub fn plan(
             })
             .collect();
         let stem = format!("{}/{}", names[&es], file_name(filter));
-        let recall = is_recall_row(filter);
+        let row = RecallRow::parse(filter);
+        let recall = row.is_some();
         // The longest gap's retrieval gain over training sits with the snapshots: it is where
         // a recurrent model's recall gives out first.
         let headline = longest_gain.get(&es).is_some_and(|g| *g == filter);
@@ -251,12 +252,10 @@ pub fn plan(
             chart: LineChart {
                 title: format!("{filter} — {evalset}"),
                 x_desc: opts.x_desc().into(),
-                y_desc: if recall {
-                    recall::y_desc(filter)
-                } else {
-                    "mean NLL (nats)"
-                }
-                .into(),
+                y_desc: row
+                    .as_ref()
+                    .map_or("mean NLL (nats)", recall::y_desc)
+                    .into(),
                 log_x: opts.log_x,
                 zero_line: false,
                 x_labels: Vec::new(),

@@ -10,12 +10,13 @@ use plotters::style::RGBColor;
 use super::lines::{LineChart, Series, SeriesPoint};
 use super::{Planned, Section};
 use crate::analysis::curves::{gap, Curve, Point};
+use crate::analysis::recall::RecallRow;
 use crate::analysis::stats::paired::PairedDiff;
 use crate::store::paired_gaps::GapKey;
 
-/// A family of recall rows sharing a name prefix and an x axis.
+/// A family of recall rows sharing an x axis.
 struct Family {
-    prefix: &'static str,
+    member: fn(&RecallRow) -> bool,
     stem: &'static str,
     title: &'static str,
     x_desc: &'static str,
@@ -27,7 +28,7 @@ struct Family {
 
 const FAMILIES: [Family; 3] = [
     Family {
-        prefix: crate::analysis::recall::GAIN_PREFIX,
+        member: |r| matches!(r, RecallRow::Gain(_)),
         stem: "recall-gain",
         title: "retrieval gain by gap",
         x_desc: "tokens between the planted copies",
@@ -35,7 +36,7 @@ const FAMILIES: [Family; 3] = [
         categorical: true,
     },
     Family {
-        prefix: "recall.copy5@",
+        member: |r| matches!(r, RecallRow::Cliff { .. }),
         stem: "recall-cliff",
         title: "recall cliff: COPY-5 loss by copy distance",
         x_desc: "copy distance (tokens)",
@@ -43,7 +44,7 @@ const FAMILIES: [Family; 3] = [
         categorical: true,
     },
     Family {
-        prefix: "recall.copy_n@",
+        member: |r| matches!(r, RecallRow::CopyN(_)),
         stem: "recall-copy-n",
         title: "copy-n curve: loss by repeat length",
         x_desc: "repeat length n",
@@ -53,20 +54,14 @@ const FAMILIES: [Family; 3] = [
 ];
 
 /// What the y axis of a recall row's chart over training measures.
-pub fn y_desc(row: &str) -> &'static str {
-    if row == crate::analysis::recall::COPY5_MISS {
+pub fn y_desc(row: &RecallRow) -> &'static str {
+    if *row == RecallRow::Copy5Miss {
         return "share of COPY-5 tokens missed at top-1";
     }
     FAMILIES
         .iter()
-        .find(|f| row.starts_with(f.prefix))
+        .find(|f| (f.member)(row))
         .map_or("value", |f| f.y_desc)
-}
-
-/// The leading number of a row suffix: `64` → 64, `129-512` → 129, `2049+` → 2049.
-fn leading_number(suffix: &str) -> Option<f64> {
-    let digits: String = suffix.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 /// The run's latest checkpoint among `curves` (most tokens, then step).
@@ -88,14 +83,14 @@ pub fn plan(
 ) -> Vec<Planned> {
     let mut out = Vec::new();
     for fam in &FAMILIES {
-        let members: Vec<(&str, f64, &Curve)> = curves
+        let members: Vec<(String, f64, &Curve)> = curves
             .iter()
             .filter_map(|c| {
-                let suffix = c.filter.strip_prefix(fam.prefix)?;
-                Some((suffix, leading_number(suffix)?, *c))
+                let row = RecallRow::parse(&c.filter).filter(|r| (fam.member)(r))?;
+                Some((row.bin()?, row.x()?, *c))
             })
             .collect();
-        let mut bins: Vec<(f64, &str)> = members.iter().map(|(s, k, _)| (*k, *s)).collect();
+        let mut bins: Vec<(f64, &str)> = members.iter().map(|(s, k, _)| (*k, s.as_str())).collect();
         bins.sort_by(|a, b| a.0.total_cmp(&b.0));
         bins.dedup();
         if bins.is_empty() {
@@ -222,20 +217,27 @@ mod tests {
 
     #[test]
     fn families_match_the_row_names() {
-        use crate::analysis::recall::{cliff_name, copy_n_name, gain_name};
-        let names = [gain_name(64), cliff_name("1-32"), copy_n_name("5")];
-        for (fam, name) in FAMILIES.iter().zip(&names) {
-            assert!(name.starts_with(fam.prefix), "{name}");
-            assert_eq!(y_desc(name), fam.y_desc);
+        let rows = [
+            RecallRow::Gain(64),
+            RecallRow::Cliff {
+                lo: 1,
+                hi: Some(32),
+            },
+            RecallRow::CopyN(5),
+        ];
+        for (fam, row) in FAMILIES.iter().zip(&rows) {
+            assert!((fam.member)(row), "{row}");
+            assert_eq!(y_desc(row), fam.y_desc);
         }
-        assert!(y_desc(crate::analysis::recall::COPY5_MISS).contains("missed"));
+        assert!(y_desc(&RecallRow::Copy5Miss).contains("missed"));
     }
 
     #[test]
     fn bins_sort_by_their_leading_number() {
-        assert_eq!(leading_number("64"), Some(64.0));
-        assert_eq!(leading_number("129-512"), Some(129.0));
-        assert_eq!(leading_number("2049+"), Some(2049.0));
-        assert_eq!(leading_number("x"), None);
+        let x = |name: &str| RecallRow::parse(name).and_then(|r| r.x());
+        assert_eq!(x("recall.gain@64"), Some(64.0));
+        assert_eq!(x("recall.copy5@129-512"), Some(129.0));
+        assert_eq!(x("recall.copy5@2049+"), Some(2049.0));
+        assert_eq!(x("recall.copy5@x"), None);
     }
 }

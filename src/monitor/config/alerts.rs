@@ -1,24 +1,11 @@
 //! The alerting part of the watch config: `[[alerts]]` rules, `on_alert` and its timeout.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{seconds, Errors};
-use crate::analysis::recall::{gain_name, is_recall_row};
-use crate::monitor::alerts::rules::{Rule, RuleKind};
-
-/// Alert rules and what to run when one fires.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertSettings {
-    /// Rules, by unique name.
-    pub rules: Vec<Rule>,
-    /// Shell command run with each new firing as one JSON object on stdin.
-    pub on_alert: Option<String>,
-    /// How long the hook may run before it is killed.
-    pub hook_timeout: Duration,
-}
+use crate::analysis::recall::RecallRow;
+use crate::monitor::alerts::rules::{AlertSettings, Rule, RuleKind};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,7 +127,7 @@ pub(super) fn validate(
                 ))
             }
         };
-        let known_filter = |f: &String| known.filters.contains(f) || is_recall_row(f);
+        let known_filter = |f: &String| known.filters.contains(f) || RecallRow::parse(f).is_some();
         if let Some(f) = r.filters.iter().find(|f| !known_filter(f)) {
             return Err(errs.spanned(&r.name, &key("filters"), &format!("no filter named {f:?}")));
         }
@@ -158,7 +145,11 @@ pub(super) fn validate(
         let runs = names(r.runs, "runs", known.runs, "run")?;
         let evalsets = names(r.evalsets, "evalsets", known.evalsets, "evalset")?;
         let filters = match r.gaps {
-            Some(gaps) => gaps.into_inner().into_iter().map(gain_name).collect(),
+            Some(gaps) => gaps
+                .into_inner()
+                .into_iter()
+                .map(|g| RecallRow::Gain(g).name())
+                .collect(),
             None => r.filters,
         };
         rules.push(Rule {

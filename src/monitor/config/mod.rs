@@ -17,11 +17,10 @@ use toml::Spanned;
 
 mod alerts;
 
-pub use alerts::AlertSettings;
-
-use crate::commands::cli::DTypeArg;
+use crate::engine::device::DTypeArg;
 use crate::error::{input_error, line_of};
 use crate::evalset::filter::{filters_from_spanned, SpannedFilters};
+use crate::monitor::alerts::rules::AlertSettings;
 
 /// A validated watch config.
 #[derive(Debug, Clone)]

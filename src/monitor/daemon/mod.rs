@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::analysis::stats::aggregate::AggregateOptions;
+use crate::engine::scorer::{ScoreSettings, Scorer};
 use crate::error::one_line;
 use crate::evalset::filter::compile_filters;
+use crate::evalset::loaded::LoadedEvalset;
 use crate::evalset::prepare::{prepare, PrepareOptions};
 use crate::evalset::EvalSet;
 use crate::monitor::alerts::Alerter;
@@ -36,7 +38,7 @@ use crate::monitor::paired_gaps::TokenSets;
 use crate::store::jobs::{owner_id, Job, RetryPolicy, MAX_LOST_LEASES};
 use crate::store::{EvalsetRow, RunRow, Store};
 use watcher::{Discovery, Wake, WatchedRun};
-use worker::{panic_text, AfterCommit, LoadedEvalset, ScoreSettings, Scorer, Worker};
+use worker::{panic_text, AfterCommit, ServedEvalset, Worker};
 
 /// Opens a configured evalset, preparing it first when it has sources and does not exist.
 pub fn open_evalset(cfg: &EvalsetConfig) -> anyhow::Result<EvalSet> {
@@ -90,7 +92,11 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
             dir: e.dir.display().to_string(),
             tokens: es.len() as u64,
         })?;
-        evalsets.push(LoadedEvalset::new(id, e.name.clone(), es, filters)?);
+        evalsets.push(ServedEvalset {
+            id,
+            name: e.name.clone(),
+            loaded: LoadedEvalset::new(es, filters)?,
+        });
     }
     let mut runs = Vec::with_capacity(config.runs.len());
     for r in &config.runs {
@@ -143,7 +149,7 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
     if config.runs.iter().any(|r| r.baseline.is_some()) || Alerter::needs_token_sets(&config.alerts)
     {
         for e in &evalsets {
-            token_sets.insert(e.id, TokenSets::new(e));
+            token_sets.insert(e.id, TokenSets::new(&e.loaded));
         }
     }
     let token_sets = Arc::new(token_sets);
@@ -204,8 +210,8 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
                 device,
                 dtype: config.dtype.dtype(),
                 batch: config.batch,
-                aggregate: bootstrap,
             }),
+            aggregate: bootstrap,
             after_commit: after_commit.clone(),
             catch_up: i == 0,
             token_sets: token_sets.clone(),

@@ -10,16 +10,12 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
-
-use crate::analysis::stats::aggregate::{summarize, AggregateOptions, FilterResult};
+use crate::analysis::stats::aggregate::{AggregateOptions, FilterResult};
+use crate::analysis::summary::summarize;
 use crate::engine::checkpoint::Checkpoint;
-use crate::engine::model::CausalLm;
-use crate::engine::score::score_evalset;
+use crate::engine::scorer::Scorer;
 use crate::error::one_line;
-use crate::evalset::filter::Filter;
-use crate::evalset::labels::TokenLabels;
-use crate::evalset::EvalSet;
+use crate::evalset::loaded::LoadedEvalset;
 use crate::monitor::alerts::Alerter;
 use crate::monitor::charts::{render, ChartOptions};
 use crate::monitor::paired_gaps::{self, TokenSets};
@@ -27,131 +23,31 @@ use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
 use crate::store::losses::{encode, EncodedLosses};
 use crate::store::{now, Store};
 
-/// An evalset ready for scoring, with its filters compiled against its domains and its
-/// labels decoded once for every job.
-pub struct LoadedEvalset {
+/// An evalset this daemon serves: its store id and config name, ready for scoring.
+pub struct ServedEvalset {
     /// Store id.
     pub id: i64,
     /// Config name.
     pub name: String,
-    /// The evalset.
-    pub es: EvalSet,
-    /// Built-in and user filters.
-    pub filters: Vec<Filter>,
-    /// Labels of every token.
-    pub labels: Vec<TokenLabels>,
-    /// Document index of every token.
-    pub docs: Vec<u32>,
+    /// The evalset with its filters, labels and documents.
+    pub loaded: LoadedEvalset,
 }
 
-impl LoadedEvalset {
-    /// Decodes `es`'s labels and documents.
-    pub fn new(id: i64, name: String, es: EvalSet, filters: Vec<Filter>) -> anyhow::Result<Self> {
-        Ok(LoadedEvalset {
-            id,
-            name,
-            labels: es.labels()?,
-            docs: es.token_docs(),
-            es,
-            filters,
-        })
-    }
-}
-
-/// How checkpoints are scored.
-pub struct ScoreSettings {
-    /// Device.
-    pub device: Device,
-    /// Precision.
-    pub dtype: DType,
-    /// Windows per forward pass.
-    pub batch: usize,
-    /// Bootstrap settings.
-    pub aggregate: AggregateOptions,
-}
-
-/// Scores checkpoints, keeping the last model loaded so that a checkpoint's jobs on
-/// several evalsets load it once. The worker drops it as soon as the queue is empty
-/// ([`Scorer::unload`]), so that an idle daemon beside a training job holds no weights.
-pub struct Scorer {
-    settings: ScoreSettings,
-    cached: Option<(PathBuf, CausalLm)>,
-}
-
-impl Scorer {
-    /// A scorer with nothing loaded.
-    pub fn new(settings: ScoreSettings) -> Self {
-        Scorer {
-            settings,
-            cached: None,
-        }
-    }
-
-    /// Whether a model is loaded.
-    pub fn is_loaded(&self) -> bool {
-        self.cached.is_some()
-    }
-
-    /// Drops the loaded model, if any, freeing its memory (on a GPU, the device memory).
-    pub fn unload(&mut self) {
-        if let Some((dir, model)) = self.cached.take() {
-            drop(model);
-            // A GPU keeps freed buffers in its memory pool for the next pass; give them back.
-            if let Err(e) = crate::engine::device::release_cached_memory(&self.settings.device) {
-                tracing::warn!(error = %e, "could not release the device's cached memory");
-            }
-            tracing::debug!(checkpoint = %dir.display(), "model dropped");
-        }
-    }
-
-    /// Scores one checkpoint on one evalset: per-filter results followed by the recall metrics
-    /// rows ([`crate::analysis::recall::RecallMetrics::results`]), and the per-token vectors.
-    /// `tokenizer` is the run's, from the watch config.
-    pub fn score(
-        &mut self,
-        dir: &Path,
-        es: &LoadedEvalset,
-        tokenizer: Option<&Path>,
-    ) -> anyhow::Result<(Vec<FilterResult>, EncodedLosses)> {
-        let ckpt = Checkpoint::open(dir)?;
-        check_tokenizer(&ckpt, &es.es, tokenizer)?;
-        if self.cached.as_ref().is_none_or(|(p, _)| p != dir) {
-            // The old model goes before the new one loads, so two never share the memory.
-            self.unload();
-            let model = ckpt.load_model(self.settings.dtype, &self.settings.device)?;
-            self.cached = Some((dir.to_path_buf(), model));
-        }
-        let Some((_, model)) = &self.cached else {
-            anyhow::bail!("model cache is empty after loading");
-        };
-        let (scores, _) = score_evalset(model, &es.es, self.settings.batch, &self.settings.device)?;
-        let (mut results, recall) = summarize(
-            &es.es,
-            &es.labels,
-            &es.docs,
-            &scores,
-            &es.filters,
-            self.settings.aggregate,
-        );
-        results.extend(recall.results());
-        Ok((results, encode(&scores)?))
-    }
-}
-
-/// A checkpoint must use the tokenizer its evalset was prepared with: the run's when the watch
-/// config names one, else the folder's own, and its vocabulary must fit the embedding. An
-/// OLMo-core folder holds none, so without the run's it is refused; a Hugging Face folder
-/// without one cannot be checked and is scored with a warning.
-fn check_tokenizer(
-    ckpt: &Checkpoint,
-    es: &EvalSet,
-    run_tokenizer: Option<&Path>,
-) -> anyhow::Result<()> {
-    if run_tokenizer.is_none() && ckpt.is_hugging_face() && ckpt.tokenizer_path().is_err() {
-        tracing::warn!(checkpoint = %ckpt.dir.display(), "no tokenizer.json: cannot check it matches the evalset's");
-        return Ok(());
-    }
-    es.check_tokenizer(&ckpt.resolve_tokenizer(run_tokenizer)?)
+/// Scores one checkpoint on one evalset: per-filter results followed by the recall metrics
+/// rows ([`crate::analysis::recall::RecallMetrics::results`]), and the per-token vectors.
+/// `tokenizer` is the run's, from the watch config.
+fn score_job(
+    scorer: &mut Scorer,
+    dir: &Path,
+    es: &LoadedEvalset,
+    tokenizer: Option<&Path>,
+    aggregate: AggregateOptions,
+) -> anyhow::Result<(Vec<FilterResult>, EncodedLosses)> {
+    let ckpt = Checkpoint::open(dir)?;
+    let (scores, _) = scorer.score_evalset(&ckpt, &es.es, tokenizer)?;
+    let (mut results, recall) = summarize(es, &scores, aggregate);
+    results.extend(recall.results());
+    Ok((results, encode(&scores)?))
 }
 
 /// The work after a commit, shared by a daemon's workers and done under its lock: paired
@@ -182,9 +78,11 @@ pub struct Worker {
     /// The runs' tokenizers from the watch config, by run name.
     pub tokenizers: HashMap<String, PathBuf>,
     /// Evalsets this daemon serves (shared by its workers).
-    pub evalsets: Arc<Vec<LoadedEvalset>>,
+    pub evalsets: Arc<Vec<ServedEvalset>>,
     /// The scorer, on this worker's device.
     pub scorer: Scorer,
+    /// Bootstrap settings of the per-filter results.
+    pub aggregate: AggregateOptions,
     /// Paired gaps, alerts and chart redraws after a commit, shared by the workers.
     pub after_commit: Arc<Mutex<AfterCommit>>,
     /// Whether this worker catches up at start on what was committed before a restart (one
@@ -305,8 +203,15 @@ impl Worker {
         let started = Instant::now();
         let scorer = &mut self.scorer;
         let tokenizer = self.tokenizers.get(&job.run).map(PathBuf::as_path);
+        let aggregate = self.aggregate;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            scorer.score(Path::new(&job.path), es, tokenizer)
+            score_job(
+                scorer,
+                Path::new(&job.path),
+                &es.loaded,
+                tokenizer,
+                aggregate,
+            )
         }))
         .unwrap_or_else(|panic| Err(anyhow::anyhow!("scoring panicked: {}", panic_text(&panic))));
         let score_secs = started.elapsed().as_secs_f64();
@@ -459,14 +364,16 @@ impl Drop for Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::scorer::ScoreSettings;
     use crate::evalset::filter::compile_filters;
     use crate::evalset::prepare::{prepare, PrepareOptions};
-    use crate::monitor::config::AlertSettings;
+    use crate::monitor::alerts::rules::AlertSettings;
     use crate::store::{EvalsetRow, NewCheckpoint, RunRow};
+    use candle_core::{DType, Device};
 
     /// An evalset prepared from a short document with the fixture tokenizer, registered in
     /// `store`.
-    fn evalset(root: &Path, store: &mut Store, name: &str, window: usize) -> LoadedEvalset {
+    fn evalset(root: &Path, store: &mut Store, name: &str, window: usize) -> ServedEvalset {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let corpus = root.join(format!("corpus-{name}/prose"));
         std::fs::create_dir_all(&corpus).expect("mkdir");
@@ -492,7 +399,11 @@ mod tests {
             })
             .expect("evalset row");
         let filters = compile_filters(&[], es.domains()).expect("filters");
-        LoadedEvalset::new(id, name.into(), es, filters).expect("load")
+        ServedEvalset {
+            id,
+            name: name.into(),
+            loaded: LoadedEvalset::new(es, filters).expect("load"),
+        }
     }
 
     #[test]
@@ -559,8 +470,8 @@ mod tests {
                 device: Device::Cpu,
                 dtype: DType::F32,
                 batch: 1,
-                aggregate,
             }),
+            aggregate,
             after_commit: Arc::new(Mutex::new(AfterCommit { alerter })),
             catch_up: false,
             token_sets,
