@@ -37,7 +37,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// `(stage, module)` of a source file: `src/engine/model/olmo3.rs` → `("engine", "model")`; a
 /// stage's own `mod.rs` has module `""`.
-fn node_of(rel: &Path) -> (String, String) {
+fn node_of(rel: &Path) -> Node {
     let parts: Vec<String> = rel
         .iter()
         .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
@@ -84,8 +84,11 @@ fn imports(code: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Every import edge between `(stage, module)` nodes, with a file that makes it.
-fn edges() -> BTreeMap<((String, String), (String, String)), PathBuf> {
+/// A `(stage, module)` node, as [`node_of`] names it.
+type Node = (String, String);
+
+/// Every import edge between nodes, with a file that makes it.
+fn edges() -> BTreeMap<(Node, Node), PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);

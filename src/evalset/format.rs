@@ -8,12 +8,12 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::input_error;
+use crate::error::{input_error, InputError};
 use crate::evalset::labels::probe::ProbeWindow;
 use crate::evalset::labels::TokenLabels;
 use crate::evalset::tagset::Upos;
@@ -84,28 +84,114 @@ pub struct ProbeLayout {
 impl ProbeLayout {
     /// Checks the layout against the window table: one entry per window, spans non-empty,
     /// not overlapping and inside their windows.
-    pub fn check(&self, windows: &[WindowMeta]) -> Result<(), String> {
+    pub fn check(&self, windows: &[WindowMeta]) -> Result<(), ProbeLayoutError> {
         if self.span == 0 {
-            return Err("probe span of 0 tokens".into());
+            return Err(ProbeLayoutError::EmptySpan);
         }
         if self.windows.len() != windows.len() {
-            return Err(format!(
-                "probe layout has {} windows, the evalset {}",
-                self.windows.len(),
-                windows.len()
-            ));
+            return Err(ProbeLayoutError::WindowCount {
+                layout: self.windows.len(),
+                evalset: windows.len(),
+            });
         }
         for (i, (p, w)) in self.windows.iter().zip(windows).enumerate() {
             let end = u64::from(p.first) + u64::from(p.gap) + u64::from(self.span);
             if p.gap < self.span || end > u64::from(w.len) {
-                return Err(format!(
-                    "probe window {i}: spans at {} and {}+{} do not fit apart in {} tokens",
-                    p.first, p.first, p.gap, w.len
-                ));
+                return Err(ProbeLayoutError::DoesNotFit {
+                    window: i,
+                    first: p.first,
+                    gap: p.gap,
+                    len: w.len,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// Why a probe layout does not fit the window table.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeLayoutError {
+    /// A span of no tokens, which plants nothing.
+    #[error("probe span of 0 tokens")]
+    EmptySpan,
+    /// One entry per window is needed.
+    #[error("probe layout has {layout} windows, the evalset {evalset}")]
+    WindowCount {
+        /// Entries in the layout.
+        layout: usize,
+        /// Windows in the evalset.
+        evalset: usize,
+    },
+    /// The two copies of a window's span overlap or run past its end.
+    #[error("probe window {window}: spans at {first} and {first}+{gap} do not fit apart in {len} tokens")]
+    DoesNotFit {
+        /// Index of the window.
+        window: usize,
+        /// Position of the first copy.
+        first: u32,
+        /// Distance from the first copy to the second.
+        gap: u32,
+        /// Tokens in the window.
+        len: u32,
+    },
+}
+
+/// Why an `evalset.bin` cannot be read, with the file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// The magic bytes are missing.
+    #[error("{}: not a filtermon evalset file", path.display())]
+    NotAnEvalset {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Another layout version, which this build cannot read.
+    #[error(
+        "{}: evalset format {version}, this filtermon reads {FORMAT_VERSION}; prepare it again",
+        path.display()
+    )]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version the file has.
+        version: u32,
+    },
+    /// The file ends inside the header.
+    #[error("{}: truncated header", path.display())]
+    TruncatedHeader {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The header is not the JSON of a [`Header`].
+    #[error("{}: corrupt header: {error}", path.display())]
+    CorruptHeader {
+        /// The file.
+        path: PathBuf,
+        /// What decoding it gave.
+        error: serde_json::Error,
+    },
+    /// The file is not as long as the header's token count makes it.
+    #[error("{}: truncated or oversized token arrays", path.display())]
+    ArrayLength {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A window names a missing document or tokens past the end, or a document a missing
+    /// domain.
+    #[error("{}: window or document table out of range", path.display())]
+    TableOutOfRange {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The probe layout does not fit the window table.
+    #[error("{}: {error}", path.display())]
+    Probe {
+        /// The file.
+        path: PathBuf,
+        /// How it does not fit.
+        error: ProbeLayoutError,
+    },
 }
 
 /// Packs the stored part of a token's labels (`pos` and `domain` follow from its window).
@@ -203,31 +289,40 @@ pub struct Layout {
     pub labels_at: usize,
 }
 
-/// Validates the framing of a mapped file; every failure names the file.
-pub fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Layout> {
-    let bad = |why: &str| input_error(format!("{}: {why}", path.display()));
+/// Validates the framing of a mapped file; every failure is a [`FormatError`] naming the
+/// file, inside an [`InputError`] so that a `?` into `anyhow` keeps it an exit-2 error.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Layout, InputError> {
+    parse_typed(path, bytes).map_err(InputError::new)
+}
+
+fn parse_typed(path: &Path, bytes: &[u8]) -> Result<Layout, FormatError> {
+    let path_buf = || path.to_path_buf();
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
-        return Err(bad("not a filtermon evalset file"));
+        return Err(FormatError::NotAnEvalset { path: path_buf() });
     }
     let u32_at =
         |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let version = u32_at(8);
     if version != FORMAT_VERSION {
-        return Err(bad(&format!(
-            "evalset format {version}, this filtermon reads {FORMAT_VERSION}; prepare it again"
-        )));
+        return Err(FormatError::Version {
+            path: path_buf(),
+            version,
+        });
     }
     let json_len = u32_at(12) as usize;
     let json = bytes
         .get(16..16 + json_len)
-        .ok_or_else(|| bad("truncated header"))?;
+        .ok_or_else(|| FormatError::TruncatedHeader { path: path_buf() })?;
     let header: Header =
-        serde_json::from_slice(json).map_err(|e| bad(&format!("corrupt header: {e}")))?;
+        serde_json::from_slice(json).map_err(|error| FormatError::CorruptHeader {
+            path: path_buf(),
+            error,
+        })?;
     let tokens_at = 16 + json_len + padding(16 + json_len);
     let n = header.tokens as usize;
     let labels_at = tokens_at + 4 * n;
     if bytes.len() != labels_at + RECORD * n {
-        return Err(bad("truncated or oversized token arrays"));
+        return Err(FormatError::ArrayLength { path: path_buf() });
     }
     let consistent = header.windows.iter().all(|w| {
         (w.doc as usize) < header.docs.len() && w.start + u64::from(w.len) <= header.tokens
@@ -236,10 +331,14 @@ pub fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Layout> {
         .iter()
         .all(|d| (d.domain as usize) < header.domains.len());
     if !consistent {
-        return Err(bad("window or document table out of range"));
+        return Err(FormatError::TableOutOfRange { path: path_buf() });
     }
     if let Some(p) = &header.probe {
-        p.check(&header.windows).map_err(|e| bad(&e))?;
+        p.check(&header.windows)
+            .map_err(|error| FormatError::Probe {
+                path: path_buf(),
+                error,
+            })?;
     }
     Ok(Layout {
         header,

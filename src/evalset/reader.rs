@@ -20,8 +20,8 @@
 //!
 //! A malformed JSONL line (invalid UTF-8 or JSON, not an object, a text field that
 //! is missing or not a string, an id or domain of the wrong type) or a `.txt` file
-//! that is not UTF-8 is an [`InputError`](crate::error::InputError) reading
-//! `FILE:LINE: reason` — unless [`ReaderOptions::skip_bad`] is set, in which case it
+//! that is not UTF-8 is a [`BadDocument`] inside an [`InputError`](crate::error::InputError),
+//! reading `FILE:LINE: reason` — unless [`ReaderOptions::skip_bad`] is set, in which case it
 //! is counted ([`CorpusReader::skipped`]), its reason kept
 //! ([`CorpusReader::skip_reasons`], the first [`MAX_SKIP_REASONS`]), and reading
 //! goes on. Errors that stop reading (a file that cannot be opened, a read or
@@ -35,7 +35,83 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::error::input_error;
+use crate::error::{input_error, input_error_from};
+
+/// A malformed document: a JSONL line or a `.txt` file.
+#[derive(Debug, thiserror::Error)]
+pub enum BadDocument {
+    /// A JSONL line that is not a document.
+    #[error("{}:{line}: {error}", path.display())]
+    Line {
+        /// The JSONL file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong with it.
+        error: LineError,
+    },
+    /// A `.txt` file that is not UTF-8.
+    #[error("{}: not valid UTF-8 (byte {byte})", path.display())]
+    TextNotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the first byte that is not.
+        byte: usize,
+    },
+}
+
+/// Why a JSONL line is not a document.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The line's bytes are not UTF-8.
+    #[error("not valid UTF-8 (byte {byte})")]
+    NotUtf8 {
+        /// Offset in the line of the first byte that is not.
+        byte: usize,
+    },
+    /// The line is not JSON.
+    #[error("invalid JSON: {error}")]
+    InvalidJson {
+        /// What decoding it gave.
+        error: serde_json::Error,
+    },
+    /// The line is JSON, but not an object.
+    #[error("expected a JSON object, found {found}")]
+    NotAnObject {
+        /// The JSON type found, with its article.
+        found: &'static str,
+    },
+    /// No text field, or a `null` one.
+    #[error("missing text field `{field}`")]
+    MissingText {
+        /// The name of the text field.
+        field: String,
+    },
+    /// A text field that is not a string.
+    #[error("text field `{field}` is {found}, not a string")]
+    TextNotString {
+        /// The name of the text field.
+        field: String,
+        /// The JSON type found, with its article.
+        found: &'static str,
+    },
+    /// An id that is neither a string nor an integer.
+    #[error("id field `{field}` is {found}, not a string")]
+    IdNotString {
+        /// The name of the id field.
+        field: String,
+        /// The JSON type found, with its article.
+        found: &'static str,
+    },
+    /// A domain that is not a string.
+    #[error("domain field `{field}` is {found}, not a string")]
+    DomainNotString {
+        /// The name of the domain field.
+        field: String,
+        /// The JSON type found, with its article.
+        found: &'static str,
+    },
+}
 
 /// How many skip reasons a reader keeps.
 pub const MAX_SKIP_REASONS: usize = 10;
@@ -220,16 +296,16 @@ impl CorpusReader {
     }
 
     /// A malformed input: an error, or a skip when `skip_bad`. `None` means "skipped".
-    fn bad(&mut self, reason: String) -> Option<Result<Document>> {
+    fn bad(&mut self, err: BadDocument) -> Option<Result<Document>> {
         if self.opts.skip_bad {
             self.skipped += 1;
             if self.reasons.len() < MAX_SKIP_REASONS {
-                self.reasons.push(reason);
+                self.reasons.push(err.to_string());
             }
             None
         } else {
             self.done = true;
-            Some(Err(input_error(reason)))
+            Some(Err(input_error_from(err)))
         }
     }
 
@@ -257,11 +333,10 @@ impl CorpusReader {
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => {
-                let at = e.utf8_error().valid_up_to();
-                return self.bad(format!(
-                    "{}: not valid UTF-8 (byte {at})",
-                    src.path.display()
-                ));
+                return self.bad(BadDocument::TextNotUtf8 {
+                    path: src.path,
+                    byte: e.utf8_error().valid_up_to(),
+                });
             }
         };
         let domain = self.opts.default_domain.clone().unwrap_or_else(|| {
@@ -329,9 +404,13 @@ impl CorpusReader {
             }
             return match parse_line(line, &self.opts, &stream.stem, stream.line) {
                 Ok(doc) => Step::Item(Ok(doc)),
-                Err(reason) => {
-                    let reason = format!("{}:{}: {reason}", stream.path.display(), stream.line);
-                    match self.bad(reason) {
+                Err(error) => {
+                    let err = BadDocument::Line {
+                        path: stream.path.clone(),
+                        line: stream.line,
+                        error,
+                    };
+                    match self.bad(err) {
                         Some(err) => Step::Item(err),
                         None => Step::Skipped,
                     }
@@ -377,33 +456,35 @@ impl Iterator for CorpusReader {
     }
 }
 
-/// Parses one non-blank JSONL line; the error is the reason without location.
+/// Parses one non-blank JSONL line; the caller adds the file and line to the error.
 fn parse_line(
     line: &[u8],
     opts: &ReaderOptions,
     stem: &str,
     line_no: usize,
-) -> std::result::Result<Document, String> {
-    let line = std::str::from_utf8(line)
-        .map_err(|e| format!("not valid UTF-8 (byte {})", e.valid_up_to()))?;
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+) -> std::result::Result<Document, LineError> {
+    let line = std::str::from_utf8(line).map_err(|e| LineError::NotUtf8 {
+        byte: e.valid_up_to(),
+    })?;
+    let value: Value =
+        serde_json::from_str(line).map_err(|error| LineError::InvalidJson { error })?;
     let Value::Object(mut obj) = value else {
-        return Err(format!(
-            "expected a JSON object, found {}",
-            json_type(&value)
-        ));
+        return Err(LineError::NotAnObject {
+            found: json_type(&value),
+        });
     };
     let text = match obj.remove(&opts.text_field) {
         Some(Value::String(s)) => s,
         None | Some(Value::Null) => {
-            return Err(format!("missing text field `{}`", opts.text_field))
+            return Err(LineError::MissingText {
+                field: opts.text_field.clone(),
+            })
         }
         Some(other) => {
-            return Err(format!(
-                "text field `{}` is {}, not a string",
-                opts.text_field,
-                json_type(&other)
-            ))
+            return Err(LineError::TextNotString {
+                field: opts.text_field.clone(),
+                found: json_type(&other),
+            })
         }
     };
     let id = match obj.remove(&opts.id_field) {
@@ -411,11 +492,10 @@ fn parse_line(
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
         None | Some(Value::Null) => format!("{stem}:{line_no}"),
         Some(other) => {
-            return Err(format!(
-                "id field `{}` is {}, not a string",
-                opts.id_field,
-                json_type(&other)
-            ))
+            return Err(LineError::IdNotString {
+                field: opts.id_field.clone(),
+                found: json_type(&other),
+            })
         }
     };
     let domain = match obj.remove(&opts.domain_field) {
@@ -425,11 +505,10 @@ fn parse_line(
             .clone()
             .unwrap_or_else(|| "default".to_string()),
         Some(other) => {
-            return Err(format!(
-                "domain field `{}` is {}, not a string",
-                opts.domain_field,
-                json_type(&other)
-            ))
+            return Err(LineError::DomainNotString {
+                field: opts.domain_field.clone(),
+                found: json_type(&other),
+            })
         }
     };
     Ok(Document { id, domain, text })

@@ -29,6 +29,15 @@ use perceptron::{Class, Example, Model, TrainEvent};
 /// The model trained on UD English-EWT (CC BY-SA 4.0) that ships with filtermon.
 static EMBEDDED_MODEL: &[u8] = include_bytes!("../../../data/tagger/ewt-perceptron.bin");
 
+/// The model compiled into the binary does not parse: a defect of the build, so not an
+/// input error. Kept for the life of the process, hence the reason as text.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the embedded tagger model is unusable: {reason}")]
+pub struct EmbeddedModelError {
+    /// The parse error's whole chain.
+    pub reason: String,
+}
+
 /// A part-of-speech tagger.
 #[derive(Debug)]
 pub struct Tagger {
@@ -58,10 +67,14 @@ impl TaggedWord {
 impl Tagger {
     /// The embedded EWT model, parsed once per process.
     pub fn embedded() -> Result<&'static Tagger> {
-        static CELL: OnceLock<std::result::Result<Tagger, String>> = OnceLock::new();
-        CELL.get_or_init(|| Tagger::from_bytes(EMBEDDED_MODEL).map_err(|e| format!("{e:#}")))
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("the embedded tagger model is unusable: {e}"))
+        static CELL: OnceLock<std::result::Result<Tagger, EmbeddedModelError>> = OnceLock::new();
+        CELL.get_or_init(|| {
+            Tagger::from_bytes(EMBEDDED_MODEL).map_err(|e| EmbeddedModelError {
+                reason: format!("{e:#}"),
+            })
+        })
+        .as_ref()
+        .map_err(|e| anyhow::Error::new(e.clone()))
     }
 
     /// Loads a model file written by [`Tagger::save`].

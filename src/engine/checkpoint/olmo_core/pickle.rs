@@ -8,6 +8,105 @@
 
 use std::collections::HashMap;
 
+/// Why a pickle was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PickleError {
+    /// A `PROTO` above 5, which postdates this reader.
+    #[error("pickle protocol {protocol} is not supported")]
+    UnsupportedProtocol {
+        /// The protocol the pickle asks for.
+        protocol: u8,
+    },
+    /// The data ends inside an opcode or before `STOP`.
+    #[error("pickle is truncated")]
+    Truncated,
+    /// A `LONG1` wider than i64.
+    #[error("integer too large")]
+    IntegerTooLarge,
+    /// A `MEMOIZE` past the u32 memo indices.
+    #[error("memo too large")]
+    MemoTooLarge,
+    /// A `BINUNICODE8` length past the address space.
+    #[error("length too large")]
+    LengthTooLarge,
+    /// A str whose bytes are not UTF-8.
+    #[error("a str is not UTF-8")]
+    StrNotUtf8,
+    /// A `GLOBAL` module or name that is not UTF-8.
+    #[error("a name is not UTF-8")]
+    NameNotUtf8,
+    /// A `REDUCE` or `NEWOBJ` whose callable is not an allowed global.
+    #[error("call of a non-class {callee:?}")]
+    CallOfNonClass {
+        /// What stood where the callable should.
+        callee: Value,
+    },
+    /// A call whose arguments are not a tuple.
+    #[error("`{class}` called with {args:?}")]
+    CallArguments {
+        /// The class called.
+        class: String,
+        /// What stood where the argument tuple should.
+        args: Value,
+    },
+    /// Calls copied far more argument ids than the pickle has bytes.
+    #[error("pickle expands far beyond its size")]
+    Expands,
+    /// A `BUILD` on something that is not a call's result.
+    #[error("BUILD on {target:?}")]
+    BuildOnNonObject {
+        /// The value `BUILD` was applied to.
+        target: Value,
+    },
+    /// An opcode outside the plain-data subset.
+    #[error("pickle opcode 0x{opcode:02x} at byte {at} is not allowed")]
+    OpcodeNotAllowed {
+        /// The opcode.
+        opcode: u8,
+        /// Its byte offset in the pickle.
+        at: usize,
+    },
+    /// A `MARK` where a value should be.
+    #[error("unexpected MARK on the pickle stack")]
+    UnexpectedMark,
+    /// An opcode needed more values than the stack holds.
+    #[error("pickle stack underflow")]
+    StackUnderflow,
+    /// An opcode that collects up to a `MARK` found none.
+    #[error("pickle MARK missing")]
+    MarkMissing,
+    /// A `STACK_GLOBAL` whose module or name is not a str.
+    #[error("STACK_GLOBAL of {found:?}")]
+    StackGlobalOfNonStr {
+        /// What stood where the str should.
+        found: Value,
+    },
+    /// An `APPEND(S)` to something that is not a list.
+    #[error("APPEND to {target:?}")]
+    AppendToNonList {
+        /// The value appended to.
+        target: Value,
+    },
+    /// A `SETITEMS` with a key and no value.
+    #[error("SETITEMS with an odd number of items")]
+    OddSetItems,
+    /// A `SETITEM(S)` on something that is not a dict.
+    #[error("SETITEM on {target:?}")]
+    SetItemOnNonDict {
+        /// The value set on.
+        target: Value,
+    },
+    /// A `GET` of a memo index never `PUT`.
+    #[error("pickle memo miss")]
+    MemoMiss,
+    /// A `GLOBAL` outside the caller's allow-list.
+    #[error("pickle class `{class}` is not allowed")]
+    ClassNotAllowed {
+        /// `module.name` of the global.
+        class: String,
+    },
+}
+
 /// A node of the decoded tree; containers hold ids into [`Pickle::nodes`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -66,7 +165,7 @@ enum Item {
 }
 
 /// Decodes `data`, accepting only globals whose `module.name` is in `allowed`.
-pub fn parse(data: &[u8], allowed: &[&str]) -> Result<Pickle, String> {
+pub fn parse(data: &[u8], allowed: &[&str]) -> Result<Pickle, PickleError> {
     Machine {
         data,
         pos: 0,
@@ -96,7 +195,7 @@ struct Machine<'a> {
 const MAX_COPIED_PER_BYTE: usize = 4;
 
 impl Machine<'_> {
-    fn run(mut self) -> Result<Pickle, String> {
+    fn run(mut self) -> Result<Pickle, PickleError> {
         loop {
             let at = self.pos;
             let op = self.take(1)?[0];
@@ -104,7 +203,7 @@ impl Machine<'_> {
                 0x80 => {
                     let proto = self.take(1)?[0];
                     if proto > 5 {
-                        return Err(format!("pickle protocol {proto} is not supported"));
+                        return Err(PickleError::UnsupportedProtocol { protocol: proto });
                     }
                 }
                 0x95 => {
@@ -136,7 +235,7 @@ impl Machine<'_> {
                 0x8a => {
                     let n = self.take(1)?[0] as usize;
                     let bytes = self.take(n)?;
-                    let v = long(bytes).ok_or("integer too large")?;
+                    let v = long(bytes).ok_or(PickleError::IntegerTooLarge)?;
                     self.push(Value::Int(v))
                 }
                 b'G' => {
@@ -206,7 +305,8 @@ impl Machine<'_> {
                     self.put(i)?
                 }
                 0x94 => {
-                    let i = u32::try_from(self.memo.len()).map_err(|_| "memo too large")?;
+                    let i =
+                        u32::try_from(self.memo.len()).map_err(|_| PickleError::MemoTooLarge)?;
                     self.put(i)?
                 }
                 b'h' => {
@@ -232,15 +332,24 @@ impl Machine<'_> {
                     let callable = self.pop_node()?;
                     let class = match self.node(callable) {
                         Value::Global(g) => g.clone(),
-                        other => return Err(format!("call of a non-class {other:?}")),
+                        other => {
+                            return Err(PickleError::CallOfNonClass {
+                                callee: other.clone(),
+                            })
+                        }
                     };
                     let args = match self.node(args) {
                         Value::Tuple(items) => items.clone(),
-                        other => return Err(format!("`{class}` called with {other:?}")),
+                        other => {
+                            return Err(PickleError::CallArguments {
+                                class,
+                                args: other.clone(),
+                            })
+                        }
                     };
                     self.copied += args.len();
                     if self.copied > MAX_COPIED_PER_BYTE * self.data.len() + 4096 {
-                        return Err("pickle expands far beyond its size".into());
+                        return Err(PickleError::Expands);
                     }
                     self.push(Value::Object {
                         class,
@@ -253,54 +362,54 @@ impl Machine<'_> {
                     let obj = self.top_node()?;
                     match &mut self.nodes[obj] {
                         Value::Object { state: s, .. } => *s = Some(state),
-                        other => return Err(format!("BUILD on {other:?}")),
+                        other => {
+                            return Err(PickleError::BuildOnNonObject {
+                                target: other.clone(),
+                            })
+                        }
                     }
                 }
                 b'Q' => {
                     let pid = self.pop_node()?;
                     self.push(Value::Persistent(pid))
                 }
-                other => {
-                    return Err(format!(
-                        "pickle opcode 0x{other:02x} at byte {at} is not allowed"
-                    ))
-                }
+                other => return Err(PickleError::OpcodeNotAllowed { opcode: other, at }),
             }
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.data.len())
-            .ok_or("pickle is truncated")?;
+            .ok_or(PickleError::Truncated)?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], PickleError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
-    fn len8(&mut self) -> Result<usize, String> {
-        usize::try_from(u64::from_le_bytes(self.array()?)).map_err(|_| "length too large".into())
+    fn len8(&mut self) -> Result<usize, PickleError> {
+        usize::try_from(u64::from_le_bytes(self.array()?)).map_err(|_| PickleError::LengthTooLarge)
     }
 
-    fn text(&mut self, n: usize) -> Result<String, String> {
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "a str is not UTF-8".into())
+    fn text(&mut self, n: usize) -> Result<String, PickleError> {
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| PickleError::StrNotUtf8)
     }
 
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String, PickleError> {
         let rest = &self.data[self.pos..];
         let end = rest
             .iter()
             .position(|&b| b == b'\n')
-            .ok_or("pickle is truncated")?;
-        let s = String::from_utf8(rest[..end].to_vec()).map_err(|_| "a name is not UTF-8")?;
+            .ok_or(PickleError::Truncated)?;
+        let s = String::from_utf8(rest[..end].to_vec()).map_err(|_| PickleError::NameNotUtf8)?;
         self.pos += end + 1;
         Ok(s)
     }
@@ -314,22 +423,22 @@ impl Machine<'_> {
         &self.nodes[id]
     }
 
-    fn pop_node(&mut self) -> Result<usize, String> {
+    fn pop_node(&mut self) -> Result<usize, PickleError> {
         match self.stack.pop() {
             Some(Item::Node(id)) => Ok(id),
-            Some(Item::Mark) => Err("unexpected MARK on the pickle stack".into()),
-            None => Err("pickle stack underflow".into()),
+            Some(Item::Mark) => Err(PickleError::UnexpectedMark),
+            None => Err(PickleError::StackUnderflow),
         }
     }
 
-    fn top_node(&self) -> Result<usize, String> {
+    fn top_node(&self) -> Result<usize, PickleError> {
         match self.stack.last() {
             Some(Item::Node(id)) => Ok(*id),
-            _ => Err("pickle stack underflow".into()),
+            _ => Err(PickleError::StackUnderflow),
         }
     }
 
-    fn pop_n(&mut self, n: usize) -> Result<Vec<usize>, String> {
+    fn pop_n(&mut self, n: usize) -> Result<Vec<usize>, PickleError> {
         let mut items = (0..n)
             .map(|_| self.pop_node())
             .collect::<Result<Vec<_>, _>>()?;
@@ -337,41 +446,45 @@ impl Machine<'_> {
         Ok(items)
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<usize>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<usize>, PickleError> {
         let mut items = Vec::new();
         loop {
             match self.stack.pop() {
                 Some(Item::Node(id)) => items.push(id),
                 Some(Item::Mark) => break,
-                None => return Err("pickle MARK missing".into()),
+                None => return Err(PickleError::MarkMissing),
             }
         }
         items.reverse();
         Ok(items)
     }
 
-    fn pop_str(&mut self) -> Result<String, String> {
+    fn pop_str(&mut self) -> Result<String, PickleError> {
         let id = self.pop_node()?;
         match self.node(id) {
             Value::Str(s) => Ok(s.clone()),
-            other => Err(format!("STACK_GLOBAL of {other:?}")),
+            other => Err(PickleError::StackGlobalOfNonStr {
+                found: other.clone(),
+            }),
         }
     }
 
-    fn extend_list(&mut self, items: Vec<usize>) -> Result<(), String> {
+    fn extend_list(&mut self, items: Vec<usize>) -> Result<(), PickleError> {
         let list = self.top_node()?;
         match &mut self.nodes[list] {
             Value::List(l) => {
                 l.extend(items);
                 Ok(())
             }
-            other => Err(format!("APPEND to {other:?}")),
+            other => Err(PickleError::AppendToNonList {
+                target: other.clone(),
+            }),
         }
     }
 
-    fn extend_dict(&mut self, items: Vec<usize>) -> Result<(), String> {
+    fn extend_dict(&mut self, items: Vec<usize>) -> Result<(), PickleError> {
         if !items.len().is_multiple_of(2) {
-            return Err("SETITEMS with an odd number of items".into());
+            return Err(PickleError::OddSetItems);
         }
         let dict = self.top_node()?;
         match &mut self.nodes[dict] {
@@ -379,26 +492,28 @@ impl Machine<'_> {
                 d.extend(items.chunks(2).map(|kv| (kv[0], kv[1])));
                 Ok(())
             }
-            other => Err(format!("SETITEM on {other:?}")),
+            other => Err(PickleError::SetItemOnNonDict {
+                target: other.clone(),
+            }),
         }
     }
 
-    fn put(&mut self, i: u32) -> Result<(), String> {
+    fn put(&mut self, i: u32) -> Result<(), PickleError> {
         let top = self.top_node()?;
         self.memo.insert(i, top);
         Ok(())
     }
 
-    fn get(&mut self, i: u32) -> Result<(), String> {
-        let id = *self.memo.get(&i).ok_or("pickle memo miss")?;
+    fn get(&mut self, i: u32) -> Result<(), PickleError> {
+        let id = *self.memo.get(&i).ok_or(PickleError::MemoMiss)?;
         self.stack.push(Item::Node(id));
         Ok(())
     }
 
-    fn global(&mut self, module: &str, name: &str) -> Result<(), String> {
+    fn global(&mut self, module: &str, name: &str) -> Result<(), PickleError> {
         let full = format!("{module}.{name}");
         if !self.allowed.contains(&full.as_str()) {
-            return Err(format!("pickle class `{full}` is not allowed"));
+            return Err(PickleError::ClassNotAllowed { class: full });
         }
         self.push(Value::Global(full));
         Ok(())
@@ -452,8 +567,12 @@ mod tests {
         );
         let evil = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00lsq\x00\x85R.";
         let err = parse(evil, &["torch.Size"]).unwrap_err();
+        let err = err.to_string();
         assert!(err.contains("`os.system` is not allowed"), "{err}");
-        assert!(parse(b"\x80\x02K", &[]).unwrap_err().contains("truncated"));
+        assert!(parse(b"\x80\x02K", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
         assert_eq!(long(&[0xff, 0xff]), Some(-1));
         assert_eq!(long(&[0x00, 0x01]), Some(256));
     }
