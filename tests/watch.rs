@@ -182,6 +182,14 @@ fn checkpoints_appearing_over_time_are_each_scored_once_when_complete() {
     // When each checkpoint's last byte was written (or its event announced).
     let mut last_write: Vec<(&str, f64)> = Vec::new();
 
+    // Written first, so that they sit unchanged longer than any later checkpoint: once a later
+    // one is queued, each of these would have been too, were it eligible.
+    // Written as stepN-tmp, then renamed: ready at the rename, never scored as -tmp.
+    copy_dir(&fixture("gdn_only"), &env.path("runs/a/step300-tmp"));
+    // Announced by an inbox event; not scored before the event however long it sits.
+    copy_dir(&fixture("olmo2"), &env.path("runs/b/step400"));
+    let queued = |name: &'static str| move |e: &Env| e.jobs().iter().any(|j| j.0 == name);
+
     // Copied whole.
     copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
     last_write.push(("step100", unix_now()));
@@ -203,16 +211,12 @@ fn checkpoints_appearing_over_time_are_each_scored_once_when_complete() {
     }
     last_write.push(("step200", unix_now()));
 
-    // Written as stepN-tmp, then renamed: ready at the rename, never scored as -tmp.
-    copy_dir(&fixture("gdn_only"), &env.path("runs/a/step300-tmp"));
-    std::thread::sleep(Duration::from_millis((SETTLE * 2500.0) as u64));
+    env.wait_for("step200 queued", Duration::from_secs(30), queued("step200"));
     assert!(!env.jobs().iter().any(|j| j.0.starts_with("step300")));
     fs::rename(env.path("runs/a/step300-tmp"), env.path("runs/a/step300")).expect("rename");
     last_write.push(("step300", unix_now()));
 
-    // Announced by an inbox event; not scored before the event however long it sits.
-    copy_dir(&fixture("olmo2"), &env.path("runs/b/step400"));
-    std::thread::sleep(Duration::from_millis((SETTLE * 2500.0) as u64));
+    env.wait_for("step300 queued", Duration::from_secs(30), queued("step300"));
     assert!(!env.jobs().iter().any(|j| j.0 == "step400"));
     fs::write(env.path("runs/b/inbox/step-400.ready.json"), "{}").expect("event");
     last_write.push(("step400", unix_now()));
@@ -304,7 +308,12 @@ fn kill_9_mid_score_leaves_a_sound_db_and_the_job_scored_once_after_restart() {
             .iter()
             .any(|j| j.0 == "step200" && j.1 == "running")
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed once the worker has begun scoring it, not merely leased it.
+    env.wait_for("step200's scoring started", Duration::from_secs(30), |e| {
+        events(&e.path("d1.log"), "scoring")
+            .iter()
+            .any(|v| v["span"]["checkpoint"] == "step200")
+    });
     kill(&mut daemon, "-KILL");
     daemon.wait().expect("wait");
 
@@ -957,9 +966,16 @@ fn alerts_fire_once_reach_the_hook_and_the_report_follows_each_commit() {
     }
 
     // A restart re-evaluates every rule and stores nothing twice.
+    // Its catch-up evaluates the rules, then redraws the report: a newer report means the
+    // rules have run.
+    let report = env.path("charts/index.html");
+    let drawn = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).expect("report");
+    let before_restart = drawn(&report);
     let mut again = env.spawn("d2.log");
     env.wait_started("d2.log");
-    std::thread::sleep(Duration::from_millis(1500));
+    env.wait_for("the restart's report", Duration::from_secs(30), |_| {
+        drawn(&report) > before_restart
+    });
     stop(&mut again);
     assert_eq!(alerts(&env), 2);
     assert_eq!(
