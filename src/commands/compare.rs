@@ -3,8 +3,9 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::analysis::compare::derive::DerivedFilter;
 use crate::analysis::compare::report::{self, EvalsetInfo, RunInfo, Side};
-use crate::analysis::compare::{compare, derive, plots, CompareOptions, PairedInput};
+use crate::analysis::compare::{compare, derive, plots, CompareOptions, Comparison, PairedInput};
 use crate::commands::cli::{CompareArgs, TagLevel};
 use crate::engine::checkpoint::Checkpoint;
 use crate::engine::device;
@@ -93,37 +94,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     )?;
     plots::draw(&c, &a_name, &b_name, &args.out.join("comparison_plots.png"))?;
 
-    let derived = match args.derive_filter {
-        Some(k) => {
-            let kind = match args.derive_level {
-                TagLevel::Upos => Kind::Upos,
-                TagLevel::Tag => Kind::Tag,
-            };
-            match derive::derive(&c, usize::from(k), kind) {
-                Some(d) => {
-                    let path = args.out.join("derived_filters.toml");
-                    std::fs::write(&path, derive::render(&d, &c, &a_name, &b_name)?)
-                        .map_err(|e| input_error(format!("{}: {e}", path.display())))?;
-                    if d.picked.len() < usize::from(k) {
-                        tracing::warn!(
-                            "only {} {} categories favour {b_name} with an interval above zero; the filter uses those",
-                            d.picked.len(),
-                            kind.name()
-                        );
-                    }
-                    Some((d, path))
-                }
-                None => {
-                    tracing::warn!(
-                        "no {} category favours {b_name} with an interval above zero: no filter derived",
-                        kind.name()
-                    );
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let derived = derive_filter(args, &c, &a_name, &b_name)?;
 
     let warnings = report::small_category_warnings(&c);
     for w in &warnings {
@@ -170,6 +141,41 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         args.out.display()
     )?;
     Ok(())
+}
+
+/// `--derive-filter K`: the filter of the K categories that most favour B, written beside the
+/// other artifacts; `None` when not asked for or when no category favours B.
+fn derive_filter(
+    args: &CompareArgs,
+    c: &Comparison,
+    a_name: &str,
+    b_name: &str,
+) -> anyhow::Result<Option<(DerivedFilter, PathBuf)>> {
+    let Some(k) = args.derive_filter else {
+        return Ok(None);
+    };
+    let kind = match args.derive_level {
+        TagLevel::Upos => Kind::Upos,
+        TagLevel::Tag => Kind::Tag,
+    };
+    let Some(d) = derive::derive(c, usize::from(k), kind) else {
+        tracing::warn!(
+            "no {} category favours {b_name} with an interval above zero: no filter derived",
+            kind.name()
+        );
+        return Ok(None);
+    };
+    let path = args.out.join("derived_filters.toml");
+    std::fs::write(&path, derive::render(&d, c, a_name, b_name)?)
+        .map_err(|e| input_error(format!("{}: {e}", path.display())))?;
+    if d.picked.len() < usize::from(k) {
+        tracing::warn!(
+            "only {} {} categories favour {b_name} with an interval above zero; the filter uses those",
+            d.picked.len(),
+            kind.name()
+        );
+    }
+    Ok(Some((d, path)))
 }
 
 /// Scores both checkpoints on the evalset, one model in memory at a time.

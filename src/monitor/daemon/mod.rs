@@ -16,7 +16,7 @@ pub mod worker;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -81,48 +81,8 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
         devices.push((worker_name(&config.devices, i), device));
     }
     let mut store = Store::open(&config.db)?;
-    let mut evalsets = Vec::with_capacity(config.evalsets.len());
-    for e in &config.evalsets {
-        let es = open_evalset(e).with_context(|| format!("evalset {:?}", e.name))?;
-        let filters = compile_filters(&config.filters, es.domains())?;
-        let id = store.upsert_evalset(&EvalsetRow {
-            name: e.name.clone(),
-            hash: es.id().to_string(),
-            tokenizer_hash: es.tokenizer_hash().to_string(),
-            dir: e.dir.display().to_string(),
-            tokens: es.len() as u64,
-        })?;
-        evalsets.push(ServedEvalset {
-            id,
-            name: e.name.clone(),
-            loaded: LoadedEvalset::new(es, filters)?,
-        });
-    }
-    let mut runs = Vec::with_capacity(config.runs.len());
-    for r in &config.runs {
-        if !r.dir.is_dir() {
-            // Allowed (the run may not have started), but a typo in `dir` looks the same.
-            tracing::warn!(run = %r.name, dir = %r.dir.display(),
-                "run folder does not exist yet; waiting for it");
-        }
-        let id = store.upsert_run(&RunRow {
-            name: r.name.clone(),
-            arch: r.arch.clone(),
-            dir: r.dir.display().to_string(),
-            baseline: r.baseline.clone(),
-            tokens_per_step: r.tokens_per_step,
-        })?;
-        let es_ids = evalsets
-            .iter()
-            .filter(|e| r.evalsets.contains(&e.name))
-            .map(|e| e.id)
-            .collect();
-        runs.push(WatchedRun {
-            config: r.clone(),
-            id,
-            evalsets: es_ids,
-        });
-    }
+    let evalsets = register_evalsets(config, &mut store)?;
+    let runs = register_runs(config, &mut store, &evalsets)?;
 
     // Discovery and the workers stop on this; it is set on `stop` and when a worker stops on
     // its own, so that the others then shut down as on a signal.
@@ -274,15 +234,83 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
             Err(_) => break,
         }
     }
-    // The workers still running are past the grace period: their jobs go back to the queue.
-    for (slot, _) in slots.iter().zip(&running).filter(|(_, &r)| r) {
+    return_jobs_past_grace(&config.db, &slots, &running);
+    tracing::info!("stopped");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Opens (or prepares) every configured evalset and registers it in the store.
+fn register_evalsets(
+    config: &WatchConfig,
+    store: &mut Store,
+) -> anyhow::Result<Vec<ServedEvalset>> {
+    let mut evalsets = Vec::with_capacity(config.evalsets.len());
+    for e in &config.evalsets {
+        let es = open_evalset(e).with_context(|| format!("evalset {:?}", e.name))?;
+        let filters = compile_filters(&config.filters, es.domains())?;
+        let id = store.upsert_evalset(&EvalsetRow {
+            name: e.name.clone(),
+            hash: es.id().to_string(),
+            tokenizer_hash: es.tokenizer_hash().to_string(),
+            dir: e.dir.display().to_string(),
+            tokens: es.len() as u64,
+        })?;
+        evalsets.push(ServedEvalset {
+            id,
+            name: e.name.clone(),
+            loaded: LoadedEvalset::new(es, filters)?,
+        });
+    }
+    Ok(evalsets)
+}
+
+/// Registers every configured run with the evalsets it is scored on.
+fn register_runs(
+    config: &WatchConfig,
+    store: &mut Store,
+    evalsets: &[ServedEvalset],
+) -> anyhow::Result<Vec<WatchedRun>> {
+    let mut runs = Vec::with_capacity(config.runs.len());
+    for r in &config.runs {
+        if !r.dir.is_dir() {
+            // Allowed (the run may not have started), but a typo in `dir` looks the same.
+            tracing::warn!(run = %r.name, dir = %r.dir.display(),
+                "run folder does not exist yet; waiting for it");
+        }
+        let id = store.upsert_run(&RunRow {
+            name: r.name.clone(),
+            arch: r.arch.clone(),
+            dir: r.dir.display().to_string(),
+            baseline: r.baseline.clone(),
+            tokens_per_step: r.tokens_per_step,
+        })?;
+        let es_ids = evalsets
+            .iter()
+            .filter(|e| r.evalsets.contains(&e.name))
+            .map(|e| e.id)
+            .collect();
+        runs.push(WatchedRun {
+            config: r.clone(),
+            id,
+            evalsets: es_ids,
+        });
+    }
+    Ok(runs)
+}
+
+/// The jobs of workers still running past the grace period go back to the queue.
+fn return_jobs_past_grace(db: &Path, slots: &[Slot], running: &[bool]) {
+    for (slot, _) in slots.iter().zip(running).filter(|(_, &r)| r) {
         let job = slot
             .current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let Some(job) = job else { continue };
-        let released = Store::open(&config.db).and_then(|mut s| s.release(&job, &slot.owner));
+        let released = Store::open(db).and_then(|mut s| s.release(&job, &slot.owner));
         match released {
             Ok(true) => {
                 tracing::info!(job = job.id, worker = %slot.name, "grace period over; job returned to the queue")
@@ -294,11 +322,6 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
                 tracing::error!(job = job.id, worker = %slot.name, error = %one_line(&e), "cannot return the job; its lease will expire")
             }
         }
-    }
-    tracing::info!("stopped");
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
 }
 
