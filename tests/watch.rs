@@ -877,7 +877,10 @@ fn alerts_fire_once_reach_the_hook_and_the_report_follows_each_commit() {
     );
     let hook_out = env.path("hook.jsonl");
     let cfg = fs::read_to_string(env.path("w.toml")).expect("config");
-    let hook = format!("on_alert = \"cat >> '{}'\"\n", hook_out.display());
+    let hook = format!(
+        "primary = [\"copy5\"]\non_alert = \"cat >> '{}'\"\n",
+        hook_out.display()
+    );
     fs::write(env.path("w.toml"), hook + &cfg).expect("config");
     for (run, ck) in [
         ("base", "step100"),
@@ -983,8 +986,56 @@ fn alerts_fire_once_reach_the_hook_and_the_report_follows_each_commit() {
         2
     );
 
-    // Listing and acknowledging.
+    // The detection table: `other` is `base` itself, so no filter detects a regression, and
+    // each (filter, kind) with paired gaps has its row.
     let db = env.path("state/mon.db");
+    let detect = |format: &str| {
+        let out = Command::new(BIN)
+            .args(["export", "--detect", "--format", format, "--db"])
+            .arg(&db)
+            .output()
+            .expect("export");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let csv = detect("csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("run,baseline,evalset,filter,kind,primary,checkpoints,first_detected,lead")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("other,base,default,copy5,stable,true,")),
+        "{csv}"
+    );
+    assert!(
+        rows.iter().all(|l| l.ends_with(",,")),
+        "nothing detected: {csv}"
+    );
+    let jsonl = parse_jsonl(&detect("jsonl"));
+    assert_eq!(jsonl.len(), rows.len());
+    assert!(jsonl
+        .iter()
+        .all(|d| d["first_detected"].is_null() && d["lead"].is_null()));
+    let status = Command::new(BIN)
+        .args(["status", "--detect", "--db"])
+        .arg(&db)
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success() && text.contains("copy5 *"),
+        "{text}"
+    );
+    let index = fs::read_to_string(env.path("charts/index.html")).expect("index.html");
+    assert!(
+        index.contains("Detection of a regression"),
+        "the report has the table"
+    );
+
+    // Listing and acknowledging.
     let out = Command::new(BIN)
         .args(["alerts", "--json", "--db"])
         .arg(&db)

@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod curves;
+pub mod detection;
 pub mod recall;
 pub mod stats;
 pub mod summary;

@@ -136,6 +136,11 @@ pub struct StatusArgs {
     /// the COPY-5 miss rate; `--json` always has them all.
     #[arg(long)]
     pub recall: bool,
+    /// Print the detection table instead: each run's first sustained detection of a regression
+    /// against its baseline per evalset, filter and kind of checkpoint, sorted by lead over
+    /// `all` (with `--json`, the detections as a JSON array).
+    #[arg(long)]
+    pub detect: bool,
 }
 
 /// Export formats.
@@ -159,6 +164,10 @@ pub struct ExportArgs {
     /// Only this run.
     #[arg(long)]
     pub run: Option<String>,
+    /// Export the detection table (each run's first sustained detection of a regression per
+    /// evalset, filter and kind of checkpoint, and its lead over `all`) instead of the results.
+    #[arg(long)]
+    pub detect: bool,
 }
 
 /// How a model runs: shared by the commands that score.

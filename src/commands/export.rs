@@ -1,9 +1,11 @@
-//! `filtermon export`: every stored result, one row per (run, checkpoint, evalset, filter).
+//! `filtermon export`: every stored result, one row per (run, checkpoint, evalset, filter);
+//! with `--detect`, the detection table.
 
 use std::io::{BufWriter, Write};
 
 use serde::Serialize;
 
+use crate::analysis::detection::{Detection, Lead};
 use crate::commands::cli::{ExportArgs, ExportFormat};
 use crate::store::report::{rfc3339, ResultRow};
 use crate::store::Store;
@@ -116,17 +118,87 @@ fn csv_line(r: &Record) -> String {
     fields.join(",")
 }
 
-/// Runs the command.
-pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
-    let store = Store::open_existing(&args.db)?;
-    let rows = store.results(args.run.as_deref())?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    if args.format == ExportFormat::Csv {
-        writeln!(out, "{}", COLUMNS.join(","))?;
+/// The exported columns of `--detect`, in order.
+pub const DETECT_COLUMNS: [&str; 9] = [
+    "run",
+    "baseline",
+    "evalset",
+    "filter",
+    "kind",
+    "primary",
+    "checkpoints",
+    "first_detected",
+    "lead",
+];
+
+/// One exported detection: `first_detected` null when never detected; `lead` in tokens, the
+/// string `all_never` when `all` never detected, null when the filter never did.
+#[derive(Debug, Serialize)]
+struct DetectRecord<'a> {
+    run: &'a str,
+    baseline: &'a str,
+    evalset: &'a str,
+    filter: &'a str,
+    kind: &'a str,
+    primary: bool,
+    checkpoints: usize,
+    first_detected: Option<u64>,
+    lead: serde_json::Value,
+}
+
+impl<'a> From<&'a Detection> for DetectRecord<'a> {
+    fn from(d: &'a Detection) -> Self {
+        DetectRecord {
+            run: &d.run,
+            baseline: &d.baseline,
+            evalset: &d.evalset,
+            filter: &d.filter,
+            kind: if d.anneal { "anneal" } else { "stable" },
+            primary: d.primary,
+            checkpoints: d.checkpoints,
+            first_detected: d.first_detected,
+            lead: match d.lead {
+                Lead::Tokens(t) => t.into(),
+                Lead::AllNeverDetected => "all_never".into(),
+                Lead::NotDetected => serde_json::Value::Null,
+            },
+        }
     }
-    for row in &rows {
-        let rec = Record::from(row);
-        match args.format {
+}
+
+fn detect_csv_line(r: &DetectRecord) -> String {
+    let lead = match &r.lead {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    [
+        csv_field(r.run),
+        csv_field(r.baseline),
+        csv_field(r.evalset),
+        csv_field(r.filter),
+        r.kind.to_string(),
+        r.primary.to_string(),
+        r.checkpoints.to_string(),
+        r.first_detected.map(|t| t.to_string()).unwrap_or_default(),
+        lead,
+    ]
+    .join(",")
+}
+
+/// Writes one record per line: CSV under a header, or JSON objects.
+fn write_records<R: Serialize>(
+    format: ExportFormat,
+    header: &[&str],
+    records: impl Iterator<Item = R>,
+    csv_line: impl Fn(&R) -> String,
+) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if format == ExportFormat::Csv {
+        writeln!(out, "{}", header.join(","))?;
+    }
+    for rec in records {
+        match format {
             ExportFormat::Csv => writeln!(out, "{}", csv_line(&rec))?,
             ExportFormat::Jsonl => {
                 serde_json::to_writer(&mut out, &rec)?;
@@ -136,6 +208,26 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Runs the command.
+pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
+    let store = Store::open_existing(&args.db)?;
+    if args.detect {
+        let detections = store.detections()?;
+        let records = detections
+            .iter()
+            .filter(|d| args.run.as_deref().is_none_or(|r| r == d.run))
+            .map(DetectRecord::from);
+        return write_records(args.format, &DETECT_COLUMNS, records, detect_csv_line);
+    }
+    let rows = store.results(args.run.as_deref())?;
+    write_records(
+        args.format,
+        &COLUMNS,
+        rows.iter().map(Record::from),
+        csv_line,
+    )
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use crate::analysis::detection::table;
 use crate::analysis::recall::RecallRow;
 use crate::commands::cli::StatusArgs;
 use crate::error::input_error;
@@ -17,8 +18,21 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
         (None, Some(d)) => d.clone(),
         _ => return Err(input_error("give exactly one of --config and --db")),
     };
-    let report = Store::open_existing(&db)?.status()?;
+    let store = Store::open_existing(&db)?;
     let mut out = std::io::stdout().lock();
+    if args.detect {
+        let detections = store.detections()?;
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&detections)?)?;
+        } else if detections.is_empty() {
+            writeln!(out, "no run with a baseline has paired gaps yet")?;
+        } else {
+            out.write_all(table(&detections).as_bytes())?;
+        }
+        out.flush()?;
+        return Ok(());
+    }
+    let report = store.status()?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {

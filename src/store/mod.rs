@@ -129,6 +129,9 @@ ALTER TABLE alerts ADD COLUMN delivered_at REAL;
 UPDATE alerts SET delivered_at = fired_at;
 ALTER TABLE jobs ADD COLUMN lost_leases INTEGER NOT NULL DEFAULT 0;
 ",
+    r"
+CREATE TABLE primary_filters (filter TEXT PRIMARY KEY);
+",
 ];
 
 /// Seconds since the Unix epoch: every time in the store.

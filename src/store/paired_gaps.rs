@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use rusqlite::params;
 
 use super::Store;
+use crate::analysis::detection::{detections, Detection};
 use crate::analysis::stats::paired::PairedDiff;
 
 /// A checkpoint and the baseline checkpoint it is paired with.
@@ -95,5 +96,38 @@ impl Store {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces the pre-registered filters (the watch config's `primary`).
+    pub fn set_primary_filters(&mut self, filters: &[String]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM primary_filters", [])?;
+        for f in filters {
+            tx.execute(
+                "INSERT OR IGNORE INTO primary_filters (filter) VALUES (?1)",
+                [f],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The pre-registered filters.
+    pub fn primary_filters(&self) -> anyhow::Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT filter FROM primary_filters ORDER BY filter")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every run's detections of a regression against its baseline, derived from the stored
+    /// curves and paired gaps ([`crate::analysis::detection`]).
+    pub fn detections(&self) -> anyhow::Result<Vec<Detection>> {
+        Ok(detections(
+            &self.curves(None)?,
+            &self.paired_gaps()?,
+            &self.primary_filters()?,
+        ))
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::{Planned, Section};
 use crate::analysis::curves::Curve;
+use crate::analysis::detection::{Detection, LEGEND};
 use crate::analysis::recall::RecallRow;
 use crate::plot::escape;
 use crate::store::alerts::AlertRow;
@@ -13,7 +14,7 @@ const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}small{color:#666}
 .charts{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}img{width:480px;border:1px solid #ddd}
-tr.acked{color:#999}";
+tr.acked{color:#999}p.note{color:#555;font-size:90%;max-width:60em}";
 
 fn value(v: f64) -> String {
     if v.is_finite() {
@@ -107,6 +108,39 @@ fn alert_table(out: &mut String, alerts: &[AlertRow]) -> std::fmt::Result {
     Ok(())
 }
 
+/// One evalset's detection table, sorted by lead within each run and kind.
+fn detection_table(out: &mut String, detections: &[&Detection]) -> std::fmt::Result {
+    if detections.is_empty() {
+        return Ok(());
+    }
+    out.push_str(
+        "<h3>Detection of a regression against the baseline</h3>\n<table><tr><th>run</th><th>baseline</th>\
+         <th>kind</th><th>filter</th><th>first detected (tokens)</th><th>lead over all</th><th>checkpoints</th></tr>\n",
+    );
+    for d in detections {
+        let filter = if d.primary {
+            format!("<b>{}</b> (primary)", escape(&d.filter))
+        } else {
+            escape(&d.filter)
+        };
+        writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{filter}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&d.run),
+            escape(&d.baseline),
+            if d.anneal { "anneal" } else { "stable" },
+            escape(&d.first_detected_cell()),
+            escape(&d.lead_cell()),
+            d.checkpoints
+        )?;
+    }
+    writeln!(
+        out,
+        "</table>\n<p class=note>{}</p>",
+        escape(LEGEND.trim_end())
+    )
+}
+
 fn figure(out: &mut String, stem: &str, caption: &str) -> std::fmt::Result {
     let (s, c) = (escape(stem), escape(caption));
     writeln!(
@@ -120,6 +154,7 @@ pub fn index(
     curves: &[Curve],
     charts: &[Planned],
     alerts: &[AlertRow],
+    detections: &[Detection],
     generated: &str,
     x_desc: &str,
 ) -> Result<String, std::fmt::Error> {
@@ -160,6 +195,9 @@ pub fn index(
             escape(name)
         )?;
         latest_table(&mut out, &of_es, &filters)?;
+        let of_es_detections: Vec<&Detection> =
+            detections.iter().filter(|d| d.evalset_id == id).collect();
+        detection_table(&mut out, &of_es_detections)?;
         out.push_str("<h3>Curves</h3>\n");
         for f in &filters {
             out.push_str("<div class=charts>\n");

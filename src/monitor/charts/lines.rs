@@ -34,6 +34,9 @@ pub struct Series {
     pub color: RGBColor,
     /// Points by increasing x.
     pub points: Vec<SeriesPoint>,
+    /// Where the series' regression was first detected (x positions): a dashed vertical line
+    /// each.
+    pub detected: Vec<f64>,
 }
 
 /// A chart of series over training.
@@ -182,6 +185,16 @@ impl LineChart {
                     .map_err(plot_err)?;
             }
             let color = s.color;
+            for &x in &s.detected {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        [(x, y0), (x, y1)],
+                        6,
+                        4,
+                        color.stroke_width(2),
+                    ))
+                    .map_err(plot_err)?;
+            }
             chart
                 .draw_series(LineSeries::new(
                     main.iter().filter_map(|p| Some((p.x, finite(p.y)?))),

@@ -14,6 +14,7 @@ use clap::ValueEnum;
 use plotters::style::RGBColor;
 
 use crate::analysis::curves::{gap, Curve, Point};
+use crate::analysis::detection::{detections, Detection};
 use crate::analysis::recall::RecallRow;
 use crate::analysis::stats::paired::PairedDiff;
 use crate::error::input_error;
@@ -155,6 +156,7 @@ fn file_name(s: &str) -> String {
 pub fn plan(
     curves: &[Curve],
     paired: &HashMap<GapKey, PairedDiff>,
+    detections: &[Detection],
     opts: &ChartOptions,
 ) -> Vec<Planned> {
     let colours = run_colours(curves);
@@ -227,6 +229,7 @@ pub fn plan(
                         anneal: p.anneal,
                     })
                     .collect(),
+                detected: Vec::new(),
             })
             .collect();
         let stem = format!("{}/{}", names[&es], file_name(filter));
@@ -284,10 +287,24 @@ pub fn plan(
                         }
                     })
                     .collect();
+                // The first sustained detection of each kind, at its checkpoint.
+                let detected = detections
+                    .iter()
+                    .filter(|d| d.run == c.run && d.evalset_id == es && d.filter == c.filter)
+                    .filter_map(|d| {
+                        let t = d.first_detected?;
+                        let p = c
+                            .points
+                            .iter()
+                            .find(|p| p.tokens == t && p.anneal == d.anneal)?;
+                        Some(x_of(p))
+                    })
+                    .collect();
                 (!points.is_empty()).then(|| Series {
                     label: format!("{} − {}", c.run, base.run),
                     color: colour(&c.run),
                     points,
+                    detected,
                 })
             })
             .collect();
@@ -341,7 +358,9 @@ pub fn render(
     evalsets: Option<&[i64]>,
 ) -> anyhow::Result<PathBuf> {
     let curves = store.curves(None)?;
-    let charts = plan(&curves, &store.paired_gaps()?, opts);
+    let paired = store.paired_gaps()?;
+    let detections = detections(&curves, &paired, &store.primary_filters()?);
+    let charts = plan(&curves, &paired, &detections, opts);
     std::fs::create_dir_all(out)
         .map_err(|e| input_error(format!("{}: cannot create folder: {e}", out.display())))?;
     for c in charts
@@ -359,6 +378,7 @@ pub fn render(
         &curves,
         &charts,
         &store.alerts()?,
+        &detections,
         &rfc3339(now()),
         opts.x_desc(),
     )?;

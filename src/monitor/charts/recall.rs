@@ -153,12 +153,14 @@ pub fn plan(
                 label: format!("{run} @ {}", at.name),
                 color: colour,
                 points,
+                detected: Vec::new(),
             });
             if let (Some(b), false) = (baseline, gap_points.is_empty()) {
                 gaps.push(Series {
                     label: format!("{run} − {b}"),
                     color: colour,
                     points: gap_points,
+                    detected: Vec::new(),
                 });
             }
         }

@@ -17,6 +17,7 @@ use toml::Spanned;
 
 mod alerts;
 
+use crate::analysis::recall::RecallRow;
 use crate::engine::device::DTypeArg;
 use crate::error::{input_error, line_of};
 use crate::evalset::filter::{filters_from_spanned, SpannedFilters};
@@ -50,6 +51,9 @@ pub struct WatchConfig {
     pub filters: Vec<(String, String)>,
     /// Alert rules and the hook.
     pub alerts: AlertSettings,
+    /// Filters (or recall rows) named before the runs as the tests of an architecture
+    /// regression: their detections are marked as pre-registered, the rest as exploratory.
+    pub primary: Vec<String>,
     /// Watched runs.
     pub runs: Vec<RunConfig>,
 }
@@ -181,6 +185,8 @@ struct RawConfig {
     evalsets: Spanned<Vec<RawEvalset>>,
     #[serde(default)]
     filters: Option<SpannedFilters>,
+    #[serde(default)]
+    primary: Option<Spanned<Vec<String>>>,
     runs: Spanned<Vec<RawRun>>,
     #[serde(default)]
     alerts: Vec<alerts::RawRule>,
@@ -479,6 +485,20 @@ fn validate(
         .map(|(n, _)| n.to_string())
         .chain(filters.iter().map(|(n, _)| n.clone()))
         .collect();
+    let primary = match &raw.primary {
+        Some(list) => {
+            let known = |f: &String| filter_names.contains(f) || RecallRow::parse(f).is_some();
+            if let Some(bad) = list.get_ref().iter().find(|f| !known(f)) {
+                return Err(errs.spanned(
+                    list,
+                    "primary",
+                    &format!("`{bad}` is neither a filter nor a recall row"),
+                ));
+            }
+            list.get_ref().clone()
+        }
+        None => Vec::new(),
+    };
     let evalset_names: Vec<String> = evalsets.iter().map(|e| e.name.clone()).collect();
     let alerts = alerts::validate(
         raw.alerts,
@@ -508,6 +528,7 @@ fn validate(
         evalsets,
         filters,
         alerts,
+        primary,
         runs,
     })
 }
@@ -860,6 +881,21 @@ anneal = ["step10-anneal"]
         let e = err(&format!("\ndevices = [\"cpu\", \"tpu\"]\n{OK}"));
         assert!(
             e.starts_with("w.toml:2: devices[1]: expected cpu, cuda or cuda:N"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn primary_filters_must_be_filters_or_recall_rows() {
+        let ok = WatchConfig::parse(
+            &format!("primary = [\"copy5\", \"recall.gain@64\"]\n{OK}"),
+            Path::new("w.toml"),
+        )
+        .expect("config");
+        assert_eq!(ok.primary, ["copy5", "recall.gain@64"]);
+        let e = err(&format!("\nprimary = [\"copy5\", \"copy6\"]\n{OK}"));
+        assert!(
+            e.starts_with("w.toml:2: primary: `copy6` is neither a filter nor a recall row"),
             "{e}"
         );
     }

@@ -82,6 +82,7 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
     }
     let mut store = Store::open(&config.db)?;
     let evalsets = register_evalsets(config, &mut store)?;
+    store.set_primary_filters(&config.primary)?;
     let runs = register_runs(config, &mut store, &evalsets)?;
 
     // Discovery and the workers stop on this; it is set on `stop` and when a worker stops on
