@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use filtermon::engine::model::twins::{self, Twin, TwinShape};
 use filtermon::engine::train::optim::AdamWConfig;
 use filtermon::engine::train::schedule::Schedule;
-use filtermon::engine::model::twins::{self, Twin, TwinShape};
 use filtermon::engine::train::{bpe, Event, RunOutput, TrainConfig, Trainer};
 use filtermon::evalset::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
 

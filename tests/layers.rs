@@ -84,8 +84,11 @@ fn imports(code: &str) -> Vec<(String, String)> {
     out
 }
 
+/// A `(stage, module)` node.
+type Node = (String, String);
+
 /// Every import edge between `(stage, module)` nodes, with a file that makes it.
-fn edges() -> BTreeMap<((String, String), (String, String)), PathBuf> {
+fn edges() -> BTreeMap<(Node, Node), PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);

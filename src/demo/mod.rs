@@ -19,9 +19,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::analysis::recall::GAIN_PREFIX;
 use crate::analysis::stats::MIN_STABLE_TOKENS;
+use crate::engine::model::twins::{self, Twin, TwinShape};
 use crate::engine::train::optim::AdamWConfig;
 use crate::engine::train::schedule::Schedule;
-use crate::engine::model::twins::{self, Twin, TwinShape};
 use crate::engine::train::{bpe, Event, RunOutput, TrainConfig, Trainer};
 use crate::evalset::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
 use crate::evalset::filter::{builtin_filters, compile_filters};

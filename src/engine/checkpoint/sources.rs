@@ -102,7 +102,9 @@ fn into_anyhow(e: candle_core::Error, origin: &Path) -> anyhow::Error {
     use candle_core::Error;
     match e {
         Error::WithBacktrace { inner, .. } => into_anyhow(*inner, origin),
-        Error::Context { inner, context } => into_anyhow(*inner, origin).context(context.to_string()),
+        Error::Context { inner, context } => {
+            into_anyhow(*inner, origin).context(context.to_string())
+        }
         Error::WrappedContext { wrapped, context } => match wrapped.downcast::<WeightError>() {
             Ok(w) => match *w {
                 WeightError::Native(e) => e,
@@ -132,12 +134,11 @@ impl SafetensorsFiles {
         for (i, path) in files.iter().enumerate() {
             // SAFETY: the file is mapped read-only; filtermon never writes checkpoint files, and a
             // checkpoint is only scored once the writer has finished with it.
-            let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
-                WeightError::Unreadable {
+            let st =
+                unsafe { MmapedSafetensors::new(path) }.map_err(|e| WeightError::Unreadable {
                     file: path.clone(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             for (name, _) in st.tensors() {
                 routing.insert(name, i);
             }
@@ -197,7 +198,12 @@ impl SimpleBackend for SafetensorsFiles {
 }
 
 /// `t` when it has shape `s`, else the error naming `file` and `name`.
-pub(crate) fn checked(t: Tensor, s: &Shape, file: &Path, name: &str) -> Result<Tensor, WeightError> {
+pub(crate) fn checked(
+    t: Tensor,
+    s: &Shape,
+    file: &Path,
+    name: &str,
+) -> Result<Tensor, WeightError> {
     if t.dims() == s.dims() {
         Ok(t)
     } else {
@@ -242,12 +248,15 @@ impl SimpleBackend for Random {
 /// itself says which tensors a spec needs.
 #[derive(Clone, Default)]
 pub struct Recording {
-    log: Arc<Mutex<Vec<(String, Vec<usize>)>>>,
+    log: Arc<Mutex<Vec<Requested>>>,
 }
+
+/// The name and shape of one requested tensor.
+pub type Requested = (String, Vec<usize>);
 
 impl Recording {
     /// The `(name, shape)` of every tensor requested so far, in request order.
-    pub fn recorded(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn recorded(&self) -> Vec<Requested> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 }

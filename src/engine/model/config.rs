@@ -124,7 +124,8 @@ impl Config {
         if !value.is_object() {
             return Err(ConfigError::NotAnObject);
         }
-        let header: Header = serde_path_to_error::deserialize(&value).map_err(ConfigError::invalid)?;
+        let header: Header =
+            serde_path_to_error::deserialize(&value).map_err(ConfigError::invalid)?;
         let model_type = header
             .model_type
             .ok_or(ConfigError::Missing("model_type"))?;
@@ -201,7 +202,7 @@ pub(crate) fn layer_types(
 fn default_layer_type(family: Family, i: usize, layers: usize) -> &'static str {
     match family {
         Family::Olmo2 => "full_attention",
-        Family::Olmo3 if (i + 1) % 4 != 0 => "sliding_attention",
+        Family::Olmo3 if !(i + 1).is_multiple_of(4) => "sliding_attention",
         Family::Olmo3 => "full_attention",
         Family::OlmoHybrid if i % 4 == 3 || (layers < 4 && i + 1 == layers) => "full_attention",
         Family::OlmoHybrid => "linear_attention",

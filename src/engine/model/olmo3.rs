@@ -9,9 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::config::{layer_types, required, ConfigError};
 use super::layers::{linear, RmsNorm};
 use super::path::ExecPath;
-use super::spec::{
-    AttentionSpec, Family, LayerSpec, Mixer, ModelSpec, NormPlacement, Rope, Yarn,
-};
+use super::spec::{AttentionSpec, Family, LayerSpec, Mixer, ModelSpec, NormPlacement, Rope, Yarn};
 use super::tables::{TableKey, Tables};
 
 /// An `olmo2` or `olmo3` `config.json`, as transformers reads it. Required keys are options so
@@ -53,9 +51,10 @@ pub struct Config {
     /// Training-time dropout (written for transformers, not read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_dropout: Option<f64>,
-    /// Longest sequence; YaRN's pretraining length when its parameters leave it out.
+    /// Longest sequence; YaRN's pretraining length when its parameters leave it out. Signed:
+    /// OLMo-core's converter writes -1 for "no limit".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_position_embeddings: Option<usize>,
+    pub max_position_embeddings: Option<i64>,
     /// RMSNorm epsilon (default 1e-5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rms_norm_eps: Option<f64>,
@@ -179,7 +178,9 @@ pub struct RopeParams {
 }
 
 /// A key that may be present with `null` (`Some(None)`), which differs from absent (`None`).
-pub(crate) fn present<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<f64>>, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<f64>>, D::Error> {
     Option::<f64>::deserialize(d).map(Some)
 }
 
@@ -201,7 +202,7 @@ pub struct RopeKeys<'a> {
     /// The legacy `rope_scaling`.
     pub scaling: Option<&'a RopeParams>,
     /// `max_position_embeddings`.
-    pub max_position_embeddings: Option<usize>,
+    pub max_position_embeddings: Option<i64>,
     /// The family's base when no key sets one.
     pub default_theta: f64,
 }
@@ -220,9 +221,7 @@ impl RopeKeys<'_> {
                 AttentionType::Sliding => by_type.sliding_attention.as_ref(),
             },
         };
-        let theta = params
-            .and_then(|p| p.rope_theta)
-            .unwrap_or(legacy_theta);
+        let theta = params.and_then(|p| p.rope_theta).unwrap_or(legacy_theta);
         let Some(theta) = theta else {
             return Ok(None);
         };
@@ -281,11 +280,11 @@ pub(crate) fn attention_spec(
     num_kv_heads: Option<usize>,
     head_dim: Option<usize>,
 ) -> std::result::Result<AttentionSpec, ConfigError> {
-    if num_heads == 0 || hidden_size % num_heads != 0 && head_dim.is_none() {
+    if num_heads == 0 || !hidden_size.is_multiple_of(num_heads) && head_dim.is_none() {
         return Err(ConfigError::HeadsSplitHidden);
     }
     let num_kv_heads = num_kv_heads.unwrap_or(num_heads);
-    if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+    if num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
         return Err(ConfigError::KvHeads {
             heads: num_heads,
             kv_heads: num_kv_heads,

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::{layer_types, required, ConfigError};
-use super::olmo3::{attention_spec, check_common, AttentionType, RopeKeys, RopeParameters, RopeParams};
+use super::olmo3::{
+    attention_spec, check_common, AttentionType, RopeKeys, RopeParameters, RopeParams,
+};
 use super::spec::{Family, GdnSpec, LayerSpec, Mixer, ModelSpec, NormPlacement};
 
 /// The one `model_type` of this family.
@@ -56,9 +58,10 @@ pub struct Config {
     /// Training-time dropout (written for transformers, not read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_dropout: Option<f64>,
-    /// Longest sequence; YaRN's pretraining length when its parameters leave it out.
+    /// Longest sequence; YaRN's pretraining length when its parameters leave it out. Signed:
+    /// OLMo-core's converter writes -1 for "no limit".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_position_embeddings: Option<usize>,
+    pub max_position_embeddings: Option<i64>,
     /// RMSNorm epsilon (default 1e-6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rms_norm_eps: Option<f64>,
@@ -182,7 +185,7 @@ impl Config {
     fn gdn_spec(&self, hidden: usize, heads: usize) -> Result<GdnSpec, ConfigError> {
         let num_k_heads = self.linear_num_key_heads.unwrap_or(heads);
         let num_v_heads = self.linear_num_value_heads.unwrap_or(heads);
-        if num_k_heads == 0 || num_v_heads % num_k_heads != 0 {
+        if num_k_heads == 0 || !num_v_heads.is_multiple_of(num_k_heads) {
             return Err(ConfigError::GdnHeads {
                 k_heads: num_k_heads,
                 v_heads: num_v_heads,

@@ -301,9 +301,9 @@ pub fn lm_loss(model: &CausalLm, batch: &Tensor) -> candle_core::Result<Tensor> 
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::model::twins::{self, Twin, TwinShape};
     use super::*;
     use crate::engine::checkpoint::Checkpoint;
+    use crate::engine::model::twins::{self, Twin, TwinShape};
     use candle_core::DType;
 
     fn tiny_shape() -> TwinShape {

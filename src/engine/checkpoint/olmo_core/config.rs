@@ -294,7 +294,10 @@ fn block(b: &Obj, i: usize, n: usize, d: usize) -> Result<Block> {
     no_bias(ff, "feed_forward")?;
     if let Some(act) = ff.get("activation").and_then(Value::as_str) {
         if act != "silu" {
-            return Err(unsupported(format!("`feed_forward.activation` `{act}`"), ""));
+            return Err(unsupported(
+                format!("`feed_forward.activation` `{act}`"),
+                "",
+            ));
         }
     }
     let eps = rms_eps(obj(b, "layer_norm")?, "layer_norm")?;
@@ -421,10 +424,7 @@ fn window_size(sw: &Obj, i: usize, n: usize) -> Result<Option<usize>> {
         .filter(|p| !p.is_empty())
         .ok_or(NativeConfigError::NoWindowPattern)?
         .iter()
-        .map(|v| {
-            v.as_i64()
-                .ok_or(NativeConfigError::WindowPatternEntry)
-        })
+        .map(|v| v.as_i64().ok_or(NativeConfigError::WindowPatternEntry))
         .collect::<Result<_>>()?;
     let first = opt_bool(sw, "force_full_attention_on_first_layer")?.unwrap_or(true);
     let last = opt_bool(sw, "force_full_attention_on_last_layer")?.unwrap_or(true);
@@ -450,7 +450,10 @@ fn rope(r: &Obj) -> Result<Rope> {
         Some(s) => {
             let class = s.get("_CLASS_").and_then(Value::as_str).unwrap_or("");
             if !class.ends_with(".YaRNRoPEScalingConfig") {
-                return Err(unsupported(format!("RoPE scaling `{class}`"), " (only YaRN)"));
+                return Err(unsupported(
+                    format!("RoPE scaling `{class}`"),
+                    " (only YaRN)",
+                ));
             }
             let factor = opt_f64(s, "factor")?.unwrap_or(8.0);
             Some(Yarn {
@@ -559,7 +562,10 @@ fn gdn_dims(
 fn rms_eps(ln: &Obj, at: &str) -> Result<f64> {
     let name = ln.get("name").and_then(Value::as_str).unwrap_or("default");
     if !matches!(name, "rms" | "fused_rms" | "cute_rms") {
-        return Err(unsupported(format!("`{at}.name` `{name}`"), " (only RMSNorm)"));
+        return Err(unsupported(
+            format!("`{at}.name` `{name}`"),
+            " (only RMSNorm)",
+        ));
     }
     no_bias(ln, at)?;
     if opt_bool(ln, "elementwise_affine")? == Some(false) {
@@ -621,10 +627,12 @@ fn opt<T>(
 ) -> Result<Option<T>> {
     match c.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => read(v).map(Some).ok_or_else(|| NativeConfigError::WrongType {
-            key: k.into(),
-            expected,
-        }),
+        Some(v) => read(v)
+            .map(Some)
+            .ok_or_else(|| NativeConfigError::WrongType {
+                key: k.into(),
+                expected,
+            }),
     }
 }
 

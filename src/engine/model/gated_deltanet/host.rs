@@ -297,5 +297,4 @@ mod tests {
         o.beta.iter_mut().for_each(|b| *b = 0.0);
         assert!(chunked(&inputs(&o, seq), CHUNK).iter().all(|x| *x == 0.0));
     }
-
 }

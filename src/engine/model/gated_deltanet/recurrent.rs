@@ -34,4 +34,3 @@ pub fn recurrent(inputs: &GdnInputs) -> Vec<f32> {
         out
     })
 }
-
