@@ -200,4 +200,39 @@ mod tests {
             assert!(err.contains(want), "{err} lacks {want}");
         }
     }
+
+    #[test]
+    fn values_of_the_wrong_type_name_their_path() {
+        let cases = [
+            (
+                json!({"model_type": "olmo3", "hidden_size": "8"}),
+                "`hidden_size`: invalid type",
+            ),
+            (
+                json!({"model_type": "olmo_hybrid", "rope_parameters": {"full_attention": 3}}),
+                "`rope_parameters`",
+            ),
+            (json!({"model_type": 3}), "`model_type`"),
+            (json!([1, 2]), "expected a JSON object"),
+        ];
+        for (cfg, want) in cases {
+            let err = parse(cfg).expect_err("must fail").to_string();
+            assert!(err.contains(want), "{err} lacks {want}");
+        }
+    }
+
+    #[test]
+    fn a_written_twin_config_reads_back_to_its_spec() {
+        use crate::engine::model::twins::{config, Twin, TwinShape};
+        for shape in [TwinShape::demo(64, 32), TwinShape::bench(5, 256, 64)] {
+            for twin in Twin::ALL {
+                let written = config(twin, &shape);
+                let json = serde_json::to_value(&written).expect("serialises");
+                assert_eq!(
+                    parse(json).expect("reads back"),
+                    written.spec().expect("maps")
+                );
+            }
+        }
+    }
 }

@@ -287,3 +287,40 @@ impl SimpleBackend for Recording {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{is_input_error, one_line};
+
+    #[test]
+    fn loading_errors_come_back_as_one_line_input_errors() {
+        let origin = Path::new("ckpt");
+        let not_found: candle_core::Error = WeightError::NotFound {
+            origin: origin.to_path_buf(),
+            tensor: "model.norm.weight".into(),
+        }
+        .into();
+        let concatenated: candle_core::Error = LoadError::ConcatenatedShape {
+            tensors: "model.layers.0.linear_attn.{q,k,v}_conv1d.weight".into(),
+            got: vec![5, 1, 4],
+            expected: vec![6, 1, 4],
+        }
+        .into();
+        let cases = [
+            (not_found.bt(), "ckpt: tensor `model.norm.weight` not found"),
+            (
+                concatenated.context("layer 0"),
+                "layer 0: ckpt: tensors `model.layers.0.linear_attn.{q,k,v}_conv1d.weight` \
+                 concatenate to shape [5, 1, 4], expected [6, 1, 4]",
+            ),
+        ];
+        for (e, want) in cases {
+            let e = into_anyhow(e, origin);
+            assert!(is_input_error(&e));
+            assert_eq!(one_line(&e), want);
+        }
+        let other = into_anyhow(candle_core::Error::Msg("out of memory".into()), origin);
+        assert!(!is_input_error(&other));
+    }
+}

@@ -144,14 +144,6 @@ impl Config {
             Config::OlmoHybrid(c) => c.spec(),
         }
     }
-
-    /// The family.
-    pub fn family(&self) -> Family {
-        match self {
-            Config::Olmo3(c) => c.model_type.family(),
-            Config::OlmoHybrid(_) => Family::OlmoHybrid,
-        }
-    }
 }
 
 /// A required key.

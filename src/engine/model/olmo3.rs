@@ -113,7 +113,7 @@ impl ModelType {
 }
 
 /// `rope_parameters`: one set for every attention layer, or one per layer type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum RopeParameters {
     /// Keyed by layer type.
@@ -122,10 +122,24 @@ pub enum RopeParameters {
     Flat(RopeParams),
 }
 
+impl<'de> Deserialize<'de> for RopeParameters {
+    /// Keyed by layer type when a layer type is among the keys, as transformers decides it.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let by_type = map.contains_key("full_attention") || map.contains_key("sliding_attention");
+        let value = serde_json::Value::Object(map);
+        if by_type {
+            serde_json::from_value(value).map(Self::ByLayerType)
+        } else {
+            serde_json::from_value(value).map(Self::Flat)
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
 /// `rope_parameters` keyed by layer type; a type left out (or `null`) falls back to the legacy
-/// keys. Any other key makes it the flat form.
+/// keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RopeByLayerType {
     /// RoPE of the full-attention layers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

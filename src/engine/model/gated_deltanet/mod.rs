@@ -2,8 +2,9 @@
 //!
 //! Projections, the depthwise causal convolution and the gated output norm are candle ops. The
 //! delta-rule recurrence runs, in its chunked form, either as a plain-Rust f32 kernel parallel
-//! over heads (the host path, fastest on the CPU) or as batched tensor ops (training's autograd,
-//! and the device path). The token-by-token recurrence is kept as the test oracle.
+//! over heads ([`host`], the host path, fastest on the CPU) or as batched tensor ops ([`ops`],
+//! training's autograd and the device path). The token-by-token recurrence ([`recurrent`]) is
+//! kept as the test oracle.
 
 pub mod host;
 pub mod ops;
