@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use filtermon::engine::model::twins::{self, Twin, TwinShape};
 use filtermon::engine::train::optim::AdamWConfig;
 use filtermon::engine::train::schedule::Schedule;
-use filtermon::engine::train::twins::{config_json, Twin, TwinShape};
 use filtermon::engine::train::{bpe, Event, RunOutput, TrainConfig, Trainer};
 use filtermon::evalset::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
 
@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             dir: dir.path().join(twin.name()),
             tokenizer: tok_path.clone(),
         };
-        let mut trainer = Trainer::new(config_json(twin, &shape), Arc::clone(&stream), cfg, out)?;
+        let mut trainer = Trainer::new(twins::config(twin, &shape), Arc::clone(&stream), cfg, out)?;
         let t = Instant::now();
         let mut last = 0.0;
         trainer.run(&mut |e| {

@@ -10,57 +10,21 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::commands::cli::{BenchArch, BenchArgs};
-use crate::engine::checkpoint::weights::Weights;
-use crate::engine::checkpoint::{hf_config, Checkpoint};
+use crate::engine::checkpoint::sources::{self, Random};
+use crate::engine::checkpoint::Checkpoint;
 use crate::engine::device;
 use crate::engine::device::DTypeArg;
-use crate::engine::model::CausalLm;
+use crate::engine::model::twins::{self, Twin, TwinShape};
 use crate::engine::score::{score_windows, Window};
 use crate::error::input_error;
 
-/// The twins' `config.json`, mirroring `twin_configs` in `scripts/bench_torch.py`.
-pub fn twin_config(arch: BenchArch, layers: usize, hidden: usize, vocab: usize) -> Value {
-    let heads = (hidden / 64).max(1);
-    let gdn_heads = (hidden / 128).max(1);
-    let mut c = json!({
-        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": 4 * hidden,
-        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": heads,
-        "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
-        "linear_num_key_heads": gdn_heads, "linear_num_value_heads": gdn_heads,
-        "linear_key_head_dim": 64, "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4,
-        "linear_allow_neg_eigval": true,
-    });
-    let types: Vec<&str> = match arch {
-        BenchArch::Transformer => vec!["full_attention"; layers],
-        BenchArch::Gdn => vec!["linear_attention"; layers],
-        BenchArch::Hybrid | BenchArch::All => {
-            let mut t: Vec<&str> = (0..layers)
-                .map(|i| {
-                    if i % 4 == 3 {
-                        "full_attention"
-                    } else {
-                        "linear_attention"
-                    }
-                })
-                .collect();
-            if !t.contains(&"full_attention") {
-                if let Some(last) = t.last_mut() {
-                    *last = "full_attention";
-                }
-            }
-            t
-        }
-    };
-    c["layer_types"] = json!(types);
-    if arch == BenchArch::Transformer {
-        c["model_type"] = json!("olmo3");
-        c["rope_parameters"] =
-            json!({"full_attention": {"rope_type": "default", "rope_theta": 500000.0}});
-    } else {
-        c["model_type"] = json!("olmo_hybrid");
-        c["rope_parameters"] = json!({"rope_type": "default", "rope_theta": null});
+/// The twin benchmarked as `arch`.
+fn twin(arch: BenchArch) -> Twin {
+    match arch {
+        BenchArch::Transformer => Twin::Transformer,
+        BenchArch::Hybrid | BenchArch::All => Twin::Hybrid,
+        BenchArch::Gdn => Twin::Recurrent,
     }
-    c
 }
 
 /// Runs the command.
@@ -107,13 +71,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         )?;
     }
     for arch in archs {
-        let cfg = twin_config(arch, args.layers, args.hidden, args.vocab);
-        let spec = hf_config::parse(
-            cfg.as_object()
-                .ok_or_else(|| anyhow::anyhow!("config is an object"))?,
-        )
-        .map_err(|e| anyhow::anyhow!("bench config: {e}"))?;
-        let model = CausalLm::load(&spec, &Weights::random(args.dtype.dtype(), &device))?;
+        let shape = TwinShape::bench(args.layers, args.hidden, args.vocab);
+        let spec = twins::config(twin(arch), &shape)
+            .spec()
+            .map_err(|e| anyhow::anyhow!("bench config: {e}"))?;
+        let vb = sources::var_builder(Random, args.dtype.dtype(), &device);
+        let model = sources::build(&spec, vb, Path::new("<random>"))?;
         let params = model.parameter_count();
         let path = model.path;
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);

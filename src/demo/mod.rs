@@ -19,9 +19,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::analysis::recall::RecallRow;
 use crate::analysis::stats::MIN_STABLE_TOKENS;
+use crate::engine::model::twins::{self, Twin, TwinShape};
 use crate::engine::train::optim::AdamWConfig;
 use crate::engine::train::schedule::Schedule;
-use crate::engine::train::twins::{config_json, Twin, TwinShape};
 use crate::engine::train::{bpe, Event, RunOutput, TrainConfig, Trainer};
 use crate::evalset::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
 use crate::evalset::filter::{builtin_filters, compile_filters};
@@ -350,7 +350,7 @@ fn trainers(
             .find(|r| r.name == twin.name())
             .with_context(|| format!("the demo config has no run {}", twin.name()))?;
         let trainer = Trainer::new(
-            config_json(twin, &plan.shape),
+            twins::config(twin, &plan.shape),
             Arc::clone(stream),
             plan.train.clone(),
             RunOutput {

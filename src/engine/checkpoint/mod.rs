@@ -5,17 +5,18 @@
 
 pub mod hf_config;
 pub mod olmo_core;
-pub mod weights;
+pub mod sources;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
 use serde_json::Value;
 
 use crate::engine::model::spec::ModelSpec;
 use crate::engine::model::CausalLm;
 use crate::error::input_error;
-use weights::Weights;
+use sources::SafetensorsFiles;
 
 /// How a checkpoint stores its weights.
 #[derive(Debug, Clone)]
@@ -72,23 +73,25 @@ impl Checkpoint {
         })
     }
 
-    /// Maps the weights.
-    pub fn weights(&self, dtype: DType, device: &Device) -> anyhow::Result<Weights> {
-        match &self.format {
+    /// The weights, mapped, as a [`VarBuilder`] that converts to `dtype` on `device`; always
+    /// asked for by Hugging Face name.
+    pub fn weights(&self, dtype: DType, device: &Device) -> anyhow::Result<VarBuilder<'static>> {
+        Ok(match &self.format {
             Format::HuggingFace { weight_files } => {
-                Weights::open(&self.dir, weight_files, dtype, device)
+                let files = SafetensorsFiles::open(&self.dir, weight_files)
+                    .map_err(|e| input_error(e.to_string()))?;
+                sources::var_builder(files, dtype, device)
             }
-            Format::OlmoCore(model) => Ok(Weights::native(
-                olmo_core::NativeSource::open(&self.dir, model)?,
-                dtype,
-                device,
-            )),
-        }
+            Format::OlmoCore(model) => {
+                let native = olmo_core::NativeSource::open(&self.dir, model)?;
+                sources::var_builder(native, dtype, device)
+            }
+        })
     }
 
     /// Maps the weights and builds the model.
     pub fn load_model(&self, dtype: DType, device: &Device) -> anyhow::Result<CausalLm> {
-        CausalLm::load(&self.spec, &self.weights(dtype, device)?)
+        sources::build(&self.spec, self.weights(dtype, device)?, &self.dir)
     }
 
     /// Whether the weights are Hugging Face safetensors (as opposed to an OLMo-core folder).

@@ -1,6 +1,7 @@
 //! Building blocks shared by the architectures: linear maps, RMSNorm, SwiGLU.
 
 use candle_core::{DType, Result, Tensor, D};
+use candle_nn::VarBuilder;
 
 use super::path::ExecPath;
 
@@ -38,6 +39,11 @@ impl RmsNorm {
             eps,
             path: ExecPath::Host,
         })
+    }
+
+    /// Loads `weight` (`[size]`, in the model dtype) from `vb`.
+    pub fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Self::new(vb.get(size, "weight")?, eps)
     }
 
     /// Normalises over the last dim.
@@ -89,10 +95,30 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// Loads `gate_proj`, `up_proj` and `down_proj` from `vb`.
+    pub fn new(hidden: usize, intermediate: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            gate: vb.get((intermediate, hidden), "gate_proj.weight")?,
+            up: vb.get((intermediate, hidden), "up_proj.weight")?,
+            down: vb.get((hidden, intermediate), "down_proj.weight")?,
+        })
+    }
+
     /// Applies the MLP.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let g = silu(&linear(x, &self.gate)?)?;
         let u = linear(x, &self.up)?;
         linear(&(g * u)?, &self.down)
     }
+}
+
+/// The first of `prefixes` under which `vb` holds a `weight`, for modules checkpoints save under
+/// more than one name; the first one when none does, so that the error names it.
+pub fn pick<'a>(vb: &VarBuilder, prefixes: &[&'a str]) -> &'a str {
+    prefixes
+        .iter()
+        .find(|p| vb.contains_tensor(&format!("{p}.weight")))
+        .or(prefixes.first())
+        .copied()
+        .unwrap_or_default()
 }

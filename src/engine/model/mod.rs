@@ -1,28 +1,60 @@
-//! The models: a decoder stack of attention and Gated DeltaNet blocks, built from a [`ModelSpec`].
+//! The models: a decoder stack of attention and Gated DeltaNet blocks, built from a [`ModelSpec`]
+//! and a [`VarBuilder`] whose paths spell the Hugging Face tensor names.
 //!
-//! Olmo 2/3 are stacks of post-norm attention blocks; Olmo Hybrid mixes in pre-norm GDN blocks;
-//! the pure-recurrent model is GDN blocks only. One stack type serves all three.
+//! Olmo 2/3 ([`olmo3`]) are stacks of post-norm attention blocks; Olmo Hybrid ([`olmo_hybrid`])
+//! mixes in pre-norm GDN blocks ([`gated_deltanet`]); the pure-recurrent model is GDN blocks
+//! only. One stack type serves all three, and OLMo-core's own configs map to the same spec.
 
-pub mod delta_rule_ops;
+pub mod config;
 pub mod gated_deltanet;
 pub mod layers;
 pub mod nll;
 pub mod olmo3;
+pub mod olmo_hybrid;
 pub mod path;
 pub mod spec;
 pub mod tables;
+pub mod twins;
 
-use candle_core::{DType, Result as CResult, Tensor};
+use candle_core::{Result as CResult, Tensor};
+use candle_nn::VarBuilder;
 
-use crate::engine::checkpoint::weights::Weights;
-use crate::error::input_error;
 use gated_deltanet::GatedDeltaNet;
-use layers::{Mlp, RmsNorm};
+use layers::{pick, Mlp, RmsNorm};
 use nll::TokenScore;
 use olmo3::Attention;
 use path::ExecPath;
-use spec::{Mixer as MixerSpec, ModelSpec, NormPlacement};
+use spec::{LayerSpec, Mixer as MixerSpec, ModelSpec, NormPlacement};
 use tables::Tables;
+
+/// A checkpoint whose tensors do not fit together, found while building the model (a missing
+/// or misshapen tensor is the weight source's own error).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LoadError {
+    /// Parts of a tensor saved separately that do not add up to the whole.
+    #[error("tensors `{tensors}` concatenate to shape {got:?}, expected {expected:?}")]
+    ConcatenatedShape {
+        /// The parts, as a brace pattern.
+        tensors: String,
+        /// Shape of the concatenation.
+        got: Vec<usize>,
+        /// Shape the layer needs.
+        expected: Vec<usize>,
+    },
+    /// A layer type without the dimensions it needs.
+    #[error("a linear_attention layer without GDN dimensions")]
+    NoGdnShape,
+}
+
+impl From<LoadError> for candle_core::Error {
+    /// Carried through candle's error, to be recovered by type where loading is called.
+    fn from(e: LoadError) -> Self {
+        candle_core::Error::WrappedContext {
+            wrapped: Box::new(e),
+            context: String::new(),
+        }
+    }
+}
 
 /// A block's token mixer.
 #[derive(Debug, Clone)]
@@ -81,6 +113,38 @@ impl Block {
             }
         };
         mlp + norms + mixer
+    }
+
+    /// Loads layer `layer` from `vb` (`model.layers.{i}`): MLP, mixer, then the two norms.
+    fn new(spec: &ModelSpec, layer: &LayerSpec, tables: &Tables, vb: VarBuilder) -> CResult<Self> {
+        let (h, eps) = (spec.hidden_size, spec.rms_norm_eps);
+        let mlp = Mlp::new(h, spec.intermediate_size, vb.pp("mlp"))?;
+        let mixer = match &layer.mixer {
+            MixerSpec::Attention { window, rope } => Mixer::Attention(Attention::new(
+                spec,
+                *window,
+                rope.clone(),
+                tables.clone(),
+                vb.pp("self_attn"),
+            )?),
+            MixerSpec::GatedDeltaNet => {
+                let g = spec.gdn.as_ref().ok_or(LoadError::NoGdnShape)?;
+                Mixer::GatedDeltaNet(GatedDeltaNet::new(
+                    g,
+                    h,
+                    tables.clone(),
+                    vb.pp("linear_attn"),
+                )?)
+            }
+        };
+        let (first, second) = norm_names(layer.norm);
+        Ok(Self {
+            mixer,
+            mlp,
+            mixer_norm: RmsNorm::load(h, eps, vb.pp(pick(&vb, first)))?,
+            mlp_norm: RmsNorm::load(h, eps, vb.pp(pick(&vb, second)))?,
+            placement: layer.norm,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
@@ -182,106 +246,28 @@ impl CausalLm {
         self.spec.hidden_size
     }
 
-    /// Loads every tensor named by `spec`, checking shapes.
-    pub fn load(spec: &ModelSpec, w: &Weights) -> anyhow::Result<Self> {
+    /// Loads every tensor `spec` needs from `vb`, which checks their shapes.
+    pub fn new(spec: &ModelSpec, vb: VarBuilder) -> CResult<Self> {
         let (v, h) = (spec.vocab_size, spec.hidden_size);
-        let eps = spec.rms_norm_eps;
-        let path = ExecPath::for_device(w.device());
+        let path = ExecPath::for_device(vb.device());
         let tables = Tables::default();
-        let embed = w.get(&["model.embed_tokens.weight"], &[v, h])?;
+        let m = vb.pp("model");
+        // Requested in the order training initialises its parameters in (embedding, head, final
+        // norm, then layer by layer), so that a seed gives the same model.
+        let embed = m.get((v, h), "embed_tokens.weight")?;
         let lm_head = if spec.tie_word_embeddings {
             embed.clone()
         } else {
-            w.get(&["lm_head.weight"], &[v, h])?
+            vb.get((v, h), "lm_head.weight")?
         };
-        let norm = RmsNorm::new(w.get(&["model.norm.weight"], &[h])?, eps)?;
-        let mut blocks = Vec::with_capacity(spec.layers.len());
-        for (i, layer) in spec.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            let n = |s: &str| format!("{p}.{s}");
-            let mlp = Mlp {
-                gate: w.get(&[&n("mlp.gate_proj.weight")], &[spec.intermediate_size, h])?,
-                up: w.get(&[&n("mlp.up_proj.weight")], &[spec.intermediate_size, h])?,
-                down: w.get(&[&n("mlp.down_proj.weight")], &[h, spec.intermediate_size])?,
-            };
-            let (mixer, mixer_norm, mlp_norm) = match &layer.mixer {
-                MixerSpec::Attention { window, rope } => {
-                    let a = &spec.attention;
-                    let (qd, kvd) = (a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim);
-                    let attn = Attention {
-                        q: w.get(&[&n("self_attn.q_proj.weight")], &[qd, h])?,
-                        k: w.get(&[&n("self_attn.k_proj.weight")], &[kvd, h])?,
-                        v: w.get(&[&n("self_attn.v_proj.weight")], &[kvd, h])?,
-                        o: w.get(&[&n("self_attn.o_proj.weight")], &[h, qd])?,
-                        q_norm: RmsNorm::new(w.get(&[&n("self_attn.q_norm.weight")], &[qd])?, eps)?,
-                        k_norm: RmsNorm::new(
-                            w.get(&[&n("self_attn.k_norm.weight")], &[kvd])?,
-                            eps,
-                        )?,
-                        spec: a.clone(),
-                        window: *window,
-                        rope: rope.clone(),
-                        tables: tables.clone(),
-                        path,
-                    };
-                    let (first, second) = norm_names(layer.norm);
-                    (
-                        Mixer::Attention(attn),
-                        RmsNorm::new(w.get(&name_list(&p, first), &[h])?, eps)?,
-                        RmsNorm::new(w.get(&name_list(&p, second), &[h])?, eps)?,
-                    )
-                }
-                MixerSpec::GatedDeltaNet => {
-                    let g = spec.gdn.as_ref().ok_or_else(|| {
-                        input_error("a linear_attention layer without GDN dimensions")
-                    })?;
-                    if g.conv_kernel == 0 {
-                        return Err(input_error("`linear_conv_kernel_dim` must be at least 1"));
-                    }
-                    let (kd, vd, nv) = (g.key_dim(), g.value_dim(), g.num_v_heads);
-                    let la = |s: &str| n(&format!("linear_attn.{s}"));
-                    // transformers keeps `A_log` in f32 whatever the load dtype, but `dt_bias` and
-                    // the o_norm weight in the model dtype: round those through it.
-                    let model_dtype_as_f32 =
-                        |names: &[&str], len: usize| -> anyhow::Result<Tensor> {
-                            Ok(w.get(names, &[len])?.to_dtype(DType::F32)?)
-                        };
-                    let gdn = GatedDeltaNet {
-                        q: w.get(&[&la("q_proj.weight")], &[kd, h])?,
-                        k: w.get(&[&la("k_proj.weight")], &[kd, h])?,
-                        v: w.get(&[&la("v_proj.weight")], &[vd, h])?,
-                        a: w.get(&[&la("a_proj.weight")], &[nv, h])?,
-                        b: w.get(&[&la("b_proj.weight")], &[nv, h])?,
-                        g: w.get(&[&la("g_proj.weight")], &[vd, h])?,
-                        o: w.get(&[&la("o_proj.weight"), &la("out_proj.weight")], &[h, vd])?,
-                        conv: conv_weight(w, &la, 2 * kd + vd, g.conv_kernel)?,
-                        a_log: w.get_as(&[&la("A_log")], &[nv], DType::F32)?,
-                        dt_bias: model_dtype_as_f32(&[&la("dt_bias")], nv)?,
-                        o_norm: model_dtype_as_f32(
-                            &[&la("o_norm.weight"), &la("norm.weight")],
-                            g.head_v_dim,
-                        )?,
-                        spec: g.clone(),
-                        chunk: gated_deltanet::CHUNK,
-                        path,
-                        tables: tables.clone(),
-                    };
-                    let (first, second) = norm_names(layer.norm);
-                    (
-                        Mixer::GatedDeltaNet(gdn),
-                        RmsNorm::new(w.get(&name_list(&p, first), &[h])?, eps)?,
-                        RmsNorm::new(w.get(&name_list(&p, second), &[h])?, eps)?,
-                    )
-                }
-            };
-            blocks.push(Block {
-                mixer,
-                mlp,
-                mixer_norm,
-                mlp_norm,
-                placement: layer.norm,
-            });
-        }
+        let norm = RmsNorm::load(h, spec.rms_norm_eps, m.pp("norm"))?;
+        let layers = m.pp("layers");
+        let blocks = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| Block::new(spec, layer, &tables, layers.pp(i)))
+            .collect::<CResult<Vec<_>>>()?;
         let mut model = Self {
             embed,
             blocks,
@@ -304,44 +290,4 @@ fn norm_names(placement: NormPlacement) -> (&'static [&'static str], &'static [&
         NormPlacement::Post => (POST_ATTN, &["post_feedforward_layernorm"]),
         NormPlacement::Pre => (INPUT, POST_ATTN),
     }
-}
-
-fn name_list(prefix: &str, names: &[&str]) -> Vec<String> {
-    names
-        .iter()
-        .map(|s| format!("{prefix}.{s}.weight"))
-        .collect()
-}
-
-/// The depthwise conv weight as `[conv_dim, kernel]`, from the fused tensor or from
-/// `q_conv1d`/`k_conv1d`/`v_conv1d` concatenated (whatever their individual row counts).
-fn conv_weight(
-    w: &Weights,
-    la: &dyn Fn(&str) -> String,
-    conv_dim: usize,
-    kernel: usize,
-) -> anyhow::Result<Tensor> {
-    let fused = la("conv1d.weight");
-    if w.contains(&[&fused]) {
-        let t = w.get(&[&fused], &[conv_dim, 1, kernel])?;
-        return Ok(t.reshape((conv_dim, kernel))?);
-    }
-    let t = {
-        let parts = ["q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight"]
-            .iter()
-            .map(|p| w.get_raw(&[&la(p)]))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Tensor::cat(&parts, 0)?
-    };
-    if t.dims() != [conv_dim, 1, kernel] {
-        return Err(input_error(format!(
-            "{}: tensors `{}` concatenate to shape {:?}, expected [{conv_dim}, 1, {kernel}]",
-            w.origin().display(),
-            la("{q,k,v}_conv1d.weight"),
-            t.dims()
-        )));
-    }
-    Ok(t.reshape((conv_dim, kernel))?
-        .to_dtype(w.dtype())?
-        .to_device(w.device())?)
 }

@@ -11,7 +11,6 @@ pub mod data;
 pub mod optim;
 pub mod params;
 pub mod schedule;
-pub mod twins;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +20,10 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
+use crate::engine::model::config::Config;
 use crate::engine::model::spec::ModelSpec;
 use crate::engine::model::CausalLm;
+use crate::error::input_error;
 use data::Sampler;
 use optim::{AdamW, AdamWConfig};
 use params::Params;
@@ -106,17 +107,20 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh model for `config_json` (a Hugging Face config), trained on `tokens` (documents
+    /// A fresh model for `config` (what its checkpoints' `config.json` will hold), trained on `tokens` (documents
     /// concatenated, separated by the end-of-text id).
     pub fn new(
-        config_json: Value,
+        config: Config,
         tokens: Arc<Vec<u32>>,
         cfg: TrainConfig,
         out: RunOutput,
     ) -> anyhow::Result<Self> {
         cfg.schedule.validate()?;
         let device = Device::Cpu;
-        let spec = twins::spec_of(&config_json)?;
+        let spec = config
+            .spec()
+            .map_err(|e| input_error(format!("model config: {e}")))?;
+        let config_json = serde_json::to_value(&config)?;
         let params = Params::init(&spec, cfg.seed, &device)?;
         let model = params.model(&spec, &device)?;
         let opt = AdamW::new(params.vars(), cfg.adamw)?;
@@ -297,9 +301,9 @@ pub fn lm_loss(model: &CausalLm, batch: &Tensor) -> candle_core::Result<Tensor> 
 
 #[cfg(test)]
 mod tests {
-    use super::twins::{config_json, Twin, TwinShape};
     use super::*;
     use crate::engine::checkpoint::Checkpoint;
+    use crate::engine::model::twins::{self, Twin, TwinShape};
     use candle_core::DType;
 
     fn tiny_shape() -> TwinShape {
@@ -310,8 +314,9 @@ mod tests {
             num_heads: 2,
             head_dim: 16,
             intermediate_size: 64,
-            sliding_window: 8,
+            sliding_window: Some(8),
             max_position_embeddings: 64,
+            ..TwinShape::demo(48, 16)
         }
     }
 
@@ -346,7 +351,7 @@ mod tests {
             dir: dir.join(twin.name()),
             tokenizer: PathBuf::from("tests/fixtures/tokenizer.json"),
         };
-        Trainer::new(config_json(twin, &tiny_shape()), tokens(), cfg, out)
+        Trainer::new(twins::config(twin, &tiny_shape()), tokens(), cfg, out)
     }
 
     #[test]
@@ -406,7 +411,7 @@ mod tests {
 
     #[test]
     fn every_parameter_gets_a_gradient() -> anyhow::Result<()> {
-        let spec = twins::spec_of(&config_json(Twin::Hybrid, &tiny_shape()))?;
+        let spec = twins::config(Twin::Hybrid, &tiny_shape()).spec()?;
         let params = Params::init(&spec, 1, &Device::Cpu)?;
         let model = params.model(&spec, &Device::Cpu)?;
         let batch = Sampler::new(tokens(), 16, 48, 1)?.batch(2, &Device::Cpu)?;

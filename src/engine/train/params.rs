@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::engine::checkpoint::weights::Weights;
+use crate::engine::checkpoint::sources::{self, Recording};
 use crate::engine::model::spec::ModelSpec;
 use crate::engine::model::CausalLm;
 
@@ -25,10 +25,12 @@ impl Params {
     /// Fresh parameters for `spec`, deterministic in `seed`.
     ///
     /// Names and shapes come from running the real loader against a recording source, so the
-    /// saved file holds exactly the tensors [`CausalLm::load`] reads.
+    /// saved file holds exactly the tensors [`CausalLm::new`] reads.
     pub fn init(spec: &ModelSpec, seed: u64, device: &Device) -> anyhow::Result<Self> {
-        let recording = Weights::recording(DType::F32, device);
-        CausalLm::load(spec, &recording).context("listing the model's tensors")?;
+        let recording = Recording::default();
+        let vb = sources::var_builder(recording.clone(), DType::F32, device);
+        sources::build(spec, vb, Path::new("<recording>"))
+            .context("listing the model's tensors")?;
         let mut rng = StdRng::seed_from_u64(seed);
         let vars = recording
             .recorded()
@@ -60,7 +62,10 @@ impl Params {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        CausalLm::load(spec, &Weights::from_tensors(map, DType::F32, device))
+        // candle's in-memory backend hands out the tensors themselves when dtype and device
+        // match, as they do here.
+        let vb = sources::var_builder(map, DType::F32, device);
+        sources::build(spec, vb, Path::new("<memory>"))
     }
 
     /// Independent copies of every variable (the start of an annealing branch).

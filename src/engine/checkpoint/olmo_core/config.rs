@@ -5,12 +5,120 @@
 //! `fla` blocks, flash-linear-attention's `GatedDeltaNet`. Anything filtermon's models would
 //! compute differently is refused with the key that asks for it.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::engine::checkpoint::hf_config::{opt_bool, opt_f64, opt_usize, req_usize, Obj};
 use crate::engine::model::spec::{
     AttentionSpec, Family, GdnSpec, LayerSpec, Mixer, ModelSpec, NormPlacement, Rope, Yarn,
 };
+
+/// A JSON object.
+pub(crate) type Obj = Map<String, Value>;
+
+/// What filtermon cannot map in OLMo-core's model config, naming the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NativeConfigError {
+    /// A required key is absent (or null).
+    #[error("missing `{0}`")]
+    Missing(String),
+    /// A required object is absent.
+    #[error("missing object `{0}`")]
+    MissingObject(String),
+    /// A value of the wrong type.
+    #[error("`{key}` is not {expected}")]
+    WrongType {
+        /// The key.
+        key: String,
+        /// What it should be, e.g. `a number`.
+        expected: &'static str,
+    },
+    /// A setting filtermon's models would compute differently.
+    #[error("{what} is not supported{only}")]
+    Unsupported {
+        /// The setting, as written in messages.
+        what: String,
+        /// What is supported instead, e.g. ` (only YaRN)`.
+        only: String,
+    },
+    /// Blocks that disagree about what the model spec holds once.
+    #[error("blocks differ in {0}, which filtermon keeps once per model")]
+    BlocksDiffer(&'static str),
+    /// A model without layers.
+    #[error("`n_layers` is 0")]
+    NoLayers,
+    /// The layer pattern of named blocks is absent.
+    #[error("`model.block` holds named blocks but `model.block_pattern` is missing")]
+    NoBlockPattern,
+    /// A pattern entry that is not a block name.
+    #[error("`model.block_pattern` holds a non-string")]
+    PatternEntry,
+    /// A pattern entry naming no block.
+    #[error("`model.block_pattern` names unknown block `{0}`")]
+    UnknownBlock(String),
+    /// A block override for no layer.
+    #[error("`model.block_overrides` key `{0}` is not a layer")]
+    OverrideKey(String),
+    /// A block override that is not a block.
+    #[error("`model.block_overrides.{0}` is not an object")]
+    OverrideValue(String),
+    /// A block without a token mixer.
+    #[error("no `sequence_mixer`")]
+    NoSequenceMixer,
+    /// QK-norm with its own epsilon.
+    #[error("`qk_norm.eps` differs from `layer_norm.eps`")]
+    QkNormEps,
+    /// Query heads that key/value heads do not divide.
+    #[error("`n_heads` ({heads}) is not a multiple of `n_kv_heads` ({kv_heads})")]
+    KvHeads {
+        /// `n_heads`.
+        heads: usize,
+        /// `n_kv_heads`.
+        kv_heads: usize,
+    },
+    /// A sliding window without its pattern.
+    #[error("`sliding_window.pattern` is missing")]
+    NoWindowPattern,
+    /// A window pattern entry that is not an integer.
+    #[error("`sliding_window.pattern` holds a non-integer")]
+    WindowPatternEntry,
+    /// A window size that is neither a length nor "full".
+    #[error("sliding window size {0} is neither positive nor -1")]
+    WindowSize(i64),
+    /// GDN value heads that its heads do not divide.
+    #[error("GDN value heads ({v_heads}) are not a multiple of its heads ({heads})")]
+    GdnHeads {
+        /// Query/key heads.
+        heads: usize,
+        /// Value heads.
+        v_heads: usize,
+    },
+    /// A GDN value width that is not a whole number.
+    #[error("`head_dim × expand_v` = {0} is not a whole width")]
+    ValueWidth(f64),
+    /// A convolution without taps.
+    #[error("GDN `conv_size` must be at least 1")]
+    ConvSize,
+    /// A bias, which OLMo-core adds unless told `bias: false`.
+    #[error("`{0}.bias` is not false (biases are not supported)")]
+    Bias(String),
+    /// The error of one block's config, with the key of the block.
+    #[error("{at}: {source}")]
+    InBlock {
+        /// `model.block`, `model.block.NAME` or `model.block_overrides.I`.
+        at: String,
+        /// What is wrong in it.
+        source: Box<NativeConfigError>,
+    },
+}
+
+type Result<T> = std::result::Result<T, NativeConfigError>;
+
+/// `what` is not supported; `only` says what is, when that helps.
+fn unsupported(what: impl Into<String>, only: &str) -> NativeConfigError {
+    NativeConfigError::Unsupported {
+        what: what.into(),
+        only: only.into(),
+    }
+}
 
 /// How a block's tensors are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +151,11 @@ struct Block {
 }
 
 /// Maps the `model` object; errors are messages naming the key.
-pub fn parse(m: &Obj) -> Result<NativeModel, String> {
+pub fn parse(m: &Obj) -> Result<NativeModel> {
     expect_str(m, "name", "default", "model")?;
     for k in ["embedding_norm", "embed_scale", "block_overrides_moe"] {
         if !is_null(m.get(k)) {
-            return Err(format!("`model.{k}` is not supported"));
+            return Err(unsupported(format!("`model.{k}`"), ""));
         }
     }
     let d = req_usize(m, "d_model")?;
@@ -57,22 +165,25 @@ pub fn parse(m: &Obj) -> Result<NativeModel, String> {
     let blocks = configs
         .iter()
         .enumerate()
-        .map(|(i, (label, b))| block(b, i, n, d).map_err(|e| format!("{label}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(i, (label, b))| {
+            block(b, i, n, d).map_err(|e| NativeConfigError::InBlock {
+                at: label.clone(),
+                source: Box::new(e),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let lm_head = obj(m, "lm_head")?;
     expect_str(lm_head, "name", "default", "lm_head")?;
     no_bias(lm_head, "lm_head")?;
     let final_eps = rms_eps(obj(lm_head, "layer_norm")?, "lm_head.layer_norm")?;
-    let same = |what: &str, ok: bool| {
+    let same = |what: &'static str, ok: bool| {
         if ok {
             Ok(())
         } else {
-            Err(format!(
-                "blocks differ in {what}, which filtermon keeps once per model"
-            ))
+            Err(NativeConfigError::BlocksDiffer(what))
         }
     };
-    let first = blocks.first().ok_or("`n_layers` is 0")?;
+    let first = blocks.first().ok_or(NativeConfigError::NoLayers)?;
     same(
         "norm epsilon",
         blocks.iter().all(|b| b.eps == final_eps) && first.eps == final_eps,
@@ -114,7 +225,7 @@ pub fn parse(m: &Obj) -> Result<NativeModel, String> {
 }
 
 /// The one value every item shares (`Ok(None)` when there are none, `Err` when they differ).
-fn common<T: PartialEq>(mut items: impl Iterator<Item = T>) -> Result<Option<T>, ()> {
+fn common<T: PartialEq>(mut items: impl Iterator<Item = T>) -> std::result::Result<Option<T>, ()> {
     let Some(first) = items.next() else {
         return Ok(None);
     };
@@ -126,7 +237,7 @@ fn common<T: PartialEq>(mut items: impl Iterator<Item = T>) -> Result<Option<T>,
 }
 
 /// The block config of every layer, as `resolve_block_configs` picks them.
-fn resolve_blocks(m: &Obj, n: usize) -> Result<Vec<(String, &Obj)>, String> {
+fn resolve_blocks(m: &Obj, n: usize) -> Result<Vec<(String, &Obj)>> {
     let block = obj(m, "block")?;
     let named = !block.contains_key("name")
         && !block.contains_key("sequence_mixer")
@@ -137,16 +248,16 @@ fn resolve_blocks(m: &Obj, n: usize) -> Result<Vec<(String, &Obj)>, String> {
             .get("block_pattern")
             .and_then(Value::as_array)
             .filter(|p| !p.is_empty())
-            .ok_or("`model.block` holds named blocks but `model.block_pattern` is missing")?;
+            .ok_or(NativeConfigError::NoBlockPattern)?;
         return (0..n)
             .map(|i| {
                 let name = pattern[i % pattern.len()]
                     .as_str()
-                    .ok_or("`model.block_pattern` holds a non-string")?;
+                    .ok_or(NativeConfigError::PatternEntry)?;
                 let b = block
                     .get(name)
                     .and_then(Value::as_object)
-                    .ok_or_else(|| format!("`model.block_pattern` names unknown block `{name}`"))?;
+                    .ok_or_else(|| NativeConfigError::UnknownBlock(name.into()))?;
                 Ok((format!("model.block.{name}"), b))
             })
             .collect();
@@ -158,33 +269,34 @@ fn resolve_blocks(m: &Obj, n: usize) -> Result<Vec<(String, &Obj)>, String> {
                 .parse()
                 .ok()
                 .filter(|&i| i < n)
-                .ok_or_else(|| format!("`model.block_overrides` key `{k}` is not a layer"))?;
+                .ok_or_else(|| NativeConfigError::OverrideKey(k.clone()))?;
             let b = v
                 .as_object()
-                .ok_or_else(|| format!("`model.block_overrides.{k}` is not an object"))?;
+                .ok_or_else(|| NativeConfigError::OverrideValue(k.clone()))?;
             out[i] = (format!("model.block_overrides.{k}"), b);
         }
     }
     Ok(out)
 }
 
-fn block(b: &Obj, i: usize, n: usize, d: usize) -> Result<Block, String> {
+fn block(b: &Obj, i: usize, n: usize, d: usize) -> Result<Block> {
     let name = b.get("name").and_then(Value::as_str).unwrap_or("default");
     for k in ["attention_residual_alpha", "feed_forward_residual_alpha"] {
         if opt_f64(b, k)?.is_some_and(|a| a != 1.0) {
-            return Err(format!("`{k}` is not supported"));
+            return Err(unsupported(format!("`{k}`"), ""));
         }
     }
     if !is_null(b.get("feed_forward_moe")) {
-        return Err("MoE feed-forward is not supported".into());
+        return Err(unsupported("MoE feed-forward", ""));
     }
     let ff = obj(b, "feed_forward")?;
     expect_str(ff, "name", "default", "feed_forward")?;
     no_bias(ff, "feed_forward")?;
     if let Some(act) = ff.get("activation").and_then(Value::as_str) {
         if act != "silu" {
-            return Err(format!(
-                "`feed_forward.activation` `{act}` is not supported"
+            return Err(unsupported(
+                format!("`feed_forward.activation` `{act}`"),
+                "",
             ));
         }
     }
@@ -207,14 +319,14 @@ fn block(b: &Obj, i: usize, n: usize, d: usize) -> Result<Block, String> {
     let norm = match name {
         "default" => NormPlacement::Pre,
         "reordered_norm" => NormPlacement::Post,
-        other => return Err(format!("block type `{other}` is not supported")),
+        other => return Err(unsupported(format!("block type `{other}`"), "")),
     };
     // `attention` is the pre-3.0 spelling of `sequence_mixer`.
     let mixer = b
         .get("sequence_mixer")
         .or_else(|| b.get("attention"))
         .and_then(Value::as_object)
-        .ok_or("no `sequence_mixer`")?;
+        .ok_or(NativeConfigError::NoSequenceMixer)?;
     let class = mixer.get("_CLASS_").and_then(Value::as_str).unwrap_or("");
     let kind = mixer.get("type").and_then(Value::as_str).unwrap_or("");
     if kind == "gated_delta_net" || class.ends_with(".GatedDeltaNetConfig") {
@@ -231,7 +343,7 @@ fn block(b: &Obj, i: usize, n: usize, d: usize) -> Result<Block, String> {
         });
     }
     if !(kind.is_empty() || kind == "attention") {
-        return Err(format!("sequence mixer `{kind}` is not supported"));
+        return Err(unsupported(format!("sequence mixer `{kind}`"), ""));
     }
     let (spec, window, rope) = attention(mixer, i, n, d, eps)?;
     Ok(Block {
@@ -249,12 +361,12 @@ fn block(b: &Obj, i: usize, n: usize, d: usize) -> Result<Block, String> {
 
 type AttentionParts = (AttentionSpec, Option<usize>, Option<Rope>);
 
-fn attention(a: &Obj, i: usize, n: usize, d: usize, eps: f64) -> Result<AttentionParts, String> {
+fn attention(a: &Obj, i: usize, n: usize, d: usize, eps: f64) -> Result<AttentionParts> {
     expect_str(a, "name", "default", "sequence_mixer")?;
     no_bias(a, "sequence_mixer")?;
     for k in ["gate", "clip_qkv"] {
         if !is_null(a.get(k)) {
-            return Err(format!("`sequence_mixer.{k}` is not supported"));
+            return Err(unsupported(format!("`sequence_mixer.{k}`"), ""));
         }
     }
     for k in [
@@ -264,22 +376,23 @@ fn attention(a: &Obj, i: usize, n: usize, d: usize, eps: f64) -> Result<Attentio
         "qk_norm_per_head_gains",
     ] {
         if opt_bool(a, k)?.unwrap_or(false) {
-            return Err(format!("`sequence_mixer.{k}` is not supported"));
+            return Err(unsupported(format!("`sequence_mixer.{k}`"), ""));
         }
     }
     let qk = a
         .get("qk_norm")
         .and_then(Value::as_object)
-        .ok_or("attention without `qk_norm` is not supported")?;
+        .ok_or_else(|| unsupported("attention without `qk_norm`", ""))?;
     if rms_eps(qk, "sequence_mixer.qk_norm")? != eps {
-        return Err("`qk_norm.eps` differs from `layer_norm.eps`".into());
+        return Err(NativeConfigError::QkNormEps);
     }
     let heads = req_usize(a, "n_heads")?;
     let kv = opt_usize(a, "n_kv_heads")?.unwrap_or(heads);
     if heads == 0 || kv == 0 || heads % kv != 0 {
-        return Err(format!(
-            "`n_heads` ({heads}) is not a multiple of `n_kv_heads` ({kv})"
-        ));
+        return Err(NativeConfigError::KvHeads {
+            heads,
+            kv_heads: kv,
+        });
     }
     let head_dim = opt_usize(a, "head_dim")?.unwrap_or(d / heads);
     let window = match a.get("sliding_window").and_then(Value::as_object) {
@@ -304,18 +417,15 @@ fn attention(a: &Obj, i: usize, n: usize, d: usize, eps: f64) -> Result<Attentio
 }
 
 /// `SlidingWindowAttentionConfig._get_window_size`: `None` for full attention.
-fn window_size(sw: &Obj, i: usize, n: usize) -> Result<Option<usize>, String> {
+fn window_size(sw: &Obj, i: usize, n: usize) -> Result<Option<usize>> {
     let pattern: Vec<i64> = sw
         .get("pattern")
         .and_then(Value::as_array)
         .filter(|p| !p.is_empty())
-        .ok_or("`sliding_window.pattern` is missing")?
+        .ok_or(NativeConfigError::NoWindowPattern)?
         .iter()
-        .map(|v| {
-            v.as_i64()
-                .ok_or("`sliding_window.pattern` holds a non-integer")
-        })
-        .collect::<Result<_, _>>()?;
+        .map(|v| v.as_i64().ok_or(NativeConfigError::WindowPatternEntry))
+        .collect::<Result<_>>()?;
     let first = opt_bool(sw, "force_full_attention_on_first_layer")?.unwrap_or(true);
     let last = opt_bool(sw, "force_full_attention_on_last_layer")?.unwrap_or(true);
     if (first && i == 0) || (last && i + 1 == n) {
@@ -325,16 +435,14 @@ fn window_size(sw: &Obj, i: usize, n: usize) -> Result<Option<usize>, String> {
     match pattern[idx % pattern.len()] {
         -1 => Ok(None),
         w if w > 0 => Ok(Some(w as usize)),
-        w => Err(format!(
-            "sliding window size {w} is neither positive nor -1"
-        )),
+        w => Err(NativeConfigError::WindowSize(w)),
     }
 }
 
-fn rope(r: &Obj) -> Result<Rope, String> {
+fn rope(r: &Obj) -> Result<Rope> {
     expect_str(r, "name", "default", "rope")?;
     if opt_f64(r, "partial_rotary_factor")?.is_some_and(|f| f != 1.0) {
-        return Err("`rope.partial_rotary_factor` other than 1 is not supported".into());
+        return Err(unsupported("`rope.partial_rotary_factor` other than 1", ""));
     }
     let theta = opt_f64(r, "theta")?.unwrap_or(500_000.0);
     let yarn = match r.get("scaling").and_then(Value::as_object) {
@@ -342,8 +450,9 @@ fn rope(r: &Obj) -> Result<Rope, String> {
         Some(s) => {
             let class = s.get("_CLASS_").and_then(Value::as_str).unwrap_or("");
             if !class.ends_with(".YaRNRoPEScalingConfig") {
-                return Err(format!(
-                    "RoPE scaling `{class}` is not supported (only YaRN)"
+                return Err(unsupported(
+                    format!("RoPE scaling `{class}`"),
+                    " (only YaRN)",
                 ));
             }
             let factor = opt_f64(s, "factor")?.unwrap_or(8.0);
@@ -364,12 +473,12 @@ fn rope(r: &Obj) -> Result<Rope, String> {
 }
 
 /// `GatedDeltaNetConfig` with OLMo-core's defaults.
-fn gdn(g: &Obj, d: usize) -> Result<GdnSpec, String> {
+fn gdn(g: &Obj, d: usize) -> Result<GdnSpec> {
     if opt_bool(g, "conv_bias")?.unwrap_or(false) {
-        return Err("`conv_bias: true` is not supported".into());
+        return Err(unsupported("`conv_bias: true`", ""));
     }
     if opt_f64(g, "norm_eps")?.is_some_and(|e| e != 1e-5) {
-        return Err("GDN `norm_eps` other than 1e-5 is not supported".into());
+        return Err(unsupported("GDN `norm_eps` other than 1e-5", ""));
     }
     let heads = opt_usize(g, "n_heads")?.unwrap_or(16);
     gdn_dims(
@@ -385,7 +494,7 @@ fn gdn(g: &Obj, d: usize) -> Result<GdnSpec, String> {
 
 /// The old `fla` block: `{name: "GatedDeltaNet", fla_layer_kwargs: {...}}` with
 /// flash-linear-attention's defaults.
-fn legacy_fla(f: &Obj, d: usize) -> Result<GdnSpec, String> {
+fn legacy_fla(f: &Obj, d: usize) -> Result<GdnSpec> {
     expect_str(f, "name", "GatedDeltaNet", "fla")?;
     let empty = Obj::new();
     let k = f
@@ -398,14 +507,14 @@ fn legacy_fla(f: &Obj, d: usize) -> Result<GdnSpec, String> {
         ("conv_bias", false),
     ] {
         if opt_bool(k, key)?.is_some_and(|v| v != want) {
-            return Err(format!(
-                "`fla.fla_layer_kwargs.{key}: {}` is not supported",
-                !want
+            return Err(unsupported(
+                format!("`fla.fla_layer_kwargs.{key}: {}`", !want),
+                "",
             ));
         }
     }
     if opt_f64(k, "norm_eps")?.is_some_and(|e| e != 1e-5) {
-        return Err("GDN `norm_eps` other than 1e-5 is not supported".into());
+        return Err(unsupported("GDN `norm_eps` other than 1e-5", ""));
     }
     let heads = opt_usize(k, "num_heads")?.unwrap_or(6);
     gdn_dims(
@@ -427,16 +536,17 @@ fn gdn_dims(
     conv: usize,
     neg: bool,
     d: usize,
-) -> Result<GdnSpec, String> {
+) -> Result<GdnSpec> {
     if heads == 0 || !v_heads.is_multiple_of(heads) || v_heads < heads {
-        return Err(format!(
-            "GDN value heads ({v_heads}) are not a multiple of its heads ({heads})"
-        ));
+        return Err(NativeConfigError::GdnHeads { heads, v_heads });
+    }
+    if conv == 0 {
+        return Err(NativeConfigError::ConvSize);
     }
     let head_k_dim = head_dim.unwrap_or(d / heads);
     let v = head_k_dim as f64 * expand_v;
     if v.fract() != 0.0 || v <= 0.0 {
-        return Err(format!("`head_dim × expand_v` = {v} is not a whole width"));
+        return Err(NativeConfigError::ValueWidth(v));
     }
     Ok(GdnSpec {
         num_k_heads: heads,
@@ -449,44 +559,81 @@ fn gdn_dims(
 }
 
 /// The epsilon of an RMSNorm config without bias (OLMo-core's `LayerNorm` defaults to a bias).
-fn rms_eps(ln: &Obj, at: &str) -> Result<f64, String> {
+fn rms_eps(ln: &Obj, at: &str) -> Result<f64> {
     let name = ln.get("name").and_then(Value::as_str).unwrap_or("default");
     if !matches!(name, "rms" | "fused_rms" | "cute_rms") {
-        return Err(format!(
-            "`{at}.name` `{name}` is not supported (only RMSNorm)"
+        return Err(unsupported(
+            format!("`{at}.name` `{name}`"),
+            " (only RMSNorm)",
         ));
     }
     no_bias(ln, at)?;
     if opt_bool(ln, "elementwise_affine")? == Some(false) {
-        return Err(format!("`{at}.elementwise_affine: false` is not supported"));
+        return Err(unsupported(format!("`{at}.elementwise_affine: false`"), ""));
     }
     Ok(opt_f64(ln, "eps")?.unwrap_or(1e-5))
 }
 
 /// OLMo-core gives linears and norms a bias unless the config says `bias: false`.
-fn no_bias(c: &Obj, at: &str) -> Result<(), String> {
+fn no_bias(c: &Obj, at: &str) -> Result<()> {
     if opt_bool(c, "bias")? != Some(false) {
-        return Err(format!(
-            "`{at}.bias` is not false (biases are not supported)"
-        ));
+        return Err(NativeConfigError::Bias(at.into()));
     }
     Ok(())
 }
 
-fn expect_str(c: &Obj, key: &str, want: &str, at: &str) -> Result<(), String> {
+fn expect_str(c: &Obj, key: &str, want: &str, at: &str) -> Result<()> {
     match c.get(key).and_then(Value::as_str) {
         None => Ok(()),
         Some(v) if v == want => Ok(()),
-        Some(v) => Err(format!(
-            "`{at}.{key}` `{v}` is not supported (only `{want}`)"
+        Some(v) => Err(unsupported(
+            format!("`{at}.{key}` `{v}`"),
+            &format!(" (only `{want}`)"),
         )),
     }
 }
 
-fn obj<'a>(c: &'a Obj, key: &str) -> Result<&'a Obj, String> {
+fn obj<'a>(c: &'a Obj, key: &str) -> Result<&'a Obj> {
     c.get(key)
         .and_then(Value::as_object)
-        .ok_or_else(|| format!("missing object `{key}`"))
+        .ok_or_else(|| NativeConfigError::MissingObject(key.into()))
+}
+
+/// A required non-negative integer.
+fn req_usize(c: &Obj, k: &str) -> Result<usize> {
+    opt_usize(c, k)?.ok_or_else(|| NativeConfigError::Missing(k.into()))
+}
+
+fn opt_usize(c: &Obj, k: &str) -> Result<Option<usize>> {
+    opt(c, k, "a non-negative integer", |v| {
+        v.as_u64().and_then(|x| usize::try_from(x).ok())
+    })
+}
+
+fn opt_f64(c: &Obj, k: &str) -> Result<Option<f64>> {
+    opt(c, k, "a number", Value::as_f64)
+}
+
+fn opt_bool(c: &Obj, k: &str) -> Result<Option<bool>> {
+    opt(c, k, "true or false", Value::as_bool)
+}
+
+/// `c[k]` read by `read`; absent and `null` are `None`, anything `read` refuses an error.
+fn opt<T>(
+    c: &Obj,
+    k: &str,
+    expected: &'static str,
+    read: impl Fn(&Value) -> Option<T>,
+) -> Result<Option<T>> {
+    match c.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => read(v)
+            .map(Some)
+            .ok_or_else(|| NativeConfigError::WrongType {
+                key: k.into(),
+                expected,
+            }),
+    }
 }
 
 fn is_null(v: Option<&Value>) -> bool {
@@ -557,7 +704,7 @@ mod tests {
         assert!(nm.spec.layers.iter().all(|l| l.norm == NormPlacement::Pre));
         let biased = json!({"sequence_mixer": {"n_heads": 4, "qk_norm": rms()},
             "layer_norm": rms(), "feed_forward": {"hidden_size": 128, "bias": false}});
-        let err = parse(&model(biased)).unwrap_err();
+        let err = parse(&model(biased)).unwrap_err().to_string();
         assert!(err.contains("sequence_mixer.bias"), "{err}");
     }
 }

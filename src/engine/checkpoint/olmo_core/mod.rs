@@ -13,9 +13,12 @@ pub mod pickle;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::Init;
 use serde_json::Value;
 
+use super::sources::{checked, WeightError};
 use crate::engine::model::spec::NormPlacement;
 use crate::error::input_error;
 use config::{BlockNaming, NativeModel};
@@ -60,7 +63,7 @@ pub fn load_model_config(dir: &Path) -> anyhow::Result<NativeModel> {
         .get("model")
         .and_then(Value::as_object)
         .ok_or_else(|| bad("no `model` object (not an OLMo-core experiment config)".into()))?;
-    config::parse(model).map_err(bad)
+    config::parse(model).map_err(|e| bad(e.to_string()))
 }
 
 /// The model weights of a step folder, served under Hugging Face names.
@@ -108,5 +111,40 @@ impl NativeSource {
     /// Where the tensors live, for messages.
     pub fn dir(&self) -> &Path {
         self.folder.dir()
+    }
+
+    /// The tensor HF calls `hf`, or the error naming it.
+    fn tensor(&self, hf: &str) -> Result<Tensor, WeightError> {
+        match self.load(hf) {
+            Some(Ok(t)) => Ok(t),
+            Some(Err(e)) => Err(WeightError::Native(e)),
+            None => Err(WeightError::NotFound {
+                origin: self.dir().to_path_buf(),
+                tensor: hf.to_string(),
+            }),
+        }
+    }
+}
+
+impl SimpleBackend for NativeSource {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        checked(self.tensor(name)?, &s, self.dir(), name)?
+            .to_dtype(dtype)?
+            .to_device(dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.tensor(name)?.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.contains(name)
     }
 }

@@ -1,4 +1,4 @@
-//! Hugging Face tensor names (what `CausalLm::load` asks for) → OLMo-core state-dict names.
+//! Hugging Face tensor names (what `CausalLm::new` asks for) → OLMo-core state-dict names.
 //!
 //! The mapping of a block's two norms depends on where the block puts them: OLMo-core calls
 //! them `attention_norm` and `feed_forward_norm` either way, while Hugging Face names them by

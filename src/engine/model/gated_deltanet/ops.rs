@@ -1,7 +1,7 @@
 //! The gated delta rule as candle tensor ops: what autograd differentiates in training, and the
 //! device path's kernel, where nothing leaves the device.
 //!
-//! Same chunked (WY) form as the plain kernel in [`super::gated_deltanet::chunked`], but batched
+//! Same chunked (WY) form as the plain kernel in [`super::host::chunked`], but batched
 //! over batch × heads × chunks: per chunk, `(I + A)⁻¹` of the strictly lower-triangular
 //! `A[i, j] = β_i (k_i·k_j) e^{gc_i − gc_j}` comes from a block forward substitution of
 //! `log2(chunk)` batched steps, and only the state passes between chunks sequentially. A
@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::tables::{TableKey, Tables};
+use crate::engine::model::tables::{TableKey, Tables};
 
 /// `o_t = Sᵀq_t` of the recurrence `S ← e^{g_t} S; S ← S + k_t ⊗ β_t (v_t − Sᵀk_t)`.
 ///
