@@ -1,5 +1,6 @@
-//! `filtermon demo --quick` end to end: the real binary trains three runs while its embedded
-//! daemon scores them; the checks read the folder and the SQLite store it leaves.
+//! `filtermon demo --quick` end to end: the real binary trains four runs (the three twins and
+//! the planted regression) while its embedded daemon scores them; the checks read the folder
+//! and the SQLite store it leaves.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,7 +14,7 @@ use filtermon::evalset::filter::builtin_filters;
 
 /// The filter the demo's watch config adds.
 const USER_FILTER: &str = "adj_adv_nocopy";
-const RUNS: [&str; 3] = ["transformer", "hybrid", "gdn"];
+const RUNS: [&str; 4] = ["transformer", "hybrid", "gdn", "transformer-swa"];
 
 /// The built-in filters, as the library defines them.
 fn built_in() -> Vec<&'static str> {
@@ -248,7 +249,38 @@ fn quick_demo_scores_every_checkpoint_once_on_every_filter() {
         })
         .inspect(|r| assert!(r["gap"].as_f64().is_some_and(f64::is_finite), "{r}"))
         .count();
-    assert_eq!(with_gap, n as usize / 3 * built_in().len());
+    assert_eq!(with_gap, n as usize / RUNS.len() * built_in().len());
+
+    // The detection table: every run with a baseline, on every filter with paired gaps, and
+    // the planted regression's line in the summary.
+    let detect = filtermon(&["status", "--detect", "--json", "--db", db_str]);
+    assert!(detect.status.success());
+    let detections: serde_json::Value =
+        serde_json::from_slice(&detect.stdout).expect("detections JSON");
+    let rows = detections.as_array().expect("array");
+    for run in &RUNS[1..] {
+        for f in built_in() {
+            assert!(
+                rows.iter()
+                    .any(|d| d["run"] == *run && d["filter"] == f && d["evalset"] == "demo"),
+                "no detection row of {run} on {f}"
+            );
+        }
+    }
+    assert!(rows.iter().all(|d| d["baseline"] == "transformer"));
+    assert!(
+        rows.iter()
+            .any(|d| d["filter"] == "copy5" && d["primary"] == true),
+        "copy5 is the demo's primary filter"
+    );
+    assert!(
+        stdout.contains("detection of a regression against transformer"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("planted regression (transformer-swa, 8-token attention window)"),
+        "{stdout}"
+    );
 
     // A second demo into the same folder needs --force, and then starts from nothing: the
     // store holds only the new runs' checkpoints, each scored once.

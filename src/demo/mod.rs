@@ -17,8 +17,10 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::analysis::detection::{table, Detection, Lead};
 use crate::analysis::recall::RecallRow;
 use crate::analysis::stats::MIN_STABLE_TOKENS;
+use crate::engine::model::config::Config;
 use crate::engine::model::twins::{self, Twin, TwinShape};
 use crate::engine::train::optim::AdamWConfig;
 use crate::engine::train::schedule::Schedule;
@@ -169,6 +171,50 @@ fn arch(twin: Twin) -> &'static str {
     }
 }
 
+/// Name of the planted regression's run.
+pub const PLANTED: &str = "transformer-swa";
+
+/// Attention window of the planted regression, in tokens (the current one included).
+pub const PLANTED_WINDOW: usize = 8;
+
+/// The filter named before the runs as the test of the planted regression: a model that
+/// cannot see back more than a few tokens cannot complete a repeat whose first copy lies
+/// further back.
+pub const PRIMARY: &str = "copy5";
+
+/// One run of the demo: its name and architecture label in the watch config, and its model.
+struct DemoRun {
+    name: &'static str,
+    arch: &'static str,
+    config: Config,
+}
+
+/// The three twins, then the planted regression: the transformer with every layer's
+/// attention limited to a [`PLANTED_WINDOW`]-token sliding window (an ordinary Olmo 3
+/// checkpoint, through `sliding_window`). It shares the transformer's seed, so its initial
+/// weights, data order and schedule are the transformer's own.
+fn demo_runs(plan: &Plan) -> Vec<DemoRun> {
+    let mut runs: Vec<DemoRun> = Twin::ALL
+        .iter()
+        .map(|&t| DemoRun {
+            name: t.name(),
+            arch: arch(t),
+            config: twins::config(t, &plan.shape),
+        })
+        .collect();
+    let mut planted = twins::config(Twin::Transformer, &plan.shape);
+    if let Config::Olmo3(c) = &mut planted {
+        c.layer_types = Some(vec!["sliding_attention".into(); plan.shape.num_layers]);
+        c.sliding_window = Some(PLANTED_WINDOW);
+    }
+    runs.push(DemoRun {
+        name: PLANTED,
+        arch: arch(Twin::Transformer),
+        config: planted,
+    });
+    runs
+}
+
 /// Runs the demo into `out` (see [`folder::prepare`] for what it accepts) and prints its
 /// progress and closing summary on stdout.
 pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
@@ -191,11 +237,12 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         plan.probe.gaps
     );
 
-    let twins: Vec<(&str, &str)> = Twin::ALL.iter().map(|&t| (t.name(), arch(t))).collect();
+    let demo_runs = demo_runs(plan);
+    let names: Vec<(&str, &str)> = demo_runs.iter().map(|r| (r.name, r.arch)).collect();
     let config = monitor::write_config(
         out,
         &ConfigParams {
-            runs: &twins,
+            runs: &names,
             tokens_per_step: plan.tokens_per_step(),
             window: plan.train.seq_len,
             resamples: plan.resamples,
@@ -212,7 +259,7 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         &config.filters,
     )?;
 
-    let runs = trainers(&config, plan, &stream, &tokenizer)?;
+    let runs = trainers(&config, plan, demo_runs, &stream, &tokenizer)?;
     let s = &plan.train.schedule;
     println!(
         "schedule: WSD, {} steps of {} tokens ({} warmup), stable checkpoints every {}, \
@@ -249,6 +296,7 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
     let wait_secs = wait_start.elapsed().as_secs_f64();
     drop(active);
     let results = monitor.store().results(None)?;
+    let detections = monitor.store().detections()?;
     let alerts = monitor.store().alerts()?;
     let failures = monitor.store().status()?.failures;
     monitor.stop()?;
@@ -268,7 +316,9 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
     for f in &failures {
         eprintln!("not scored: {} {}: {}", f.run, f.checkpoint, f.error);
     }
-    print_summary(&results, &filters, &training.written)?;
+    let run_names: Vec<&str> = training.runs.iter().map(|r| r.name).collect();
+    print_summary(&results, &run_names, &filters, &training.written)?;
+    print_detections(&detections);
     println!(
         "\nalerts: {} fired (filtermon alerts --db {})",
         alerts.len(),
@@ -339,18 +389,19 @@ fn corpus_and_tokenizer(out: &Path, plan: &Plan) -> anyhow::Result<(PathBuf, Arc
 fn trainers(
     config: &WatchConfig,
     plan: &Plan,
+    demo_runs: Vec<DemoRun>,
     stream: &Arc<Vec<u32>>,
     tokenizer: &Path,
-) -> anyhow::Result<Vec<(Twin, Trainer)>> {
-    let mut runs = Vec::with_capacity(Twin::ALL.len());
-    for twin in Twin::ALL {
+) -> anyhow::Result<Vec<(&'static str, Trainer)>> {
+    let mut runs = Vec::with_capacity(demo_runs.len());
+    for demo_run in demo_runs {
         let run = config
             .runs
             .iter()
-            .find(|r| r.name == twin.name())
-            .with_context(|| format!("the demo config has no run {}", twin.name()))?;
+            .find(|r| r.name == demo_run.name)
+            .with_context(|| format!("the demo config has no run {}", demo_run.name))?;
         let trainer = Trainer::new(
-            twins::config(twin, &plan.shape),
+            demo_run.config,
             Arc::clone(stream),
             plan.train.clone(),
             RunOutput {
@@ -359,13 +410,13 @@ fn trainers(
             },
         )?;
         println!(
-            "run {:<12} {:<11} {:>9} parameters -> {}",
-            twin.name(),
+            "run {:<15} {:<11} {:>9} parameters -> {}",
+            demo_run.name,
             run.arch,
             trainer.parameter_count(),
             run.dir.display()
         );
-        runs.push((twin, trainer));
+        runs.push((demo_run.name, trainer));
     }
     Ok(runs)
 }
@@ -408,11 +459,11 @@ fn print_evalset(es: &crate::evalset::EvalSet, user: &[(String, String)]) -> any
 /// baseline.
 fn print_summary(
     results: &[crate::store::report::ResultRow],
+    names: &[&str],
     filters: &[String],
     written: &[PathBuf],
 ) -> anyhow::Result<()> {
-    let names: Vec<&str> = Twin::ALL.iter().map(|t| t.name()).collect();
-    let picked = summary::latest_annealed(results, &names, EVALSET_NAME);
+    let picked = summary::latest_annealed(results, names, EVALSET_NAME);
     let annealed: Vec<summary::Annealed> = picked.into_iter().flatten().collect();
     if annealed.len() < names.len() {
         anyhow::bail!(
@@ -433,7 +484,7 @@ fn print_summary(
     }
     print!("{}", summary::table(&annealed, filters));
 
-    let probed: Vec<summary::Annealed> = summary::latest_annealed(results, &names, PROBE_NAME)
+    let probed: Vec<summary::Annealed> = summary::latest_annealed(results, names, PROBE_NAME)
         .into_iter()
         .flatten()
         .collect();
@@ -455,7 +506,56 @@ fn print_summary(
     Ok(())
 }
 
-/// The three trainers, stepped in turn so that checkpoints of all runs appear throughout, with
+/// The detection table of every run on the text evalset's stable checkpoints (the filters
+/// and the recall cliff; `filtermon status --detect` has every row), and which row flagged
+/// the planted regression first, beside what the primary filter did.
+fn print_detections(detections: &[Detection]) {
+    let text: Vec<&Detection> = detections
+        .iter()
+        .filter(|d| d.evalset == EVALSET_NAME && !d.anneal)
+        .collect();
+    let shown: Vec<Detection> = text
+        .iter()
+        .filter(|d| !matches!(RecallRow::parse(&d.filter), Some(RecallRow::CopyN(_))))
+        .map(|d| (*d).clone())
+        .collect();
+    if shown.is_empty() {
+        return;
+    }
+    println!(
+        "\ndetection of a regression against {} on the text, stable checkpoints, by lead",
+        Twin::Transformer.name()
+    );
+    print!("{}", table(&shown));
+    let planted: Vec<&&Detection> = text.iter().filter(|d| d.run == PLANTED).collect();
+    let when = |d: &Detection| match d.lead {
+        Lead::Tokens(t) if t > 0 => format!(
+            "at {} tokens, {} before `all`",
+            d.first_detected_cell(),
+            d.lead_cell()
+        ),
+        Lead::Tokens(0) => format!("at {} tokens, with `all`", d.first_detected_cell()),
+        Lead::Tokens(_) => format!(
+            "at {} tokens, {} after `all`",
+            d.first_detected_cell(),
+            &d.lead_cell()[1..]
+        ),
+        Lead::AllNeverDetected => {
+            format!("at {} tokens, and `all` never did", d.first_detected_cell())
+        }
+        Lead::NotDetected => "never".into(),
+    };
+    let first = planted.iter().find(|d| d.first_detected.is_some());
+    let primary = planted.iter().find(|d| d.filter == PRIMARY);
+    println!(
+        "planted regression ({PLANTED}, {PLANTED_WINDOW}-token attention window): first flagged by {}; \
+         primary filter {PRIMARY}: {}",
+        first.map_or_else(|| "no row".into(), |d| format!("`{}` {}", d.filter, when(d))),
+        primary.map_or_else(|| "no paired gaps".into(), |d| when(d))
+    );
+}
+
+/// The trainers, stepped in turn so that checkpoints of all runs appear throughout, with
 /// one bar each.
 struct Training {
     runs: Vec<RunBar>,
@@ -464,21 +564,21 @@ struct Training {
 }
 
 struct RunBar {
-    twin: Twin,
+    name: &'static str,
     trainer: Trainer,
     bar: ProgressBar,
     checkpoints: usize,
 }
 
 impl Training {
-    fn new(multi: &MultiProgress, trainers: Vec<(Twin, Trainer)>, updates: usize) -> Self {
+    fn new(multi: &MultiProgress, trainers: Vec<(&'static str, Trainer)>, updates: usize) -> Self {
         let runs = trainers
             .into_iter()
-            .map(|(twin, trainer)| {
-                let bar = multi.add(bar(twin.name(), "{bar:30} {pos:>4}/{len} steps · {msg}"));
+            .map(|(name, trainer)| {
+                let bar = multi.add(bar(name, "{bar:30} {pos:>4}/{len} steps · {msg}"));
                 bar.set_length(updates as u64);
                 RunBar {
-                    twin,
+                    name,
                     trainer,
                     bar,
                     checkpoints: 0,
@@ -516,7 +616,7 @@ impl Training {
             };
             run.trainer
                 .advance(&mut on_event)
-                .with_context(|| format!("training {}", run.twin.name()))?;
+                .with_context(|| format!("training {}", run.name))?;
             if let Some(loss) = loss {
                 run.bar.set_message(format!(
                     "loss {loss:.3} · {tokens_per_sec:.0} tok/s · {} checkpoints",

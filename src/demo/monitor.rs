@@ -36,7 +36,7 @@ pub struct ConfigParams<'a> {
 /// Writes `out/watch.toml` and loads it with the normal loader.
 pub fn write_config(out: &Path, p: &ConfigParams) -> anyhow::Result<WatchConfig> {
     let mut text = format!(
-        r#"# Written by `filtermon demo`: the three demo runs, watched as any runs are. Watch them
+        r#"# Written by `filtermon demo`: the demo runs, watched as any runs are. Watch them
 # again with `filtermon watch --config <this file>` (keys: watch-configs/demo.toml).
 db = "{DB}"
 charts = "{CHARTS}"
@@ -44,6 +44,9 @@ device = "cpu"
 dtype = "f32"
 batch = 4
 resamples = {resamples}
+# Named before the runs as the test of an architecture regression in copying; detections on
+# the other filters are exploratory (see `filtermon status --detect`).
+primary = ["{primary}"]
 
 [daemon]
 # Checkpoints appear by renaming a finished `stepN-tmp`, so a short settle is enough.
@@ -99,6 +102,7 @@ rule = "retrieval_drop"
 "#,
         resamples = p.resamples,
         window = p.window,
+        primary = super::PRIMARY,
     );
     let baseline = p.runs.first().map(|r| r.0);
     for &(name, arch) in p.runs {
