@@ -98,3 +98,33 @@ fn a_reference_that_cannot_run_is_one_line_and_exit_2() {
     let out = bench(&["--arch", "gdn", "--torch", &failing, "--dtype", "f16"]);
     assert_input_error(&out, &["f16"]);
 }
+
+#[test]
+fn the_peak_line_and_each_twins_share_of_it() {
+    let out = bench(&["--peak", "--arch", "transformer"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = parse_jsonl(&String::from_utf8_lossy(&out.stdout));
+    let peak = rows[0]["peak_gflops_per_s"].as_f64().expect("peak first");
+    assert!(peak > 0.0, "{}", rows[0]);
+    let row = &rows[1];
+    // Two full-attention layers of 2 × 64-wide heads, a 512-wide MLP and a 300-row head over a
+    // 16-token window: 2·(2·128·512 + 4·128·8.5 + 6·128·512) + 2·128·300 FLOPs per token.
+    let expected =
+        2.0 * (2.0 * 128.0 * 512.0 + 4.0 * 128.0 * 8.5 + 6.0 * 128.0 * 512.0) + 2.0 * 128.0 * 300.0;
+    let per_token = row["gflops_per_token"].as_f64().expect("flops") * 1e9;
+    assert!(
+        (per_token - expected).abs() < 1e-6 * expected,
+        "{per_token} vs {expected}"
+    );
+    let (tps, gflops) = (
+        row["tokens_per_s"].as_f64().expect("tokens/s"),
+        row["gflops_per_s"].as_f64().expect("GFLOP/s"),
+    );
+    assert!((gflops - tps * per_token / 1e9).abs() < 1e-9 * gflops.max(1.0));
+    let share = row["share_of_peak"].as_f64().expect("share");
+    assert!((share - gflops / peak).abs() < 1e-12, "{row}");
+}

@@ -54,15 +54,41 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "--torch compares f32 or bf16 (bench_torch.py has no f16)",
         ));
     }
+    let peak = if args.peak {
+        let gflops = matmul_peak(args.dtype.dtype(), &device)?;
+        if args.json {
+            writeln!(
+                stdout,
+                "{}",
+                json!({"peak_gflops_per_s": gflops, "matmul": PEAK_N, "dtype": args.dtype.name(),
+                       "device": args.device, "threads": threads})
+            )?;
+        } else {
+            writeln!(
+                stdout,
+                "peak: {gflops:.1} GFLOP/s, one {PEAK_N}×{PEAK_N}×{PEAK_N} matrix product ({}, {}, {threads} threads)",
+                args.dtype.name(),
+                args.device
+            )?;
+        }
+        Some(gflops)
+    } else {
+        None
+    };
     if !args.json {
         let reference = if args.torch.is_some() {
             "  transformers   ratio"
         } else {
             ""
         };
+        let share = if peak.is_some() {
+            "  GFLOP/s  of peak"
+        } else {
+            ""
+        };
         writeln!(
             stdout,
-            "arch         params    tokens/s{reference}  (window {}, {} windows, batch {}, {threads} threads, {}, {})",
+            "arch         params    tokens/s{share}{reference}  (window {}, {} windows, batch {}, {threads} threads, {}, {})",
             args.window,
             args.windows,
             args.batch,
@@ -78,6 +104,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let vb = sources::var_builder(Random, args.dtype.dtype(), &device);
         let model = sources::build(&spec, vb, Path::new("<random>"))?;
         let params = model.parameter_count();
+        let flops_per_token = spec.flops_per_token(args.window);
         let path = model.path;
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         let mut windows = |count: usize| -> Vec<Window> {
@@ -95,6 +122,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         score_windows(&model, &windows(args.batch), args.batch, &device)?;
         let (_, speed) = score_windows(&model, &windows(args.windows), args.batch, &device)?;
         let tps = speed.tokens as f64 / speed.seconds;
+        let gflops = tps * flops_per_token / 1e9;
         let name = match arch {
             BenchArch::Transformer => "transformer",
             BenchArch::Hybrid => "hybrid",
@@ -118,19 +146,47 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 row["torch"] = r.row.clone();
                 row["ratio"] = json!(tps / r.tokens_per_s);
             }
+            row["gflops_per_token"] = json!(flops_per_token / 1e9);
+            row["gflops_per_s"] = json!(gflops);
+            if let Some(p) = peak {
+                row["share_of_peak"] = json!(gflops / p);
+            }
             writeln!(stdout, "{row}")?;
         } else {
             let reference = reference
                 .map(|r| format!(" {:>13.0} {:>6.2}x", r.tokens_per_s, tps / r.tokens_per_s))
                 .unwrap_or_default();
+            let share = peak
+                .map(|p| format!(" {gflops:>8.1} {:>8.0}%", 100.0 * gflops / p))
+                .unwrap_or_default();
             writeln!(
                 stdout,
-                "{name:<12} {:>6.1}M {tps:>10.0}{reference}",
+                "{name:<12} {:>6.1}M {tps:>10.0}{share}{reference}",
                 params as f64 / 1e6
             )?;
         }
     }
     Ok(())
+}
+
+/// Side of the square matrices of the peak measurement: large enough that the product is
+/// compute-bound on a CPU and a GPU alike.
+const PEAK_N: usize = 2048;
+
+/// GFLOP/s of the best of five `PEAK_N`³ products (after one untimed), in `dtype` on `device`.
+fn matmul_peak(dtype: candle_core::DType, device: &candle_core::Device) -> anyhow::Result<f64> {
+    let a = candle_core::Tensor::randn(0f32, 1.0, (PEAK_N, PEAK_N), device)?.to_dtype(dtype)?;
+    let b = candle_core::Tensor::randn(0f32, 1.0, (PEAK_N, PEAK_N), device)?.to_dtype(dtype)?;
+    a.matmul(&b)?;
+    device.synchronize()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        a.matmul(&b)?;
+        device.synchronize()?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (PEAK_N as f64).powi(3) / best / 1e9)
 }
 
 /// transformers' figures for one twin: its throughput and the whole row it printed (attention

@@ -359,6 +359,11 @@ pub struct BenchArgs {
     /// Loads per folder with `--load` (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Also measure the machine's matrix-product peak in the same run: the GFLOP/s of one
+    /// 2048 × 2048 × 2048 product in the same dtype, device and threads; each twin then shows
+    /// its own GFLOP/s (FLOPs counted from its shape) and its share of that peak.
+    #[arg(long)]
+    pub peak: bool,
 }
 
 /// `filtermon parity`.

@@ -204,3 +204,80 @@ pub struct ModelSpec {
     /// The layers, bottom to top.
     pub layers: Vec<LayerSpec>,
 }
+
+impl ModelSpec {
+    /// Forward FLOPs per scored token of a `window`-token window (a multiply-add counts two):
+    /// every projection and the LM head; attention's scores and weighted sum over the keys a
+    /// query sees on average (all earlier ones, or its sliding window); a GDN layer's
+    /// convolution and its recurrence in the token-by-token form (decay, `kᵀS`, update and
+    /// read-out: 7·dk·dv per value head), the least work that computes it. Norms, activations
+    /// and the softmax are left out: they are not matrix work.
+    pub fn flops_per_token(&self, window: usize) -> f64 {
+        let (h, t) = (self.hidden_size as f64, window.max(1) as f64);
+        let mlp = 2.0 * 3.0 * h * self.intermediate_size as f64;
+        let a = &self.attention;
+        let (qd, kvd) = (
+            (a.num_heads * a.head_dim) as f64,
+            (a.num_kv_heads * a.head_dim) as f64,
+        );
+        let mixers: f64 = self
+            .layers
+            .iter()
+            .map(|layer| match &layer.mixer {
+                Mixer::Attention { window: w, .. } => {
+                    // Mean over positions 1..=t of the keys each sees.
+                    let keys = match w {
+                        Some(w) if (*w as f64) < t => {
+                            let w = *w as f64;
+                            (w * (w + 1.0) / 2.0 + (t - w) * w) / t
+                        }
+                        _ => (t + 1.0) / 2.0,
+                    };
+                    2.0 * h * (2.0 * qd + 2.0 * kvd) + 2.0 * 2.0 * qd * keys
+                }
+                Mixer::GatedDeltaNet => self.gdn.as_ref().map_or(0.0, |g| {
+                    let (kd, vd, nv) = (
+                        g.key_dim() as f64,
+                        g.value_dim() as f64,
+                        g.num_v_heads as f64,
+                    );
+                    let projections = 2.0 * h * (2.0 * kd + 2.0 * vd + 2.0 * nv) + 2.0 * vd * h;
+                    let conv = 2.0 * g.conv_kernel as f64 * (2.0 * kd + vd);
+                    let recurrence = 7.0 * (g.head_k_dim * g.head_v_dim) as f64 * nv;
+                    projections + conv + recurrence
+                }),
+            })
+            .sum();
+        let layers = self.layers.len() as f64;
+        mixers + layers * mlp + 2.0 * h * self.vocab_size as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::model::twins::{config, Twin, TwinShape};
+
+    #[test]
+    fn a_sliding_window_counts_only_the_keys_it_sees() {
+        // The demo transformer slides a 128-token window on 3 of its 4 layers.
+        let shape = TwinShape::demo(512, 256);
+        let sliding = config(Twin::Transformer, &shape).spec().expect("spec");
+        let full = config(
+            Twin::Transformer,
+            &TwinShape {
+                sliding_window: None,
+                ..shape
+            },
+        )
+        .spec()
+        .expect("spec");
+        // Keys per query over 256 positions: 128.5 with full attention; with the window,
+        // (128·129/2 + 128·128) / 256 = 96.25.
+        let qd = 128.0;
+        let expected = 3.0 * 4.0 * qd * (128.5 - 96.25);
+        let diff = full.flops_per_token(256) - sliding.flops_per_token(256);
+        assert!((diff - expected).abs() < 1e-6, "{diff} vs {expected}");
+        // A window no shorter than the sequence is full attention.
+        assert_eq!(sliding.flops_per_token(64), full.flops_per_token(64));
+    }
+}
