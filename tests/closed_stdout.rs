@@ -180,3 +180,14 @@ fn tag_ends_quietly_when_its_reader_leaves() {
     .collect();
     assert!(noisy.is_empty(), "{noisy:#?}");
 }
+
+#[test]
+fn the_demo_ends_quietly_when_its_reader_leaves() {
+    // Its first line comes at once and its next once the corpus is generated: by then the
+    // reader has gone.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("demo");
+    let out = out.to_str().expect("utf8");
+    let noisy = noisy_exit(&["demo", "--quick", "--out", out], None);
+    assert!(noisy.is_none(), "{noisy:?}");
+}

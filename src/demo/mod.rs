@@ -10,6 +10,7 @@ pub mod folder;
 pub mod monitor;
 pub mod summary;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -220,7 +221,12 @@ fn demo_runs(plan: &Plan) -> Vec<DemoRun> {
 pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     folder::prepare(out, plan.name, force)?;
-    println!("filtermon demo ({}) in {}", plan.name, out.display());
+    writeln!(
+        std::io::stdout(),
+        "filtermon demo ({}) in {}",
+        plan.name,
+        out.display()
+    )?;
 
     let (tokenizer, stream) = corpus_and_tokenizer(out, plan)?;
     let probe_es = probe(&ProbeOptions {
@@ -229,13 +235,14 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         spec: plan.probe.clone(),
         unigram: None,
     })?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "probe: {} windows of {} random tokens, a {}-token span planted twice at gaps {:?}",
         probe_es.header().windows.len(),
         plan.probe.window,
         plan.probe.span,
         plan.probe.gaps
-    );
+    )?;
 
     let demo_runs = demo_runs(plan);
     let names: Vec<(&str, &str)> = demo_runs.iter().map(|r| (r.name, r.arch)).collect();
@@ -261,7 +268,8 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
 
     let runs = trainers(&config, plan, demo_runs, &stream, &tokenizer)?;
     let s = &plan.train.schedule;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "schedule: WSD, {} steps of {} tokens ({} warmup), stable checkpoints every {}, \
          an annealing branch of {} steps every {}",
         s.total_steps,
@@ -270,8 +278,12 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         s.checkpoint_every,
         s.anneal_steps,
         s.anneal_every
-    );
-    println!("monitor: filtermon watch on {}", config.path.display());
+    )?;
+    writeln!(
+        std::io::stdout(),
+        "monitor: filtermon watch on {}",
+        config.path.display()
+    )?;
     let prepared_secs = started.elapsed().as_secs_f64();
 
     let multi = MultiProgress::new();
@@ -306,48 +318,62 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
     } else {
         String::new()
     };
-    println!(
+    writeln!(
+        std::io::stdout(),
         "\ntrained {} runs in {}; {} checkpoints written, {} scored{failed}",
         training.runs.len(),
         minutes(train_secs),
         training.written.len(),
         scoring.done,
-    );
+    )?;
     for f in &failures {
         eprintln!("not scored: {} {}: {}", f.run, f.checkpoint, f.error);
     }
     let run_names: Vec<&str> = training.runs.iter().map(|r| r.name).collect();
     print_summary(&results, &run_names, &filters, &training.written)?;
-    print_detections(&detections);
-    println!(
+    print_detections(&detections)?;
+    writeln!(
+        std::io::stdout(),
         "\nalerts: {} fired (filtermon alerts --db {})",
         alerts.len(),
         db.display()
-    );
+    )?;
     for a in alerts.iter().rev() {
-        println!("  {}: {}", a.firing.rule, a.firing.message);
+        writeln!(
+            std::io::stdout(),
+            "  {}: {}",
+            a.firing.rule,
+            a.firing.message
+        )?;
     }
-    println!("store:  filtermon status --db {}", db.display());
-    println!(
+    writeln!(
+        std::io::stdout(),
+        "store:  filtermon status --db {}",
+        db.display()
+    )?;
+    writeln!(
+        std::io::stdout(),
         "export: filtermon export --db {} --format csv",
         db.display()
-    );
+    )?;
     let index = charts.join("index.html");
     if index.is_file() {
-        println!("charts: {} (written)", index.display());
+        writeln!(std::io::stdout(), "charts: {} (written)", index.display())?;
     } else {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "charts: {} (not written: this build's daemon draws no charts)",
             index.display()
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        std::io::stdout(),
         "demo finished in {}: setup {}, training with live scoring {}, scoring after training {}",
         minutes(started.elapsed().as_secs_f64()),
         minutes(prepared_secs),
         minutes(train_secs),
         minutes(wait_secs)
-    );
+    )?;
     if scoring.failed > 0 {
         anyhow::bail!("{} checkpoints could not be scored", scoring.failed);
     }
@@ -358,14 +384,15 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
 fn corpus_and_tokenizer(out: &Path, plan: &Plan) -> anyhow::Result<(PathBuf, Arc<Vec<u32>>)> {
     let corpus = Corpus::generate(&plan.corpus);
     let files = corpus.write(&out.join(folder::CORPUS))?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "corpus: {} training documents ({} kB), {} held-out documents ({} kB) in {}",
         corpus.train.len(),
         plan.corpus.train_chars / 1000,
         corpus.eval.len(),
         plan.corpus.eval_chars / 1000,
         files.train.parent().unwrap_or(out).display()
-    );
+    )?;
     let tokenizer = out.join(folder::TOKENIZER);
     bpe::train(
         corpus.train.iter().map(|d| d.text.as_str()),
@@ -377,11 +404,12 @@ fn corpus_and_tokenizer(out: &Path, plan: &Plan) -> anyhow::Result<(PathBuf, Arc
         &tok,
         corpus.train.iter().map(|d| d.text.as_str()),
     )?);
-    println!(
+    writeln!(
+        std::io::stdout(),
         "tokenizer: byte-level BPE of {} tokens; {} training tokens",
         tok.get_vocab_size(true),
         stream.len()
-    );
+    )?;
     Ok((tokenizer, stream))
 }
 
@@ -409,13 +437,14 @@ fn trainers(
                 tokenizer: tokenizer.to_path_buf(),
             },
         )?;
-        println!(
+        writeln!(
+            std::io::stdout(),
             "run {:<15} {:<11} {:>9} parameters -> {}",
             demo_run.name,
             run.arch,
             trainer.parameter_count(),
             run.dir.display()
-        );
+        )?;
         runs.push((demo_run.name, trainer));
     }
     Ok(runs)
@@ -426,13 +455,14 @@ fn print_evalset(es: &crate::evalset::EvalSet, user: &[(String, String)]) -> any
     let filters = compile_filters(user, es.domains())?;
     let counts = es.filter_counts(&filters)?;
     let h = es.header();
-    println!(
+    writeln!(
+        std::io::stdout(),
         "evalset: {} documents, {} windows, {} tokens in {}; scored tokens per filter:",
         h.docs.len(),
         h.windows.len(),
         h.tokens,
         es.dir().display()
-    );
+    )?;
     let mut few = Vec::new();
     let line: Vec<String> = filters
         .iter()
@@ -445,12 +475,13 @@ fn print_evalset(es: &crate::evalset::EvalSet, user: &[(String, String)]) -> any
             format!("{} {n}", f.name())
         })
         .collect();
-    println!("  {}", line.join(", "));
+    writeln!(std::io::stdout(), "  {}", line.join(", "))?;
     if !few.is_empty() {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "  fewer than {MIN_STABLE_TOKENS} tokens (too few for a stable estimate): {}",
             few.join(", ")
-        );
+        )?;
     }
     Ok(())
 }
@@ -471,18 +502,22 @@ fn print_summary(
             written.len()
         );
     }
-    println!(
+    writeln!(
+        std::io::stdout(),
         "\nfiltered losses (nats/token) at each run's latest annealed checkpoint; \
          gap = run − {}, positive: the run is worse (as in the gap charts and alerts)",
         names[0]
-    );
+    )?;
     for a in &annealed {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "  {:<12} {} ({} tokens seen)",
-            a.run, a.checkpoint, a.tokens
-        );
+            a.run,
+            a.checkpoint,
+            a.tokens
+        )?;
     }
-    print!("{}", summary::table(&annealed, filters));
+    write!(std::io::stdout(), "{}", summary::table(&annealed, filters))?;
 
     let probed: Vec<summary::Annealed> = summary::latest_annealed(results, names, PROBE_NAME)
         .into_iter()
@@ -497,11 +532,12 @@ fn print_summary(
             .collect()
     });
     if probed.len() == names.len() && !gains.is_empty() {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "\nretrieval gain on the probe (nats: first − second copy of the planted span; \
              higher retrieves better) at the same checkpoints"
-        );
-        print!("{}", summary::table(&probed, &gains));
+        )?;
+        write!(std::io::stdout(), "{}", summary::table(&probed, &gains))?;
     }
     Ok(())
 }
@@ -509,7 +545,7 @@ fn print_summary(
 /// The detection table of every run on the text evalset's stable checkpoints (the filters
 /// and the recall cliff; `filtermon status --detect` has every row), and which row flagged
 /// the planted regression first, beside what the primary filter did.
-fn print_detections(detections: &[Detection]) {
+fn print_detections(detections: &[Detection]) -> anyhow::Result<()> {
     let text: Vec<&Detection> = detections
         .iter()
         .filter(|d| d.evalset == EVALSET_NAME && !d.anneal)
@@ -520,13 +556,14 @@ fn print_detections(detections: &[Detection]) {
         .map(|d| (*d).clone())
         .collect();
     if shown.is_empty() {
-        return;
+        return Ok(());
     }
-    println!(
+    writeln!(
+        std::io::stdout(),
         "\ndetection of a regression against {} on the text, stable checkpoints, by lead",
         Twin::Transformer.name()
-    );
-    print!("{}", table(&shown));
+    )?;
+    write!(std::io::stdout(), "{}", table(&shown))?;
     let planted: Vec<&&Detection> = text.iter().filter(|d| d.run == PLANTED).collect();
     let when = |d: &Detection| match d.lead {
         Lead::Tokens(t) if t > 0 => format!(
@@ -547,12 +584,13 @@ fn print_detections(detections: &[Detection]) {
     };
     let first = planted.iter().find(|d| d.first_detected.is_some());
     let primary = planted.iter().find(|d| d.filter == PRIMARY);
-    println!(
+    writeln!(std::io::stdout(),
         "planted regression ({PLANTED}, {PLANTED_WINDOW}-token attention window): first flagged by {}; \
          primary filter {PRIMARY}: {}",
         first.map_or_else(|| "no row".into(), |d| format!("`{}` {}", d.filter, when(d))),
         primary.map_or_else(|| "no paired gaps".into(), |d| when(d))
-    );
+    )?;
+    Ok(())
 }
 
 /// The trainers, stepped in turn so that checkpoints of all runs appear throughout, with
