@@ -55,23 +55,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ));
     }
     let peak = if args.peak {
-        let gflops = matmul_peak(args.dtype.dtype(), &device)?;
-        if args.json {
-            writeln!(
-                stdout,
-                "{}",
-                json!({"peak_gflops_per_s": gflops, "matmul": PEAK_N, "dtype": args.dtype.name(),
-                       "device": args.device, "threads": threads})
-            )?;
-        } else {
-            writeln!(
-                stdout,
-                "peak: {gflops:.1} GFLOP/s, one {PEAK_N}×{PEAK_N}×{PEAK_N} matrix product ({}, {}, {threads} threads)",
-                args.dtype.name(),
-                args.device
-            )?;
-        }
-        Some(gflops)
+        Some(print_peak(&mut stdout, args, &device, threads)?)
     } else {
         None
     };
@@ -167,6 +151,32 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Measures and prints the matrix-product peak ([`matmul_peak`]); returns its GFLOP/s.
+fn print_peak(
+    stdout: &mut impl Write,
+    args: &BenchArgs,
+    device: &candle_core::Device,
+    threads: usize,
+) -> anyhow::Result<f64> {
+    let gflops = matmul_peak(args.dtype.dtype(), device)?;
+    if args.json {
+        writeln!(
+            stdout,
+            "{}",
+            json!({"peak_gflops_per_s": gflops, "matmul": PEAK_N, "dtype": args.dtype.name(),
+                   "device": args.device, "threads": threads})
+        )?;
+    } else {
+        writeln!(
+            stdout,
+            "peak: {gflops:.1} GFLOP/s, one {PEAK_N}×{PEAK_N}×{PEAK_N} matrix product ({}, {}, {threads} threads)",
+            args.dtype.name(),
+            args.device
+        )?;
+    }
+    Ok(gflops)
 }
 
 /// Side of the square matrices of the peak measurement: large enough that the product is

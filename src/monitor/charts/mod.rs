@@ -164,33 +164,10 @@ pub fn plan(
         XAxis::Tokens => p.tokens as f64,
         XAxis::Step => p.step as f64,
     };
-    let mut names: HashMap<i64, String> = HashMap::new();
-    for c in curves {
-        if !names.contains_key(&c.evalset_id) {
-            let taken = names.values().any(|n| *n == file_name(&c.evalset));
-            let name = if taken {
-                format!("{}-{}", file_name(&c.evalset), c.evalset_id)
-            } else {
-                file_name(&c.evalset)
-            };
-            names.insert(c.evalset_id, name);
-        }
-    }
+    let names = evalset_folders(curves);
     let mut evalsets: Vec<i64> = curves.iter().map(|c| c.evalset_id).collect();
     evalsets.dedup();
-    let mut longest_gain: HashMap<i64, &str> = HashMap::new();
-    for c in curves {
-        let gap = |name: &str| match RecallRow::parse(name) {
-            Some(RecallRow::Gain(g)) => Some(g),
-            _ => None,
-        };
-        if let Some(g) = gap(&c.filter) {
-            let best = longest_gain.entry(c.evalset_id).or_insert(&c.filter);
-            if gap(best).is_none_or(|b| g > b) {
-                *best = &c.filter;
-            }
-        }
-    }
+    let longest_gain = longest_gains(curves);
     let mut groups: Vec<(i64, &str)> = Vec::new();
     for c in curves {
         if !groups.contains(&(c.evalset_id, c.filter.as_str())) {
@@ -270,44 +247,7 @@ pub fn plan(
             // The recall snapshots below show these rows' gaps to the baseline.
             continue;
         }
-        let gaps: Vec<Series> = group
-            .iter()
-            .filter_map(|c| {
-                let base = group.iter().find(|b| Some(&b.run) == c.baseline.as_ref())?;
-                let points: Vec<SeriesPoint> = gap(c, base)
-                    .into_iter()
-                    .map(|(p, g)| {
-                        let (lo, hi) = interval(paired, &p, c);
-                        SeriesPoint {
-                            x: x_of(&p),
-                            y: g,
-                            lo,
-                            hi,
-                            anneal: p.anneal,
-                        }
-                    })
-                    .collect();
-                // The first sustained detection of each kind, at its checkpoint.
-                let detected = detections
-                    .iter()
-                    .filter(|d| d.run == c.run && d.evalset_id == es && d.filter == c.filter)
-                    .filter_map(|d| {
-                        let t = d.first_detected?;
-                        let p = c
-                            .points
-                            .iter()
-                            .find(|p| p.tokens == t && p.anneal == d.anneal)?;
-                        Some(x_of(p))
-                    })
-                    .collect();
-                (!points.is_empty()).then(|| Series {
-                    label: format!("{} − {}", c.run, base.run),
-                    color: colour(&c.run),
-                    points,
-                    detected,
-                })
-            })
-            .collect();
+        let gaps = gap_series(&group, paired, detections, &x_of, &colour);
         if !gaps.is_empty() {
             out.push(Planned {
                 evalset_id: es,
@@ -339,6 +279,90 @@ pub fn plan(
         ));
     }
     out
+}
+
+/// Each run's gap to its baseline in `group` (one evalset and filter), with its paired
+/// interval and a marker at its first sustained detection of each kind.
+fn gap_series(
+    group: &[&Curve],
+    paired: &HashMap<GapKey, PairedDiff>,
+    detections: &[Detection],
+    x_of: &dyn Fn(&Point) -> f64,
+    colour: &dyn Fn(&str) -> RGBColor,
+) -> Vec<Series> {
+    group
+        .iter()
+        .filter_map(|c| {
+            let base = group.iter().find(|b| Some(&b.run) == c.baseline.as_ref())?;
+            let points: Vec<SeriesPoint> = gap(c, base)
+                .into_iter()
+                .map(|(p, g)| {
+                    let (lo, hi) = interval(paired, &p, c);
+                    SeriesPoint {
+                        x: x_of(&p),
+                        y: g,
+                        lo,
+                        hi,
+                        anneal: p.anneal,
+                    }
+                })
+                .collect();
+            // The first sustained detection of each kind, at its checkpoint.
+            let detected = detections
+                .iter()
+                .filter(|d| d.run == c.run && d.evalset_id == c.evalset_id && d.filter == c.filter)
+                .filter_map(|d| {
+                    let t = d.first_detected?;
+                    let p = c
+                        .points
+                        .iter()
+                        .find(|p| p.tokens == t && p.anneal == d.anneal)?;
+                    Some(x_of(p))
+                })
+                .collect();
+            (!points.is_empty()).then(|| Series {
+                label: format!("{} − {}", c.run, base.run),
+                color: colour(&c.run),
+                points,
+                detected,
+            })
+        })
+        .collect()
+}
+
+/// Each evalset's folder in the report: its name, with its id where two share a name.
+fn evalset_folders(curves: &[Curve]) -> HashMap<i64, String> {
+    let mut names: HashMap<i64, String> = HashMap::new();
+    for c in curves {
+        if !names.contains_key(&c.evalset_id) {
+            let taken = names.values().any(|n| *n == file_name(&c.evalset));
+            let name = if taken {
+                format!("{}-{}", file_name(&c.evalset), c.evalset_id)
+            } else {
+                file_name(&c.evalset)
+            };
+            names.insert(c.evalset_id, name);
+        }
+    }
+    names
+}
+
+/// Each evalset's retrieval-gain row at its longest gap.
+fn longest_gains(curves: &[Curve]) -> HashMap<i64, &str> {
+    let mut longest: HashMap<i64, &str> = HashMap::new();
+    for c in curves {
+        let gap = |name: &str| match RecallRow::parse(name) {
+            Some(RecallRow::Gain(g)) => Some(g),
+            _ => None,
+        };
+        if let Some(g) = gap(&c.filter) {
+            let best = longest.entry(c.evalset_id).or_insert(&c.filter);
+            if gap(best).is_none_or(|b| g > b) {
+                *best = &c.filter;
+            }
+        }
+    }
+    longest
 }
 
 /// The paired interval of the gap at `p` on `c`'s evalset and filter; NaN where none is
