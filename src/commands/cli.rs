@@ -59,8 +59,9 @@ pub enum Command {
     Chart(ChartArgs),
     /// List the alerts a store holds, or acknowledge one.
     Alerts(AlertsArgs),
-    /// Train three tiny models (transformer, hybrid, pure GDN) on CPU while the watch daemon
-    /// scores their checkpoints live; prints the annealed filtered losses.
+    /// Train four tiny models (transformer, hybrid, pure GDN, and the transformer with an
+    /// 8-token attention window as a planted regression) on CPU while the watch daemon scores
+    /// their checkpoints live; prints the annealed filtered losses and the detection table.
     Demo(DemoArgs),
 }
 

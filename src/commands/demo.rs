@@ -1,4 +1,4 @@
-//! `filtermon demo`: three tiny runs trained and monitored live (see [`crate::demo`]).
+//! `filtermon demo`: four tiny runs trained and monitored live (see [`crate::demo`]).
 
 use crate::commands::cli::DemoArgs;
 use crate::demo::{self, Plan};

@@ -1,6 +1,7 @@
-//! `filtermon demo`: three tiny pretraining runs — an Olmo 3 transformer, a 3:1 hybrid and a
-//! pure Gated DeltaNet model — trained on CPU with a WSD schedule while the real `watch`
-//! daemon, on a watch config written like a user's, scores their checkpoints as they appear.
+//! `filtermon demo`: four tiny pretraining runs — an Olmo 3 transformer, a 3:1 hybrid, a
+//! pure Gated DeltaNet model and a planted regression (the transformer with an 8-token
+//! attention window) — trained on CPU with a WSD schedule while the real `watch` daemon, on a
+//! watch config written like a user's, scores their checkpoints as they appear.
 //!
 //! Everything comes from [`crate::evalset::corpus_gen`] (no download) and lands in one folder
 //! (see [`folder`]). Training ([`crate::engine::train`]) and scoring share nothing but the checkpoint
@@ -41,9 +42,9 @@ pub struct Plan {
     pub corpus: CorpusConfig,
     /// BPE vocabulary (the models' embedding rows).
     pub vocab_size: usize,
-    /// Model sizes shared by the three runs.
+    /// Model sizes shared by the runs.
     pub shape: TwinShape,
-    /// Batch, context, schedule and optimizer shared by the three runs.
+    /// Batch, context, schedule and optimizer shared by the runs.
     pub train: TrainConfig,
     /// Bootstrap resamples of the monitor's confidence intervals.
     pub resamples: usize,
