@@ -204,7 +204,7 @@ fn from_checkpoints(args: &CompareArgs, path_a: &Path, path_b: &Path) -> anyhow:
         ))
     })?;
     let mut score = |ckpt: &Checkpoint| -> anyhow::Result<EvalScores> {
-        let (scores, speed) = scorer.score_evalset(ckpt, &es, given)?;
+        let (scores, speed) = scorer.score_checked_evalset(ckpt, &es)?;
         tracing::info!(
             checkpoint = %ckpt.dir.display(),
             tokens = speed.tokens,

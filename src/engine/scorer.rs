@@ -84,6 +84,16 @@ impl Scorer {
         tokenizer: Option<&Path>,
     ) -> anyhow::Result<(EvalScores, Throughput)> {
         check_evalset_tokenizer(ckpt, es, tokenizer)?;
+        self.score_checked_evalset(ckpt, es)
+    }
+
+    /// As [`Scorer::score_evalset`], for a checkpoint whose tokenizer the caller has already
+    /// passed through [`check_evalset_tokenizer`].
+    pub fn score_checked_evalset(
+        &mut self,
+        ckpt: &Checkpoint,
+        es: &EvalSet,
+    ) -> anyhow::Result<(EvalScores, Throughput)> {
         let (batch, device) = (self.settings.batch, self.settings.device.clone());
         score_evalset(self.model(ckpt)?, es, batch, &device)
     }
