@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Export(a) => commands::export::run(a),
         Command::Chart(a) => commands::chart::run(a),
         Command::Alerts(a) => commands::alerts::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Demo(a) => commands::demo::run(a),
     };
     match result {

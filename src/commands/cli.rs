@@ -59,6 +59,8 @@ pub enum Command {
     Chart(ChartArgs),
     /// List the alerts a store holds, or acknowledge one.
     Alerts(AlertsArgs),
+    /// Serve the live dashboard, JSON API and Prometheus metrics of a store.
+    Serve(ServeArgs),
     /// Train four tiny models (transformer, hybrid, pure GDN, and the transformer with an
     /// 8-token attention window as a planted regression) on CPU while the watch daemon scores
     /// their checkpoints live; prints the annealed filtered losses and the detection table.
@@ -110,6 +112,28 @@ pub struct DemoArgs {
     /// Replace an earlier demo in --out (only the demo's own files are removed).
     #[arg(long)]
     pub force: bool,
+    /// Also serve the live dashboard at this address while the demo runs (and print its
+    /// URL), e.g. `--serve 127.0.0.1:8080`.
+    #[arg(long, num_args = 0..=1, default_missing_value = crate::monitor::serve::DEFAULT_ADDR)]
+    pub serve: Option<std::net::SocketAddr>,
+}
+
+/// `filtermon serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The SQLite database (read-only but for acknowledging alerts; safe beside `watch`).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Address to listen on. Anything but loopback needs --token.
+    #[arg(long, default_value = crate::monitor::serve::DEFAULT_ADDR)]
+    pub addr: std::net::SocketAddr,
+    /// Token for acknowledging alerts (and, with --private, for reading): sent as
+    /// `Authorization: Bearer TOKEN`, or entered once in the page.
+    #[arg(long, env = "FILTERMON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Require the token for reading too.
+    #[arg(long)]
+    pub private: bool,
 }
 
 /// `filtermon watch`.

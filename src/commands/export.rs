@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::analysis::detection::{Detection, Lead};
 use crate::commands::cli::{ExportArgs, ExportFormat};
-use crate::store::report::{rfc3339, ResultRow};
+use crate::store::report::ResultRecord;
 use crate::store::Store;
 
 /// The exported columns, in order.
@@ -32,55 +32,6 @@ pub const COLUMNS: [&str; 18] = [
     "gap_ci_hi",
 ];
 
-/// One exported row; `scored_at` as RFC 3339 UTC, undefined numbers as null (`gap` where
-/// the baseline has no checkpoint of the same kind at the same tokens, or the run none).
-#[derive(Debug, Serialize)]
-struct Record<'a> {
-    run: &'a str,
-    arch: &'a str,
-    step: u64,
-    tokens: u64,
-    kind: &'a str,
-    checkpoint: &'a str,
-    evalset: &'a str,
-    filter: &'a str,
-    mean: Option<f64>,
-    n: u64,
-    ci_lo: Option<f64>,
-    ci_hi: Option<f64>,
-    top1: Option<f64>,
-    top5: Option<f64>,
-    scored_at: String,
-    gap: Option<f64>,
-    gap_ci_lo: Option<f64>,
-    gap_ci_hi: Option<f64>,
-}
-
-impl<'a> From<&'a ResultRow> for Record<'a> {
-    fn from(r: &'a ResultRow) -> Self {
-        Record {
-            run: &r.run,
-            arch: &r.arch,
-            step: r.step,
-            tokens: r.tokens,
-            kind: &r.kind,
-            checkpoint: &r.checkpoint,
-            evalset: &r.evalset,
-            filter: &r.filter,
-            mean: r.mean,
-            n: r.n,
-            ci_lo: r.ci_lo,
-            ci_hi: r.ci_hi,
-            top1: r.top1,
-            top5: r.top5,
-            scored_at: rfc3339(r.scored_at),
-            gap: r.gap,
-            gap_ci_lo: r.gap_ci_lo,
-            gap_ci_hi: r.gap_ci_hi,
-        }
-    }
-}
-
 /// A CSV field, quoted when it holds a comma, quote or line break.
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -94,7 +45,7 @@ fn num(x: Option<f64>) -> String {
     x.map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn csv_line(r: &Record) -> String {
+fn csv_line(r: &ResultRecord) -> String {
     let fields = [
         csv_field(r.run),
         csv_field(r.arch),
@@ -225,7 +176,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     write_records(
         args.format,
         &COLUMNS,
-        rows.iter().map(Record::from),
+        rows.iter().map(ResultRecord::from),
         csv_line,
     )
 }

@@ -15,5 +15,6 @@ pub mod parity;
 pub mod prepare;
 pub mod probe;
 pub mod score;
+pub mod serve;
 pub mod status;
 pub mod watch;

@@ -112,6 +112,7 @@ mod tests {
             gap: None,
             gap_ci_lo: None,
             gap_ci_hi: None,
+            checkpoint_id: 0,
         }
     }
 

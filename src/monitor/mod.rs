@@ -8,3 +8,4 @@ pub mod config;
 pub mod daemon;
 pub mod discover;
 pub mod paired_gaps;
+pub mod serve;

@@ -5,8 +5,10 @@
 //! daemon. The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] takes any
 //! older database to the current version on open.
 
+pub mod activity;
 pub mod alerts;
 pub mod curves;
+pub mod detail;
 pub mod jobs;
 pub mod losses;
 pub mod paired_gaps;
@@ -211,6 +213,40 @@ impl Store {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
+    }
+
+    /// Opens an existing database for reading only, as the dashboard does beside a writing
+    /// daemon. It is never migrated: a schema of another version is an input error (opening
+    /// it once with [`Store::open_existing`] migrates it).
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Store> {
+        if !path.is_file() {
+            return Err(input_error(format!("{}: no such database", path.display())));
+        }
+        let shown = path.display();
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| input_error(format!("{shown}: cannot open database: {e}")))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| input_error(format!("{shown}: not a usable SQLite database: {e}")))?;
+        if usize::try_from(version).ok() != Some(MIGRATIONS.len()) {
+            return Err(input_error(format!(
+                "{shown}: schema version {version}, this filtermon reads version {}",
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(Store { conn })
+    }
+
+    /// SQLite's `PRAGMA data_version`: it changes whenever another connection commits, so a
+    /// reader can wait for new results without reading the tables.
+    pub fn data_version(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     fn connect(path: &Path, flags: OpenFlags) -> anyhow::Result<Store> {

@@ -48,6 +48,76 @@ pub struct ResultRow {
     pub gap_ci_lo: Option<f64>,
     /// Upper end of the gap's 95% CI.
     pub gap_ci_hi: Option<f64>,
+    /// Store id of the checkpoint.
+    pub checkpoint_id: i64,
+}
+
+/// One result as `export` writes it (and the JSON API serves it); `scored_at` as RFC 3339
+/// UTC, undefined numbers as null (`gap` where the baseline has no checkpoint of the same
+/// kind at the same tokens, or the run none).
+#[derive(Debug, Serialize)]
+pub struct ResultRecord<'a> {
+    /// Run name.
+    pub run: &'a str,
+    /// Architecture label.
+    pub arch: &'a str,
+    /// Training step.
+    pub step: u64,
+    /// Tokens seen.
+    pub tokens: u64,
+    /// `stable` or `anneal`.
+    pub kind: &'a str,
+    /// Checkpoint folder name.
+    pub checkpoint: &'a str,
+    /// Evalset name.
+    pub evalset: &'a str,
+    /// Filter name.
+    pub filter: &'a str,
+    /// Mean NLL (nats); null when no token passed the filter.
+    pub mean: Option<f64>,
+    /// Tokens that passed.
+    pub n: u64,
+    /// Lower end of the 95% CI.
+    pub ci_lo: Option<f64>,
+    /// Upper end of the 95% CI.
+    pub ci_hi: Option<f64>,
+    /// Top-1 accuracy.
+    pub top1: Option<f64>,
+    /// Top-5 accuracy.
+    pub top5: Option<f64>,
+    /// When the results were committed, RFC 3339 UTC.
+    pub scored_at: String,
+    /// Paired gap to the baseline (nats), where there is one.
+    pub gap: Option<f64>,
+    /// Lower end of the gap's 95% CI.
+    pub gap_ci_lo: Option<f64>,
+    /// Upper end of the gap's 95% CI.
+    pub gap_ci_hi: Option<f64>,
+}
+
+impl<'a> From<&'a ResultRow> for ResultRecord<'a> {
+    fn from(r: &'a ResultRow) -> Self {
+        ResultRecord {
+            run: &r.run,
+            arch: &r.arch,
+            step: r.step,
+            tokens: r.tokens,
+            kind: &r.kind,
+            checkpoint: &r.checkpoint,
+            evalset: &r.evalset,
+            filter: &r.filter,
+            mean: r.mean,
+            n: r.n,
+            ci_lo: r.ci_lo,
+            ci_hi: r.ci_hi,
+            top1: r.top1,
+            top5: r.top5,
+            scored_at: rfc3339(r.scored_at),
+            gap: r.gap,
+            gap_ci_lo: r.gap_ci_lo,
+            gap_ci_hi: r.gap_ci_hi,
+        }
+    }
 }
 
 /// Checkpoints of a run by state. A checkpoint is failed when any of its jobs failed,
@@ -128,9 +198,9 @@ pub struct StatusReport {
     pub failures: Vec<FailureRow>,
 }
 
-const RESULT_COLUMNS: &str = "r.name, r.arch, c.step, c.tokens, c.kind, c.name, e.name,
+pub(super) const RESULT_COLUMNS: &str = "r.name, r.arch, c.step, c.tokens, c.kind, c.name, e.name,
     res.filter, res.mean, res.n, res.ci_lo, res.ci_hi, res.top1, res.top5, res.scored_at,
-    g.gap, g.ci_lo, g.ci_hi
+    g.gap, g.ci_lo, g.ci_hi, c.id
     FROM results res
     JOIN checkpoints c ON c.id = res.checkpoint_id
     JOIN runs r ON r.id = c.run_id
@@ -138,7 +208,7 @@ const RESULT_COLUMNS: &str = "r.name, r.arch, c.step, c.tokens, c.kind, c.name, 
     LEFT JOIN paired_gaps g ON g.checkpoint_id = res.checkpoint_id
         AND g.evalset_id = res.evalset_id AND g.filter = res.filter";
 
-fn result_row(r: &Row) -> rusqlite::Result<ResultRow> {
+pub(super) fn result_row(r: &Row) -> rusqlite::Result<ResultRow> {
     Ok(ResultRow {
         run: r.get(0)?,
         arch: r.get(1)?,
@@ -158,6 +228,7 @@ fn result_row(r: &Row) -> rusqlite::Result<ResultRow> {
         gap: r.get(15)?,
         gap_ci_lo: r.get(16)?,
         gap_ci_hi: r.get(17)?,
+        checkpoint_id: r.get(18)?,
     })
 }
 

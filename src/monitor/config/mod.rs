@@ -22,6 +22,7 @@ use crate::engine::device::DTypeArg;
 use crate::error::{input_error, line_of};
 use crate::evalset::filter::{filters_from_spanned, SpannedFilters};
 use crate::monitor::alerts::rules::AlertSettings;
+use crate::monitor::serve::ServeSettings;
 
 /// A validated watch config.
 #[derive(Debug, Clone)]
@@ -56,6 +57,8 @@ pub struct WatchConfig {
     pub primary: Vec<String>,
     /// Watched runs.
     pub runs: Vec<RunConfig>,
+    /// The live dashboard, served by the `watch` process itself when set.
+    pub serve: Option<ServeSettings>,
 }
 
 /// Timing and retry policy of `watch`.
@@ -194,6 +197,12 @@ struct RawConfig {
     on_alert: Option<String>,
     #[serde(default = "alerts::default_hook_timeout")]
     on_alert_timeout_secs: Spanned<f64>,
+    #[serde(default)]
+    serve: Option<Spanned<String>>,
+    #[serde(default)]
+    serve_token: Option<String>,
+    #[serde(default)]
+    serve_private: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -511,6 +520,24 @@ fn validate(
         },
         errs,
     )?;
+    let serve = match &raw.serve {
+        Some(addr) => {
+            let parsed = addr.get_ref().parse().map_err(|_| {
+                errs.spanned(
+                    addr,
+                    "serve",
+                    "must be an address and port, e.g. \"127.0.0.1:8080\"",
+                )
+            })?;
+            let settings = ServeSettings::new(parsed, raw.serve_token.clone(), raw.serve_private)
+                .map_err(|e| errs.spanned(addr, "serve", &e.to_string()))?;
+            Some(settings)
+        }
+        None if raw.serve_token.is_some() || raw.serve_private => {
+            return Err(errs.at(None, "serve_token", "is set but `serve` is not"));
+        }
+        None => None,
+    };
     Ok(WatchConfig {
         path: path.to_path_buf(),
         db: resolve(base, &raw.db),
@@ -530,6 +557,7 @@ fn validate(
         alerts,
         primary,
         runs,
+        serve,
     })
 }
 
