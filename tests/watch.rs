@@ -11,7 +11,12 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 mod common;
-use common::{assert_input_error, copy_dir, fixture, parse_jsonl, read_jsonl, repo};
+use common::{
+    assert_input_error, assert_tb_points_match, copy_dir, expected_tb_points, fixture, parse_jsonl,
+    read_jsonl, read_tb_with_filtermon, read_tb_with_tensorboard, repo, tensorboard_python,
+    TbPoint,
+};
+use filtermon::monitor::tensorboard::event_file::own_files;
 
 const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
 const SETTLE: f64 = 1.0;
@@ -767,6 +772,70 @@ fn export_writes_one_row_per_result() {
 
     let out = export(&["--format", "csv", "--run", "nope"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn tensorboard_scalars_are_appended_as_results_commit_and_written_once_across_restarts() {
+    let env = Env::new("small", &[("a", ""), ("b", "baseline = \"a\"")], "");
+    let cfg = fs::read_to_string(env.path("w.toml")).expect("config");
+    fs::write(env.path("w.toml"), format!("tensorboard = \"tb\"\n{cfg}")).expect("config");
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step7"));
+    copy_dir(&fixture("gdn_only"), &env.path("runs/b/step7"));
+    copy_dir(&fixture("olmo2"), &env.path("runs/b/step9-anneal"));
+    let mut daemon = env.spawn("d1.log");
+    env.wait_for("all three scored", Duration::from_secs(90), |e| {
+        e.query_i64("SELECT COUNT(*) FROM jobs WHERE state = 'done'") == 3
+    });
+    stop(&mut daemon);
+
+    let out = Command::new(BIN)
+        .args(["export", "--format", "jsonl", "--db"])
+        .arg(env.path("state/mon.db"))
+        .output()
+        .expect("export");
+    let want = expected_tb_points(&parse_jsonl(&String::from_utf8_lossy(&out.stdout)));
+    assert!(want
+        .iter()
+        .any(|p| p.0 == "b" && p.1 == "filtermon/default/all/gap"));
+    assert!(want.iter().any(|p| p.0 == "b/anneal"));
+    let tb = env.path("tb");
+    let python = tensorboard_python();
+    let check = |want: &[TbPoint]| {
+        assert_tb_points_match(&read_tb_with_filtermon(&tb), want, "filtermon's reader");
+        if let Some(py) = &python {
+            let got = read_tb_with_tensorboard(py, &tb);
+            assert_tb_points_match(&got, want, "TensorBoard's reader");
+        }
+    };
+    let files = |run: &str| own_files(&tb.join(run)).expect("list");
+    check(&want);
+    for run in ["a", "b", "b/anneal"] {
+        assert_eq!(
+            files(run).len(),
+            1,
+            "{run}: one file for the daemon's start"
+        );
+    }
+
+    // A restart with nothing new writes nothing, not even an empty file.
+    let mut daemon = env.spawn("d2.log");
+    env.wait_started("d2.log");
+    stop(&mut daemon);
+    check(&want);
+    assert_eq!(files("b").len(), 1);
+
+    // A crash mid-append tears the tail of a file; the next start writes what it lost into a
+    // file of its own, and nothing else again.
+    let torn = files("b").remove(0);
+    let bytes = fs::read(&torn).expect("read");
+    fs::write(&torn, &bytes[..bytes.len() - 3]).expect("tear");
+    assert_eq!(read_tb_with_filtermon(&tb).len(), want.len() - 1);
+    let mut daemon = env.spawn("d3.log");
+    env.wait_started("d3.log");
+    stop(&mut daemon);
+    check(&want);
+    assert_eq!(files("b").len(), 2);
+    assert_eq!(files("a").len(), 1);
 }
 
 #[test]

@@ -53,7 +53,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Runs, checkpoints by state, latest results and failures in a store.
     Status(StatusArgs),
-    /// One row per (run, checkpoint, evalset, filter) of a store, as CSV or JSONL.
+    /// One row per (run, checkpoint, evalset, filter) of a store, as CSV or JSONL; or every
+    /// result's mean and paired gap as TensorBoard scalars.
     Export(ExportArgs),
     /// Draw every curve and gap chart (PNG and SVG) and the HTML report from a store.
     Chart(ChartArgs),
@@ -175,17 +176,33 @@ pub enum ExportFormat {
     Csv,
     /// One JSON object per line.
     Jsonl,
+    /// TensorBoard event files under --out, one folder per run (annealed checkpoints in its
+    /// `anneal/` subfolder).
+    Tensorboard,
 }
 
 /// `filtermon export`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+With --format tensorboard, each run gets DIR/<run>/events.out.tfevents.<secs>.<host>.filtermon
+(its annealed checkpoints DIR/<run>/anneal/…), with the scalar filtermon/<evalset>/<filter> =
+the mean NLL and, where the run has a baseline checkpoint of the same kind at the same tokens,
+filtermon/<evalset>/<filter>/gap = the paired gap (run − baseline); results without a mean are
+skipped. Each point's wall time is when it was scored. Open with: tensorboard --logdir DIR")]
 pub struct ExportArgs {
     /// The SQLite database.
     #[arg(long)]
     pub db: PathBuf,
-    /// Output format (written to stdout).
+    /// Output format: csv and jsonl are written to stdout, tensorboard to --out.
     #[arg(long, value_enum)]
     pub format: ExportFormat,
+    /// Folder of the TensorBoard event files (created if missing; needed with
+    /// `--format tensorboard`, refused otherwise).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The TensorBoard step: tokens seen (default) or the training step.
+    #[arg(long, value_enum)]
+    pub x: Option<crate::monitor::charts::XAxis>,
     /// Only this run.
     #[arg(long)]
     pub run: Option<String>,

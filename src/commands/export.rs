@@ -1,12 +1,15 @@
 //! `filtermon export`: every stored result, one row per (run, checkpoint, evalset, filter);
-//! with `--detect`, the detection table.
+//! with `--detect`, the detection table; with `--format tensorboard`, the results as
+//! TensorBoard scalars ([`crate::monitor::tensorboard`]).
 
 use std::io::{BufWriter, Write};
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::analysis::detection::{Detection, Lead};
 use crate::commands::cli::{ExportArgs, ExportFormat};
+use crate::monitor::tensorboard;
 use crate::store::report::ResultRecord;
 use crate::store::Store;
 
@@ -137,24 +140,23 @@ fn detect_csv_line(r: &DetectRecord) -> String {
     .join(",")
 }
 
-/// Writes one record per line: CSV under a header, or JSON objects.
+/// Writes one record per line to stdout: CSV under a header, or JSON objects.
 fn write_records<R: Serialize>(
-    format: ExportFormat,
+    csv: bool,
     header: &[&str],
     records: impl Iterator<Item = R>,
     csv_line: impl Fn(&R) -> String,
 ) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
-    if format == ExportFormat::Csv {
+    if csv {
         writeln!(out, "{}", header.join(","))?;
     }
     for rec in records {
-        match format {
-            ExportFormat::Csv => writeln!(out, "{}", csv_line(&rec))?,
-            ExportFormat::Jsonl => {
-                serde_json::to_writer(&mut out, &rec)?;
-                out.write_all(b"\n")?;
-            }
+        if csv {
+            writeln!(out, "{}", csv_line(&rec))?;
+        } else {
+            serde_json::to_writer(&mut out, &rec)?;
+            out.write_all(b"\n")?;
         }
     }
     out.flush()?;
@@ -163,6 +165,21 @@ fn write_records<R: Serialize>(
 
 /// Runs the command.
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
+    if args.format == ExportFormat::Tensorboard {
+        let Some(out) = &args.out else {
+            crate::bail_input!(
+                "--format tensorboard needs --out DIR, the folder of the event files"
+            );
+        };
+        return to_tensorboard(args, out);
+    }
+    if args.out.is_some() {
+        crate::bail_input!("--out is only for --format tensorboard: csv and jsonl go to stdout");
+    }
+    if args.x.is_some() {
+        crate::bail_input!("--x is only for --format tensorboard");
+    }
+    let csv = args.format == ExportFormat::Csv;
     let store = Store::open_existing(&args.db)?;
     if args.detect {
         let detections = store.detections()?;
@@ -170,15 +187,28 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             .iter()
             .filter(|d| args.run.as_deref().is_none_or(|r| r == d.run))
             .map(DetectRecord::from);
-        return write_records(args.format, &DETECT_COLUMNS, records, detect_csv_line);
+        return write_records(csv, &DETECT_COLUMNS, records, detect_csv_line);
     }
     let rows = store.results(args.run.as_deref())?;
-    write_records(
-        args.format,
-        &COLUMNS,
-        rows.iter().map(ResultRecord::from),
-        csv_line,
-    )
+    write_records(csv, &COLUMNS, rows.iter().map(ResultRecord::from), csv_line)
+}
+
+/// Writes the results as event files under `out` and prints each file's path.
+fn to_tensorboard(args: &ExportArgs, out: &Path) -> anyhow::Result<()> {
+    if args.detect {
+        crate::bail_input!("--detect exports a table: use --format csv or jsonl");
+    }
+    let store = Store::open_existing(&args.db)?;
+    let rows = store.results(args.run.as_deref())?;
+    let files = tensorboard::export(&rows, out, args.x.unwrap_or_default())?;
+    if files.is_empty() {
+        tracing::warn!("no result with a mean to export");
+    }
+    let mut stdout = std::io::stdout().lock();
+    for f in files {
+        writeln!(stdout, "{}", f.display())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -84,7 +84,8 @@ pub fn owner_id() -> String {
     )
 }
 
-fn hostname() -> String {
+/// This machine's name ("localhost" when it cannot be read).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

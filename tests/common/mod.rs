@@ -120,3 +120,130 @@ pub fn store_with_one_evalset(
     let losses = filtermon::store::losses::encode(&scores).expect("encode");
     (store, es, losses)
 }
+
+/// A TensorBoard scalar as `(run, tag, step, value)`; the run is its folder under the root.
+pub type TbPoint = (String, String, i64, f64);
+
+/// The points a store's results should give, from `export --format jsonl` rows: the mean at
+/// tokens seen and, where there is one, the paired gap, in the run's folder (its annealed
+/// checkpoints in `<run>/anneal`); rows without a mean give none. Sorted.
+pub fn expected_tb_points(rows: &[serde_json::Value]) -> Vec<TbPoint> {
+    let mut out = Vec::new();
+    for r in rows {
+        let s = |k: &str| r[k].as_str().expect(k).to_string();
+        let run = match r["kind"].as_str() {
+            Some("anneal") => format!("{}/anneal", s("run")),
+            _ => s("run"),
+        };
+        let tag = format!("filtermon/{}/{}", s("evalset"), s("filter"));
+        let step = r["tokens"].as_i64().expect("tokens");
+        let Some(mean) = r["mean"].as_f64() else {
+            continue;
+        };
+        out.push((run.clone(), tag.clone(), step, mean));
+        if let Some(gap) = r["gap"].as_f64() {
+            out.push((run, format!("{tag}/gap"), step, gap));
+        }
+    }
+    sort_tb(&mut out);
+    out
+}
+
+fn sort_tb(points: &mut [TbPoint]) {
+    points.sort_by(|a, b| a.partial_cmp(b).expect("finite values"));
+}
+
+/// Asserts that two sorted point lists match, values to f32 precision.
+pub fn assert_tb_points_match(got: &[TbPoint], want: &[TbPoint], reader: &str) {
+    assert_eq!(got.len(), want.len(), "{reader}: {got:#?}\nwant: {want:#?}");
+    for (g, w) in got.iter().zip(want) {
+        let close = (g.3 - w.3).abs() <= 1e-6 * w.3.abs().max(1.0);
+        assert!(
+            g.0 == w.0 && g.1 == w.1 && g.2 == w.2 && close,
+            "{reader}: {g:?} != {w:?}"
+        );
+    }
+}
+
+/// Every point of filtermon's event files under `root`, read with filtermon's own reader.
+/// Sorted.
+pub fn read_tb_with_filtermon(root: &Path) -> Vec<TbPoint> {
+    use filtermon::monitor::tensorboard::event_file::{own_files, read_scalars};
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<TbPoint>) {
+        let run = dir
+            .strip_prefix(root)
+            .expect("under the root")
+            .to_str()
+            .expect("utf8")
+            .to_string();
+        for file in own_files(dir).expect("list") {
+            let bytes = std::fs::read(file).expect("read");
+            for s in read_scalars(&bytes).expect("scalars") {
+                out.push((run.clone(), s.tag, s.step, f64::from(s.value)));
+            }
+        }
+        for e in std::fs::read_dir(dir).expect("read folder") {
+            let path = e.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    sort_tb(&mut out);
+    out
+}
+
+/// The Python named by `FILTERMON_PYTHON` (default `python3`) when it can import
+/// `tensorboard`; otherwise prints why the check with TensorBoard's reader is skipped.
+pub fn tensorboard_python() -> Option<String> {
+    let py = std::env::var("FILTERMON_PYTHON").unwrap_or_else(|_| "python3".into());
+    match Command::new(&py)
+        .args(["-c", "import tensorboard"])
+        .output()
+    {
+        Ok(out) if out.status.success() => Some(py),
+        Ok(out) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            eprintln!(
+                "skipped the check with TensorBoard's reader: {py} cannot import tensorboard ({}); \
+                 set FILTERMON_PYTHON to a Python that can",
+                err.trim().lines().last().unwrap_or("no message")
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("skipped the check with TensorBoard's reader: cannot run {py}: {e}");
+            None
+        }
+    }
+}
+
+/// Every scalar under `root` as TensorBoard's own reader loads it
+/// (`scripts/check_tensorboard.py`). Sorted.
+pub fn read_tb_with_tensorboard(python: &str, root: &Path) -> Vec<TbPoint> {
+    let out = Command::new(python)
+        .arg(repo().join("scripts/check_tensorboard.py"))
+        .arg(root)
+        .output()
+        .expect("run check_tensorboard.py");
+    assert!(
+        out.status.success(),
+        "check_tensorboard.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut points = Vec::new();
+    for (run, tags) in json.as_object().expect("runs") {
+        for (tag, series) in tags.as_object().expect("tags") {
+            for p in series.as_array().expect("points") {
+                let step = p[0].as_i64().expect("step");
+                let value = p[1].as_f64().expect("value");
+                points.push((run.clone(), tag.clone(), step, value));
+            }
+        }
+    }
+    sort_tb(&mut points);
+    points
+}

@@ -33,6 +33,9 @@ pub struct WatchConfig {
     pub db: PathBuf,
     /// Where charts go.
     pub charts: PathBuf,
+    /// Folder of TensorBoard event files the daemon appends each result to (one subfolder
+    /// per run), if any.
+    pub tensorboard: Option<PathBuf>,
     /// Scoring devices, one in-process worker each: `cpu` or `cuda:N` (`cuda` is written
     /// `cuda:0`). A GPU appears at most once; `cpu` may repeat, for several CPU workers.
     pub devices: Vec<String>,
@@ -171,6 +174,8 @@ struct RawConfig {
     db: PathBuf,
     #[serde(default = "default_charts")]
     charts: PathBuf,
+    #[serde(default)]
+    tensorboard: Option<Spanned<PathBuf>>,
     #[serde(default)]
     device: Option<Spanned<String>>,
     #[serde(default)]
@@ -413,6 +418,14 @@ fn validate(
         return Err(errs.spanned(&raw.batch, "batch", "must be at least 1"));
     }
     let devices = validate_devices(raw.device.as_ref(), raw.devices.as_ref(), errs)?;
+    let tensorboard = match &raw.tensorboard {
+        Some(dir) => {
+            let path = resolve(base, dir.get_ref());
+            not_a_folder(&path, dir, "tensorboard", errs)?;
+            Some(path)
+        }
+        None => None,
+    };
     let d = &raw.daemon;
     let max_attempts = *d.max_attempts.get_ref();
     if max_attempts == 0 {
@@ -542,6 +555,7 @@ fn validate(
         path: path.to_path_buf(),
         db: resolve(base, &raw.db),
         charts: resolve(base, &raw.charts),
+        tensorboard,
         devices,
         dtype: match raw.dtype {
             RawDType::F32 => DTypeArg::F32,
@@ -743,9 +757,9 @@ fn validate_run(
     })
 }
 
-/// Refuses a path that exists but is no folder. One that does not exist yet is fine (the run
-/// may not have started; the daemon waits for it), but a file there would leave the run
-/// silently unwatched.
+/// Refuses a path that exists but is no folder. One that does not exist yet is fine (a run
+/// may not have started, and the daemon waits for it; the TensorBoard folder is created), but
+/// a file there would leave a run silently unwatched, or fail every TensorBoard write.
 fn not_a_folder(path: &Path, v: &Spanned<PathBuf>, key: &str, errs: &Errors) -> anyhow::Result<()> {
     if path.exists() && !path.is_dir() {
         return Err(errs.spanned(v, key, &format!("{} is not a folder", path.display())));
@@ -992,6 +1006,29 @@ anneal = ["step10-anneal"]
                 && e.ends_with("ckpt/b/inbox is not a folder"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_tensorboard_folder_is_resolved_and_a_file_there_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let cfg = tmp.path().join("w.toml");
+        let text = format!("tensorboard = \"tb\"\n{OK}");
+        let c = WatchConfig::parse(&text, &cfg).expect("valid");
+        assert_eq!(c.tensorboard, Some(tmp.path().join("tb")));
+        assert_eq!(
+            WatchConfig::parse(OK, &cfg).expect("valid").tensorboard,
+            None
+        );
+
+        std::fs::write(tmp.path().join("tb"), "").expect("write");
+        let e = WatchConfig::parse(&text, &cfg).expect_err("a file is no folder");
+        assert!(crate::error::is_input_error(&e));
+        let want = format!(
+            "{}:1: tensorboard: {} is not a folder",
+            cfg.display(),
+            tmp.path().join("tb").display()
+        );
+        assert_eq!(crate::error::one_line(&e), want);
     }
 
     #[test]

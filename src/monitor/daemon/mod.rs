@@ -35,6 +35,7 @@ use crate::monitor::alerts::Alerter;
 use crate::monitor::config::{EvalsetConfig, WatchConfig};
 use crate::monitor::discover::Discoverer;
 use crate::monitor::paired_gaps::TokenSets;
+use crate::monitor::tensorboard::Appender;
 use crate::store::jobs::{owner_id, Job, RetryPolicy, MAX_LOST_LEASES};
 use crate::store::{EvalsetRow, RunRow, Store};
 use watcher::{Discovery, Wake, WatchedRun};
@@ -132,7 +133,14 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
         ),
         Err(e) => tracing::error!(error = %one_line(&e), "reading undelivered alerts"),
     }
-    let after_commit = Arc::new(Mutex::new(AfterCommit { alerter }));
+    let tensorboard = config.tensorboard.as_ref().map(|dir| {
+        let runs = config.runs.iter().map(|r| r.name.clone()).collect();
+        Appender::new(dir.clone(), runs)
+    });
+    let after_commit = Arc::new(Mutex::new(AfterCommit {
+        alerter,
+        tensorboard,
+    }));
     let bootstrap = AggregateOptions {
         resamples: config.resamples,
         seed: config.seed,

@@ -19,6 +19,7 @@ use crate::evalset::loaded::LoadedEvalset;
 use crate::monitor::alerts::Alerter;
 use crate::monitor::charts::{render, ChartOptions};
 use crate::monitor::paired_gaps::{self, TokenSets};
+use crate::monitor::tensorboard::Appender;
 use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
 use crate::store::losses::{encode, EncodedLosses};
 use crate::store::{now, Store};
@@ -51,12 +52,15 @@ fn score_job(
 }
 
 /// The work after a commit, shared by a daemon's workers and done under its lock: paired
-/// gaps, alert rules and chart redraws each read everything committed so far, so the worker
-/// that runs them last has seen every commit; and two workers never redraw the same chart
-/// files at once, nor compute the same gaps twice.
+/// gaps, TensorBoard scalars, alert rules and chart redraws each read everything committed so
+/// far, so the worker that runs them last has seen every commit; and two workers never redraw
+/// the same chart files at once, compute the same gaps twice, nor write the same scalars twice.
 pub struct AfterCommit {
     /// Alert rules, evaluated after each commit (one hook for the whole daemon).
     pub alerter: Alerter,
+    /// The TensorBoard event files, appended after each commit once its paired gaps are
+    /// stored (with the config's `tensorboard` key).
+    pub tensorboard: Option<Appender>,
 }
 
 /// What the worker loop needs.
@@ -126,6 +130,7 @@ impl Worker {
             let after_commit = self.after_commit.clone();
             let mut after = lock(&after_commit);
             self.update_paired_gaps();
+            self.append_tensorboard(&mut after.tensorboard);
             self.evaluate_alerts(&mut after.alerter);
             self.draw_charts(None);
         }
@@ -161,7 +166,8 @@ impl Worker {
     }
 
     /// Reclaims dead leases when due (every half lease), leases the next job and scores it;
-    /// after a commit, updates the paired gaps and evaluates the alert rules. With no job
+    /// after a commit, updates the paired gaps, appends the TensorBoard scalars and evaluates
+    /// the alert rules. With no job
     /// due, drops the model: its checkpoint's other jobs would have been leased by now.
     pub fn turn(&mut self, last_reclaim: &mut Option<Instant>) -> anyhow::Result<Turn> {
         if last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2) {
@@ -183,6 +189,7 @@ impl Worker {
         let after_commit = self.after_commit.clone();
         let mut after = lock(&after_commit);
         self.update_paired_gaps();
+        self.append_tensorboard(&mut after.tensorboard);
         self.evaluate_alerts(&mut after.alerter);
         Ok(Turn::Ran(Some(evalset)))
     }
@@ -258,13 +265,22 @@ impl Worker {
         Ok(committed)
     }
 
-    // Neither paired gaps, alerts nor charts may stop the daemon: failures are logged.
-    // Callers hold the `after_commit` lock.
+    // Neither paired gaps, TensorBoard scalars, alerts nor charts may stop the daemon:
+    // failures are logged. Callers hold the `after_commit` lock.
 
     fn update_paired_gaps(&mut self) {
         let (resamples, seed) = (self.paired.resamples, self.paired.seed);
         if let Err(e) = paired_gaps::update(&mut self.store, &self.token_sets, resamples, seed) {
             tracing::error!(error = %one_line(&e), "computing paired gaps");
+        }
+    }
+
+    fn append_tensorboard(&self, appender: &mut Option<Appender>) {
+        let Some(appender) = appender else { return };
+        match appender.append(&self.store) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(scalars = n, "TensorBoard scalars appended"),
+            Err(e) => tracing::error!(error = %one_line(&e), "appending TensorBoard scalars"),
         }
     }
 
@@ -368,6 +384,7 @@ mod tests {
     use crate::evalset::filter::compile_filters;
     use crate::evalset::prepare::{prepare, PrepareOptions};
     use crate::monitor::alerts::rules::AlertSettings;
+    use crate::monitor::tensorboard::event_file::{own_files, read_scalars};
     use crate::store::{EvalsetRow, NewCheckpoint, RunRow};
     use candle_core::{DType, Device};
 
@@ -472,7 +489,10 @@ mod tests {
                 batch: 1,
             }),
             aggregate,
-            after_commit: Arc::new(Mutex::new(AfterCommit { alerter })),
+            after_commit: Arc::new(Mutex::new(AfterCommit {
+                alerter,
+                tensorboard: Some(Appender::new(tmp.path().join("tb"), vec!["r".into()])),
+            })),
             catch_up: false,
             token_sets,
             paired: aggregate,
@@ -495,5 +515,13 @@ mod tests {
         // Idle again: nothing to drop, nothing fails.
         assert_eq!(worker.turn(&mut reclaimed).expect("turn"), Turn::Idle);
         assert!(!worker.scorer.is_loaded());
+
+        // Each commit's results went to the run's event file as they were committed.
+        let stored = worker.store.results(None).expect("results");
+        let means = stored.iter().filter(|r| r.mean.is_some()).count();
+        let files = own_files(&tmp.path().join("tb/r")).expect("event files");
+        assert_eq!(files.len(), 1, "one file for the daemon's start");
+        let bytes = std::fs::read(&files[0]).expect("read");
+        assert_eq!(read_scalars(&bytes).expect("scalars").len(), means);
     }
 }
