@@ -202,6 +202,9 @@ pub(super) async fn ack(
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::bad_request("send the body as `Content-Type: application/json`")
         }
+        too_big if too_big.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError(too_big.status(), too_big.body_text())
+        }
         other => malformed(other.body_text()),
     })?;
     let db = app.db.clone();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
+use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::App;
@@ -25,7 +26,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// What changed, as the event's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Change {
+pub(super) enum Kind {
     /// New results (a job committed).
     Results,
     /// A firing stored or acknowledged.
@@ -34,13 +35,48 @@ pub(super) enum Change {
     Queue,
 }
 
-impl Change {
+impl Kind {
     fn name(self) -> &'static str {
         match self {
-            Change::Results => "results",
-            Change::Alerts => "alerts",
-            Change::Queue => "queue",
+            Kind::Results => "results",
+            Kind::Alerts => "alerts",
+            Kind::Queue => "queue",
         }
+    }
+}
+
+/// A change, and the store's counts after it, so that a client can tell which commit an
+/// event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(super) struct Change {
+    #[serde(skip)]
+    kind: Kind,
+    results: i64,
+    alerts: i64,
+    acked: i64,
+    queued: u64,
+    running: u64,
+    done: u64,
+    failed: u64,
+}
+
+impl Change {
+    fn new(kind: Kind, m: &ChangeMarks) -> Self {
+        Change {
+            kind,
+            results: m.results.0,
+            alerts: m.alerts.0,
+            acked: m.alerts.1,
+            queued: m.queue.queued,
+            running: m.queue.running,
+            done: m.queue.done,
+            failed: m.queue.failed,
+        }
+    }
+
+    fn event(&self) -> Event {
+        let data = serde_json::to_string(self).unwrap_or_else(|_| "{}".into());
+        Event::default().event(self.kind.name()).data(data)
     }
 }
 
@@ -84,14 +120,14 @@ pub(super) async fn poll(app: Arc<App>) {
         conn = Some(store);
         let Some(marks) = marks else { continue };
         if let Some((_, old)) = &seen {
-            for (changed, what) in [
-                (old.results != marks.results, Change::Results),
-                (old.alerts != marks.alerts, Change::Alerts),
-                (old.queue != marks.queue, Change::Queue),
+            for (changed, kind) in [
+                (old.results != marks.results, Kind::Results),
+                (old.alerts != marks.alerts, Kind::Alerts),
+                (old.queue != marks.queue, Kind::Queue),
             ] {
                 if changed {
                     // No receiver is no error: no page is open.
-                    let _ = app.changes.send(what);
+                    let _ = app.changes.send(Change::new(kind, &marks));
                 }
             }
         }
@@ -105,16 +141,13 @@ pub(super) async fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = app.changes.subscribe();
     let changes = stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(c) => return Some((Event::default().event(c.name()).data("{}"), rx)),
-                // A page that fell behind refetches everything.
-                Err(RecvError::Lagged(_)) => {
-                    return Some((Event::default().event("resync").data("{}"), rx))
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
+        let event = match rx.recv().await {
+            Ok(c) => c.event(),
+            // A page that fell behind refetches everything.
+            Err(RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((event, rx))
     });
     let mut closing = app.closing.clone();
     let events = stream::once(async { Event::default().event("hello").data("{}") })
