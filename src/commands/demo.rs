@@ -17,5 +17,5 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     } else {
         Plan::full()
     };
-    demo::run(&args.out, &plan, args.force)
+    demo::run(&args.out, &plan, args.force, args.serve)
 }

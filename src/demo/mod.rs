@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod summary;
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +32,7 @@ use crate::evalset::corpus_gen::{Corpus, CorpusConfig, RepeatConfig};
 use crate::evalset::filter::{builtin_filters, compile_filters};
 use crate::evalset::probe::{probe, ProbeOptions, ProbeSpec};
 use crate::monitor::config::WatchConfig;
+use crate::monitor::serve::{ServeSettings, Server};
 use monitor::{ConfigParams, Monitor, EVALSET_NAME, PROBE_NAME};
 
 /// Sizes and schedule of a demo.
@@ -218,8 +220,9 @@ fn demo_runs(plan: &Plan) -> Vec<DemoRun> {
 }
 
 /// Runs the demo into `out` (see [`folder::prepare`] for what it accepts) and prints its
-/// progress and closing summary on stdout.
-pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
+/// progress and closing summary on stdout. With `serve`, the live dashboard is served there
+/// while the demo runs, and after it until SIGINT/SIGTERM.
+pub fn run(out: &Path, plan: &Plan, force: bool, serve: Option<SocketAddr>) -> anyhow::Result<()> {
     let started = Instant::now();
     folder::prepare(out, plan.name, force)?;
     writeln!(
@@ -299,6 +302,20 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
     let mut training = Training::new(&multi, runs, s.total_updates());
     let scored_bar = multi.add(bar("scored", "{bar:30} {pos:>4}/{len} checkpoints · {msg}"));
     let mut monitor = Monitor::start(config, scored_bar)?;
+    let dashboard = match serve {
+        Some(addr) => {
+            let server = Server::start(&db, ServeSettings::new(addr, None, false)?)?;
+            let line = format!("dashboard: http://{}/", server.addr());
+            // Above the progress bars on a terminal; a hidden one would drop the line.
+            if multi.is_hidden() {
+                writeln!(std::io::stdout(), "{line}")?;
+            } else {
+                multi.println(line)?;
+            }
+            Some(server)
+        }
+        None => None,
+    };
     let train_start = Instant::now();
     while training.step()? {
         monitor.poll(training.written.len())?;
@@ -375,6 +392,14 @@ pub fn run(out: &Path, plan: &Plan, force: bool) -> anyhow::Result<()> {
         minutes(train_secs),
         minutes(wait_secs)
     )?;
+    if let Some(server) = dashboard {
+        writeln!(
+            std::io::stdout(),
+            "dashboard: http://{}/ (served until Ctrl-C)",
+            server.addr()
+        )?;
+        server.serve_until_signal()?;
+    }
     if scoring.failed > 0 {
         anyhow::bail!("{} checkpoints could not be scored", scoring.failed);
     }

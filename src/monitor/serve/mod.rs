@@ -178,7 +178,7 @@ impl Server {
     }
 
     /// Whether the server stopped on its own (an error, which [`Server::stop`] returns).
-    pub fn is_finished(&self) -> bool {
+    fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
@@ -189,6 +189,22 @@ impl Server {
                 .map_err(|_| anyhow::anyhow!("the dashboard thread panicked"))?,
             None => Ok(()),
         }
+    }
+
+    /// Serves until SIGINT/SIGTERM, or until the server fails on its own.
+    pub fn serve_until_signal(self) -> anyhow::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        ctrlc::set_handler(move || {
+            let _ = tx.send(());
+        })
+        .context("installing the SIGINT/SIGTERM handler")?;
+        while !self.is_finished() {
+            match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        self.stop()
     }
 
     /// Stops serving: open event streams end, requests in flight finish.

@@ -97,7 +97,7 @@ async function overview(main) {
       evalsets.length ? select("evalset", evalsets, evalset, (v) => { setParam("evalset", v); refresh(); }) : null,
       evalset ? latestTable(data.runs, evalset) : el("p", {}, "nothing scored yet")),
     alertsSection(alerts),
-    failuresSection(data.failures));
+    failuresSection(data.failures) || "");
 }
 
 function runsTable(runs) {
