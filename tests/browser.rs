@@ -77,6 +77,17 @@ async fn until(c: &Client, what: &str, timeout: Duration, script: &str) -> Value
     }
 }
 
+/// Waits until the page's event stream is open.
+async fn live(c: &Client) {
+    until(
+        c,
+        "the live indicator",
+        Duration::from_secs(20),
+        "return document.getElementById('live').textContent === 'live';",
+    )
+    .await;
+}
+
 /// `[label, points drawn]` of every series but x of the first chart on the page.
 const SERIES: &str = "const c = (window.filtermon || {}).charts && window.filtermon.charts[0];
     if (!c) return null;
@@ -131,13 +142,7 @@ async fn the_dashboard_in_chromium_lists_runs_draws_every_series_and_updates_liv
     let mut names: Vec<&str> = RUNS.iter().map(|r| r.0).collect();
     names.sort();
     assert_eq!(listed, json!(names));
-    until(
-        &c,
-        "the live indicator",
-        Duration::from_secs(20),
-        "return document.getElementById('live').textContent === 'live';",
-    )
-    .await;
+    live(&c).await;
     std::fs::write(
         w.path("overview.png"),
         c.screenshot().await.expect("screenshot"),
@@ -159,13 +164,7 @@ async fn the_dashboard_in_chromium_lists_runs_draws_every_series_and_updates_liv
             "{run} has one point in {series}"
         );
     }
-    until(
-        &c,
-        "the live indicator",
-        Duration::from_secs(20),
-        "return document.getElementById('live').textContent === 'live';",
-    )
-    .await;
+    live(&c).await;
 
     // A new result shows on the open page, which is not reloaded (the marker survives).
     c.execute("window.notReloaded = true; return true;", vec![])

@@ -250,43 +250,20 @@ fn bad_requests_get_json_errors_and_no_path_reaches_the_file_system() {
         assert_error(get(url, path), 400, path);
     }
     let json_type = "Content-Type: application/json";
-    assert_error(
-        raw(url, "POST", "/api/alerts", &[json_type], "{not json"),
-        400,
-        "bad json",
-    );
-    assert_error(
-        raw(url, "POST", "/api/alerts", &[json_type], "{\"ack\": \"x\"}"),
-        400,
-        "ack not a number",
-    );
-    assert_error(
-        raw(
-            url,
-            "POST",
-            "/api/alerts",
+    for (headers, body, status, what) in [
+        (&[json_type][..], "{not json", 400, "bad json"),
+        (&[json_type], "{\"ack\": \"x\"}", 400, "ack not a number"),
+        (
             &[json_type],
             "{\"ack\": 1, \"more\": 2}",
+            400,
+            "unknown key",
         ),
-        400,
-        "unknown key",
-    );
-    assert_error(
-        raw(url, "POST", "/api/alerts", &[], "{\"ack\": 1}"),
-        400,
-        "no content type",
-    );
-    assert_error(
-        raw(
-            url,
-            "POST",
-            "/api/alerts",
-            &[json_type],
-            "{\"ack\": 424242}",
-        ),
-        404,
-        "unknown alert",
-    );
+        (&[], "{\"ack\": 1}", 400, "no content type"),
+        (&[json_type], "{\"ack\": 424242}", 404, "unknown alert"),
+    ] {
+        assert_error(raw(url, "POST", "/api/alerts", headers, body), status, what);
+    }
     let big = format!("{{\"ack\": 1, \"pad\": \"{}\"}}", "x".repeat(100_000));
     let (status, _) = raw(url, "POST", "/api/alerts", &[json_type], &big);
     assert_eq!(status, 413, "a body over the limit is refused");

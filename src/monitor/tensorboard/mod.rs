@@ -264,6 +264,7 @@ mod tests {
             gap,
             gap_ci_lo: None,
             gap_ci_hi: None,
+            checkpoint_id: 1,
         }
     }
 
