@@ -51,6 +51,7 @@ fn every_twin_is_measured() {
         assert!(r["tokens_per_s"].as_f64().expect("tokens/s") > 0.0, "{r}");
         assert!(r["params"].as_u64().expect("params") > 0, "{r}");
         assert!(r.get("ratio").is_none(), "{r}");
+        assert!(r["cpu"].as_str().is_some_and(|c| !c.is_empty()), "{r}");
     }
 }
 

@@ -54,6 +54,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "--torch compares f32 or bf16 (bench_torch.py has no f16)",
         ));
     }
+    let cpu = cpu_description();
+    if !args.json {
+        writeln!(stdout, "cpu: {cpu}")?;
+    }
     let peak = if args.peak {
         Some(print_peak(&mut stdout, args, &device, threads)?)
     } else {
@@ -123,7 +127,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             let mut row = json!({"arch": name, "params": params, "tokens_per_s": tps,
                 "seconds_per_1m_tokens": 1e6 / tps, "threads": threads, "window": args.window,
                 "windows": args.windows, "batch": args.batch, "device": args.device,
-                "path": path.name(), "dtype": args.dtype.name(), "engine": "filtermon"});
+                "path": path.name(), "dtype": args.dtype.name(), "engine": "filtermon",
+                "cpu": cpu});
             if let Some(r) = &reference {
                 row["torch_tokens_per_s"] = json!(r.tokens_per_s);
                 row["torch_seconds_per_1m_tokens"] = json!(1e6 / r.tokens_per_s);
@@ -151,6 +156,60 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What this machine's scoring speed depends on, in one line: the CPU, the matrix-product
+/// kernels `gemm` picks for it at run time (AVX-512 where the CPU has AVX-512F, else AVX2 + FMA,
+/// else SSE), whether it has AVX512-BF16, the caches, and the clock now. Ratios against another
+/// machine of the "same kind" move with exactly these.
+fn cpu_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let mut parts = vec![model];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let kernels = if is_x86_feature_detected!("avx512f") {
+            "AVX-512 (x86-64-v4)"
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            "AVX2+FMA (x86-64-v3)"
+        } else {
+            "SSE (baseline)"
+        };
+        parts.push(format!("gemm kernels {kernels}"));
+        let bf16 = if is_x86_feature_detected!("avx512bf16") {
+            "yes"
+        } else {
+            "no"
+        };
+        parts.push(format!("AVX512-BF16 {bf16}"));
+    }
+    let caches: Vec<String> = (0..8)
+        .filter_map(|i| {
+            let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+            let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+            let (level, kind, size) = (read("level")?, read("type")?, read("size")?);
+            let kind = match kind.trim() {
+                "Data" => "d",
+                "Instruction" => return None,
+                _ => "",
+            };
+            Some(format!("L{}{kind} {}", level.trim(), size.trim()))
+        })
+        .collect();
+    if !caches.is_empty() {
+        parts.push(caches.join(" "));
+    }
+    if let Some(mhz) = field("cpu MHz") {
+        parts.push(format!("{mhz} MHz now"));
+    }
+    parts.join(", ")
 }
 
 /// Measures and prints the matrix-product peak ([`matmul_peak`]); returns its GFLOP/s.

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use super::Store;
 
 /// Jobs by state across every run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueCounts {
     /// Waiting (including retries not yet due).
     pub queued: u64,

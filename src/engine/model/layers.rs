@@ -3,6 +3,7 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::fast_exp::SwiGlu;
 use super::path::ExecPath;
 
 /// `x @ wᵀ` for weights stored `[out, in]`, over any leading dims of `x`.
@@ -106,9 +107,16 @@ impl Mlp {
 
     /// Applies the MLP.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = silu(&linear(x, &self.gate)?)?;
+        let g = linear(x, &self.gate)?;
         let u = linear(x, &self.up)?;
-        linear(&(g * u)?, &self.down)
+        // On the CPU outside training, in f32, one pass with a vectorised exp; bf16 keeps the
+        // reference's roundings (SiLU rounded once, then the product).
+        let h = if x.device().is_cpu() && !x.track_op() && x.dtype() == DType::F32 {
+            g.apply_op2_no_bwd(&u, &SwiGlu)?
+        } else {
+            (silu(&g)? * u)?
+        };
+        linear(&h, &self.down)
     }
 }
 

@@ -5,6 +5,8 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 use rayon::prelude::*;
 
+use super::fast_exp::log_sum_exp_and_rank;
+
 /// f32 logits held at once (per slice), in elements.
 const LOGIT_BUDGET: usize = 16 << 20;
 
@@ -106,16 +108,9 @@ fn score_row(row: &[f32], target: u32) -> Result<TokenScore> {
             row.len()
         )
     };
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    let mut above = 0usize;
-    for &x in row {
-        sum += f64::from((x - max).exp());
-        above += usize::from(x > target_logit);
-    }
-    let lse = max as f64 + sum.ln();
+    let (lse, above) = log_sum_exp_and_rank(row, target_logit);
     Ok(TokenScore {
-        loss: (lse - target_logit as f64) as f32,
+        loss: (lse - f64::from(target_logit)) as f32,
         top1: above == 0,
         top5: above < 5,
     })

@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::config::{layer_types, required, ConfigError};
+use super::fast_exp::MaskedSoftmax;
 use super::layers::{linear, RmsNorm};
 use super::path::ExecPath;
 use super::spec::{AttentionSpec, Family, LayerSpec, Mixer, ModelSpec, NormPlacement, Rope, Yarn};
@@ -505,16 +506,30 @@ impl Attention {
         };
         let block = (score_budget(x.device()) / (4 * b * nh * t).max(1))
             .clamp(1, QUERY_BLOCK.min(t).max(1));
-        let mask_key = TableKey::AttentionMask {
-            window: self.window,
-            seq: t,
-            dtype: score_dtype,
+        // The host path on the CPU outside training: one pass applies the scale, the mask and
+        // the softmax.
+        let fused = x.device().is_cpu() && !differentiable && !in_dtype;
+        let mask = if fused {
+            None
+        } else {
+            let key = TableKey::AttentionMask {
+                window: self.window,
+                seq: t,
+                dtype: score_dtype,
+            };
+            Some(self.tables.get(key, x.device(), || {
+                Ok(vec![
+                    causal_mask(t, self.window, x.device())?.to_dtype(score_dtype)?
+                ])
+            })?)
         };
-        let mask = self.tables.get(mask_key, x.device(), || {
-            Ok(vec![
-                causal_mask(t, self.window, x.device())?.to_dtype(score_dtype)?
-            ])
-        })?;
+        // As the reference: q·kᵀ rounded to the model dtype, scaled by the f32 scale and
+        // rounded again (candle's affine would round the scale itself to bf16), softmax in f32.
+        let as_reference = |qk: Tensor| -> Result<Tensor> {
+            (qk.to_dtype(DType::F32)? * scale)?
+                .to_dtype(x.dtype())?
+                .to_dtype(DType::F32)
+        };
         let mut outs = Vec::with_capacity(t.div_ceil(block));
         for start in (0..t).step_by(block) {
             let len = block.min(t - start);
@@ -524,24 +539,35 @@ impl Attention {
             let qb = q.narrow(2, start, len)?;
             let kb = k.narrow(2, key_start, end - key_start)?;
             let vb = v.narrow(2, key_start, end - key_start)?;
-            let scores = if in_dtype {
-                qb.matmul(&kb.t()?)?
-            } else {
-                // As the reference: q·kᵀ rounded to the model dtype, scaled by the f32 scale and
-                // rounded again (candle's affine would round the scale itself to bf16), softmax
-                // in f32.
-                (qb.matmul(&kb.t()?)?.to_dtype(DType::F32)? * scale)?
-                    .to_dtype(x.dtype())?
-                    .to_dtype(DType::F32)?
-            };
-            let mask = mask[0]
-                .narrow(0, start, len)?
-                .narrow(1, key_start, end - key_start)?;
-            let masked = scores.broadcast_add(&mask)?;
-            let probs = if differentiable {
-                candle_nn::ops::softmax(&masked, D::Minus1)?
-            } else {
-                candle_nn::ops::softmax_last_dim(&masked)?
+            let qk = qb.matmul(&kb.t()?)?;
+            let probs = match &mask {
+                None => {
+                    // f32 scores take the scale in the pass: the same f32 product.
+                    let (scores, scale) = if x.dtype() == DType::F32 {
+                        (qk, scale as f32)
+                    } else {
+                        (as_reference(qk)?, 1.0)
+                    };
+                    scores.apply_op1_no_bwd(&MaskedSoftmax {
+                        scale,
+                        first_query: start,
+                        first_key: key_start,
+                        window: self.window,
+                    })?
+                }
+                Some(mask) => {
+                    let scores = if in_dtype { qk } else { as_reference(qk)? };
+                    let mask =
+                        mask[0]
+                            .narrow(0, start, len)?
+                            .narrow(1, key_start, end - key_start)?;
+                    let masked = scores.broadcast_add(&mask)?;
+                    if differentiable {
+                        candle_nn::ops::softmax(&masked, D::Minus1)?
+                    } else {
+                        candle_nn::ops::softmax_last_dim(&masked)?
+                    }
+                }
             }
             .to_dtype(x.dtype())?;
             outs.push(probs.matmul(&vb)?);

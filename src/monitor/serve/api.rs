@@ -1,5 +1,6 @@
 //! The JSON API. Result rows carry the field names of `export`; errors are
-//! `{"error": "…"}` with 400 (malformed request), 401, 404 or 500.
+//! `{"error": "…"}` with 400 (malformed request), 401 (no token), 404 (unknown route, id,
+//! run or asset), 405, 413 (body over the limit) or 500.
 
 use std::sync::Arc;
 
@@ -73,7 +74,7 @@ pub(super) async fn not_found() -> ApiError {
 struct Runs<'a> {
     runs: Vec<RunRecord<'a>>,
     failures: &'a [FailureRow],
-    queue: QueueRecord,
+    queue: QueueCounts,
 }
 
 /// A run of `status`, with its latest results as `export` writes them.
@@ -87,25 +88,6 @@ struct RunRecord<'a> {
     checkpoints: &'a StateCounts,
     last_scored_at: Option<String>,
     latest: Vec<ApiRow<'a>>,
-}
-
-#[derive(Serialize)]
-struct QueueRecord {
-    queued: u64,
-    running: u64,
-    done: u64,
-    failed: u64,
-}
-
-impl From<QueueCounts> for QueueRecord {
-    fn from(q: QueueCounts) -> Self {
-        QueueRecord {
-            queued: q.queued,
-            running: q.running,
-            done: q.done,
-            failed: q.failed,
-        }
-    }
 }
 
 pub(super) async fn runs(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
@@ -131,7 +113,7 @@ pub(super) async fn runs(State(app): State<Arc<App>>) -> Result<Response, ApiErr
             Ok(serde_json::to_vec(&Runs {
                 runs,
                 failures: &status.failures,
-                queue: queue.into(),
+                queue,
             })?)
         })
         .await?;

@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::App;
 use crate::error::one_line;
-use crate::store::activity::ChangeMarks;
+use crate::store::activity::{ChangeMarks, QueueCounts};
 use crate::store::Store;
 
 /// How often the poller asks for `data_version`: a result shows within this much.
@@ -47,17 +47,15 @@ impl Kind {
 
 /// A change, and the store's counts after it, so that a client can tell which commit an
 /// event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(super) struct Change {
     #[serde(skip)]
     kind: Kind,
     results: i64,
     alerts: i64,
     acked: i64,
-    queued: u64,
-    running: u64,
-    done: u64,
-    failed: u64,
+    #[serde(flatten)]
+    queue: QueueCounts,
 }
 
 impl Change {
@@ -67,10 +65,7 @@ impl Change {
             results: m.results.0,
             alerts: m.alerts.0,
             acked: m.alerts.1,
-            queued: m.queue.queued,
-            running: m.queue.running,
-            done: m.queue.done,
-            failed: m.queue.failed,
+            queue: m.queue.clone(),
         }
     }
 

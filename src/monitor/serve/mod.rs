@@ -103,8 +103,9 @@ impl App {
                 None => Store::open_read_only(&app.db)?,
             };
             let out = f(&app, &store);
+            // A connection that failed is dropped rather than kept: the next one starts clean.
             let mut idle = app.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < IDLE_READERS {
+            if out.is_ok() && idle.len() < IDLE_READERS {
                 idle.push(store);
             }
             out
