@@ -67,30 +67,74 @@ fn row_max(row: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// `ln Σ e^x` of a row, and how many of its elements exceed `target` (the target's rank).
-pub fn log_sum_exp_and_rank(row: &[f32], target: f32) -> (f64, usize) {
-    let max = row_max(row);
-    let mut sums = [0f64; LANES];
-    let mut above = [0u32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            sums[i] += f64::from(exp(c[i] - max));
-            above[i] += u32::from(c[i] > target);
+/// Runs a row kernel compiled for AVX-512 where the CPU has it: the crate targets baseline
+/// x86-64, whose 4-wide SSE2 is all the compiler may use for these loops otherwise.
+macro_rules! widest {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident;) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F, checked just above.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
         }
-    }
-    let mut sum: f64 = sums.iter().sum();
-    let mut rank: usize = above.iter().map(|&a| a as usize).sum();
-    for &x in chunks.remainder() {
-        sum += f64::from(exp(x - max));
-        rank += usize::from(x > target);
-    }
-    (f64::from(max) + sum.ln(), rank)
+    };
 }
 
-/// Softmax of `scale · row` into `out`.
+/// Chunks of lanes summed in f32 before they go into the f64 total: few enough that the f32
+/// sums stay within 1e-5 relative, many enough that the f64 adds cost nothing.
+const F32_RUN: usize = 64;
+
+widest! {
+    /// `ln Σ e^x` of a row, and how many of its elements exceed `target` (the target's rank).
+    pub fn log_sum_exp_and_rank(row: &[f32], target: f32) -> (f64, usize) = lse_and_rank;
+}
+
 #[inline(always)]
-fn softmax_row(row: &[f32], out: &mut [f32], scale: f32) {
+fn lse_and_rank(row: &[f32], target: f32) -> (f64, usize) {
+    let max = row_max(row);
+    let mut total = 0f64;
+    let mut rank = 0usize;
+    let mut chunks = row.chunks_exact(LANES);
+    loop {
+        let mut sums = [0f32; LANES];
+        let mut above = [0u32; LANES];
+        let mut n = 0;
+        for c in (&mut chunks).take(F32_RUN) {
+            for i in 0..LANES {
+                sums[i] += exp(c[i] - max);
+                above[i] += u32::from(c[i] > target);
+            }
+            n += 1;
+        }
+        total += sums.iter().map(|&s| f64::from(s)).sum::<f64>();
+        rank += above.iter().map(|&a| a as usize).sum::<usize>();
+        if n < F32_RUN {
+            break;
+        }
+    }
+    for &x in chunks.remainder() {
+        total += f64::from(exp(x - max));
+        rank += usize::from(x > target);
+    }
+    (f64::from(max) + total.ln(), rank)
+}
+
+widest! {
+    /// Softmax of `scale · row` into `out`.
+    fn softmax_row(row: &[f32], out: &mut [f32], scale: f32) = softmax_row_body;
+}
+
+#[inline(always)]
+fn softmax_row_body(row: &[f32], out: &mut [f32], scale: f32) {
     // scale > 0, so the largest scaled score is the scaled largest score.
     let max = row_max(row) * scale;
     let mut sums = [0f32; LANES];
@@ -168,12 +212,35 @@ impl CustomOp1 for MaskedSoftmax {
     }
 }
 
+widest! {
+    /// `out = silu(gate) · up`.
+    fn swiglu_chunk(gate: &[f32], up: &[f32], out: &mut [f32]) = swiglu_chunk_body;
+}
+
+#[inline(always)]
+fn swiglu_chunk_body(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g * sigmoid(g) * u;
+    }
+}
+
+/// σ(x), from e^-|x| ≤ 1 so that the exp never overflows.
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    let e = exp(-x.abs());
+    if x >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    }
+}
+
 /// `silu(gate) · up` in f32, elementwise over two tensors of one shape.
 #[derive(Debug, Clone, Copy)]
 pub struct SwiGlu;
 
 /// Elements per parallel task: large enough to amortise the task, small enough to spread.
-const SWIGLU_CHUNK: usize = 1 << 14;
+const CHUNK: usize = 1 << 14;
 
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
@@ -201,23 +268,9 @@ impl CustomOp2 for SwiGlu {
         }
         let (gate, up) = (&gate[g0..g1], &up[u0..u1]);
         let mut out = vec![0f32; gate.len()];
-        out.par_chunks_mut(SWIGLU_CHUNK)
-            .zip(
-                gate.par_chunks(SWIGLU_CHUNK)
-                    .zip(up.par_chunks(SWIGLU_CHUNK)),
-            )
-            .for_each(|(o, (g, u))| {
-                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                    // σ(g) from e^-|g| ≤ 1, so the exp never overflows.
-                    let e = exp(-g.abs());
-                    let sigmoid = if g >= 0.0 {
-                        1.0 / (1.0 + e)
-                    } else {
-                        e / (1.0 + e)
-                    };
-                    *o = g * sigmoid * u;
-                }
-            });
+        out.par_chunks_mut(CHUNK)
+            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+            .for_each(|(o, (g, u))| swiglu_chunk(g, u, o));
         Ok((CpuStorage::F32(out), gate_layout.shape().clone()))
     }
 }
