@@ -6,10 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use filtermon::analysis::stats::aggregate::FilterResult;
-use filtermon::store::{NewCheckpoint, RunRow};
 
 mod common;
-use common::store_with_one_evalset;
+use common::{add_run, commit_checkpoint, store_with_one_evalset};
 
 const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
 const RUNS: [(&str, &str, Option<&str>); 3] = [
@@ -45,34 +44,15 @@ fn loss(arch: &str, filter: &str, tokens: f64, anneal: bool) -> f64 {
 fn build_store(path: &Path) {
     let (mut store, es, losses) = store_with_one_evalset(path);
     for (name, arch, baseline) in RUNS {
-        let run = store
-            .upsert_run(&RunRow {
-                name: name.into(),
-                arch: arch.into(),
-                dir: format!("/runs/{name}"),
-                baseline: baseline.map(str::to_owned),
-                tokens_per_step: 4096,
-            })
-            .expect("run");
+        let run = add_run(&mut store, name, arch, baseline, 4096);
         let mut cks: Vec<(u64, bool)> = (1..=10).map(|k| (k * 1000, false)).collect();
         cks.extend([(4000, true), (8000, true)]);
         for (step, anneal) in cks {
-            let ck = NewCheckpoint {
-                name: format!("step{step}{}", if anneal { "-anneal" } else { "" }),
-                path: format!("/runs/{name}/step{step}"),
-                step,
-                tokens: step * 4096,
-                anneal,
-            };
-            store.add_checkpoint(run, &ck, &[es]).expect("checkpoint");
-            let job = store
-                .lease("test", 60.0, &[run], &[es])
-                .expect("lease")
-                .expect("a job");
+            let tokens = step * 4096;
             let results: Vec<FilterResult> = ROWS
                 .iter()
                 .map(|f| {
-                    let mean = loss(arch, f, ck.tokens as f64, anneal);
+                    let mean = loss(arch, f, tokens as f64, anneal);
                     FilterResult {
                         filter: (*f).into(),
                         definition: (*f).into(),
@@ -86,9 +66,14 @@ fn build_store(path: &Path) {
                     }
                 })
                 .collect();
-            assert!(store
-                .complete(&job, "test", &results, &losses, 0.1)
-                .expect("complete"));
+            commit_checkpoint(
+                &mut store,
+                (name, run),
+                es,
+                (step, tokens, anneal),
+                &results,
+                &losses,
+            );
         }
     }
 }

@@ -12,13 +12,13 @@ use filtermon::evalset::scores::EvalScores;
 use filtermon::monitor::paired_gaps::{self, TokenSets};
 use filtermon::monitor::tensorboard::event_file::{own_files, read_scalars};
 use filtermon::store::losses::encode;
-use filtermon::store::{NewCheckpoint, RunRow, Store};
+use filtermon::store::Store;
 
 mod common;
 use common::{
-    assert_input_error, assert_tb_points_match, expected_tb_points, filtermon, parse_jsonl,
-    read_tb_with_filtermon, read_tb_with_tensorboard, store_with_one_evalset, tensorboard_python,
-    TbPoint,
+    add_run, assert_input_error, assert_tb_points_match, commit_checkpoint, expected_tb_points,
+    filtermon, parse_jsonl, read_tb_with_filtermon, read_tb_with_tensorboard,
+    store_with_one_evalset, tensorboard_python, TbPoint,
 };
 
 const TOKENS_PER_STEP: u64 = 4096;
@@ -29,32 +29,12 @@ const TOKENS_PER_STEP: u64 = 4096;
 fn build_store(path: &Path) -> Store {
     let (mut store, es, _) = store_with_one_evalset(path);
     for (name, baseline) in [("tf", None), ("hy", Some("tf"))] {
-        let run = store
-            .upsert_run(&RunRow {
-                name: name.into(),
-                arch: "transformer".into(),
-                dir: format!("/runs/{name}"),
-                baseline: baseline.map(str::to_owned),
-                tokens_per_step: TOKENS_PER_STEP,
-            })
-            .expect("run");
+        let run = add_run(&mut store, name, "transformer", baseline, TOKENS_PER_STEP);
         let mut checkpoints = vec![(1000, false), (2000, false), (2000, true)];
         if name == "hy" {
             checkpoints.push((3000, false));
         }
         for (step, anneal) in checkpoints {
-            let ck = NewCheckpoint {
-                name: format!("step{step}{}", if anneal { "-anneal" } else { "" }),
-                path: format!("/runs/{name}/step{step}"),
-                step,
-                tokens: step * TOKENS_PER_STEP,
-                anneal,
-            };
-            store.add_checkpoint(run, &ck, &[es]).expect("checkpoint");
-            let job = store
-                .lease("test", 60.0, &[run], &[es])
-                .expect("lease")
-                .expect("a job");
             // Losses fall with training, lower when annealed, higher for the hybrid.
             let level = 4.0 - step as f32 / 1000.0 - if anneal { 0.25 } else { 0.0 }
                 + if name == "hy" { 0.125 } else { 0.0 };
@@ -81,9 +61,14 @@ fn build_store(path: &Path) -> Store {
                 loss,
             };
             let losses = encode(&scores).expect("encode");
-            assert!(store
-                .complete(&job, "test", &results, &losses, 0.1)
-                .expect("complete"));
+            commit_checkpoint(
+                &mut store,
+                (name, run),
+                es,
+                (step, step * TOKENS_PER_STEP, anneal),
+                &results,
+                &losses,
+            );
         }
     }
     let masks = vec![

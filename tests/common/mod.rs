@@ -123,6 +123,52 @@ pub fn store_with_one_evalset(
     (store, es, losses)
 }
 
+/// Records a run `name` (folder `/runs/<name>`) and returns its id.
+pub fn add_run(
+    store: &mut filtermon::store::Store,
+    name: &str,
+    arch: &str,
+    baseline: Option<&str>,
+    tokens_per_step: u64,
+) -> i64 {
+    store
+        .upsert_run(&filtermon::store::RunRow {
+            name: name.into(),
+            arch: arch.into(),
+            dir: format!("/runs/{name}"),
+            baseline: baseline.map(str::to_owned),
+            tokens_per_step,
+        })
+        .expect("run")
+}
+
+/// Adds the checkpoint `step{step}` (`-anneal` when annealed) of the run `(name, id)` with
+/// `tokens` seen, and commits `results` and `losses` as its score on `es`.
+pub fn commit_checkpoint(
+    store: &mut filtermon::store::Store,
+    (run_name, run): (&str, i64),
+    es: i64,
+    (step, tokens, anneal): (u64, u64, bool),
+    results: &[filtermon::analysis::stats::aggregate::FilterResult],
+    losses: &filtermon::store::losses::EncodedLosses,
+) {
+    let ck = filtermon::store::NewCheckpoint {
+        name: format!("step{step}{}", if anneal { "-anneal" } else { "" }),
+        path: format!("/runs/{run_name}/step{step}"),
+        step,
+        tokens,
+        anneal,
+    };
+    store.add_checkpoint(run, &ck, &[es]).expect("checkpoint");
+    let job = store
+        .lease("test", 60.0, &[run], &[es])
+        .expect("lease")
+        .expect("a job");
+    assert!(store
+        .complete(&job, "test", results, losses, 0.1)
+        .expect("complete"));
+}
+
 /// A TensorBoard scalar as `(run, tag, step, value)`; the run is its folder under the root.
 pub type TbPoint = (String, String, i64, f64);
 

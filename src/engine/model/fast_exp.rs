@@ -280,6 +280,10 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor, D};
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
     #[test]
     fn exp_is_within_two_ulp_of_libm_on_the_negative_range() {
         let mut worst = 0u32;
@@ -324,11 +328,7 @@ mod tests {
         let up = Tensor::from_vec(up, (50, 100), &dev)?;
         let got = gate.apply_op2_no_bwd(&up, &SwiGlu)?;
         let want = (gate.silu()? * &up)?;
-        let diff = (got - want)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
+        let diff = max_abs_diff(&got, &want)?;
         assert!(diff < 1e-5, "{diff}");
         Ok(())
     }
@@ -365,11 +365,7 @@ mod tests {
                 &(scores.clone() * 0.125)?.broadcast_add(&mask)?,
                 D::Minus1,
             )?;
-            let diff = (got - want)?
-                .abs()?
-                .flatten_all()?
-                .max(0)?
-                .to_scalar::<f32>()?;
+            let diff = max_abs_diff(&got, &want)?;
             assert!(diff < 1e-6, "{window:?}: {diff}");
         }
         Ok(())
