@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::device::DTypeArg;
+use crate::store::Location;
 
 /// filtermon: filtered-loss monitor for language-model pretraining checkpoints.
 #[derive(Debug, Parser)]
@@ -71,9 +72,9 @@ pub enum Command {
 /// `filtermon chart`.
 #[derive(Debug, Args)]
 pub struct ChartArgs {
-    /// The SQLite database.
+    /// The store: an SQLite file or a `postgres://` URL.
     #[arg(long)]
-    pub db: PathBuf,
+    pub db: Location,
     /// Folder for the charts and index.html (created if missing).
     #[arg(long)]
     pub out: PathBuf,
@@ -88,9 +89,9 @@ pub struct ChartArgs {
 /// `filtermon alerts`.
 #[derive(Debug, Args)]
 pub struct AlertsArgs {
-    /// The SQLite database.
+    /// The store: an SQLite file or a `postgres://` URL.
     #[arg(long)]
-    pub db: PathBuf,
+    pub db: Location,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -122,9 +123,10 @@ pub struct DemoArgs {
 /// `filtermon serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The SQLite database (read-only but for acknowledging alerts; safe beside `watch`).
+    /// The store: an SQLite file or a `postgres://` URL (read-only but for acknowledging
+    /// alerts; safe beside `watch`).
     #[arg(long)]
-    pub db: PathBuf,
+    pub db: Location,
     /// Address to listen on. Anything but loopback needs --token.
     #[arg(long, default_value = crate::monitor::serve::DEFAULT_ADDR)]
     pub addr: std::net::SocketAddr,
@@ -152,9 +154,9 @@ pub struct StatusArgs {
     /// Watch config whose `db` to read.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// The SQLite database.
+    /// The store: an SQLite file or a `postgres://` URL.
     #[arg(long)]
-    pub db: Option<PathBuf>,
+    pub db: Option<Location>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -190,9 +192,9 @@ the mean NLL and, where the run has a baseline checkpoint of the same kind at th
 filtermon/<evalset>/<filter>/gap = the paired gap (run − baseline); results without a mean are
 skipped. Each point's wall time is when it was scored. Open with: tensorboard --logdir DIR")]
 pub struct ExportArgs {
-    /// The SQLite database.
+    /// The store: an SQLite file or a `postgres://` URL.
     #[arg(long)]
-    pub db: PathBuf,
+    pub db: Location,
     /// Output format: csv and jsonl are written to stdout, tensorboard to --out.
     #[arg(long, value_enum)]
     pub format: ExportFormat,
@@ -452,7 +454,7 @@ pub struct CompareArgs {
     pub evalset: Option<PathBuf>,
     /// Compare results already in this store instead of scoring (with --a and --b).
     #[arg(long, requires_all = ["a", "b"], conflicts_with_all = ["checkpoint_a", "checkpoint_b"])]
-    pub db: Option<PathBuf>,
+    pub db: Option<Location>,
     /// `tokenizer.json` for checkpoint folders that hold none (OLMo-core `stepN` folders).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,

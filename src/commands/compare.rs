@@ -19,7 +19,7 @@ use crate::evalset::scores::EvalScores;
 use crate::evalset::tokenizer;
 use crate::evalset::EvalSet;
 use crate::store::losses::StoredScores;
-use crate::store::Store;
+use crate::store::{Location, Store};
 
 /// Where the two score vectors come from, resolved.
 struct Scored {
@@ -225,7 +225,7 @@ fn from_checkpoints(args: &CompareArgs, path_a: &Path, path_b: &Path) -> anyhow:
 }
 
 /// Reads both sides' per-token losses from a store, without scoring.
-fn from_store(args: &CompareArgs, db: &Path) -> anyhow::Result<Scored> {
+fn from_store(args: &CompareArgs, db: &Location) -> anyhow::Result<Scored> {
     let store = Store::open_existing(db)?;
     let wanted = args.evalset.as_deref().map(EvalSet::open).transpose()?;
     let hash = wanted.as_ref().map(|es| es.id().to_owned());

@@ -354,7 +354,7 @@ pub fn run(out: &Path, plan: &Plan, force: bool, serve: Option<SocketAddr>) -> a
         std::io::stdout(),
         "\nalerts: {} fired (filtermon alerts --db {})",
         alerts.len(),
-        db.display()
+        db
     )?;
     for a in alerts.iter().rev() {
         writeln!(
@@ -364,15 +364,11 @@ pub fn run(out: &Path, plan: &Plan, force: bool, serve: Option<SocketAddr>) -> a
             a.firing.message
         )?;
     }
-    writeln!(
-        std::io::stdout(),
-        "store:  filtermon status --db {}",
-        db.display()
-    )?;
+    writeln!(std::io::stdout(), "store:  filtermon status --db {}", db)?;
     writeln!(
         std::io::stdout(),
         "export: filtermon export --db {} --format csv",
-        db.display()
+        db
     )?;
     let index = charts.join("index.html");
     if index.is_file() {

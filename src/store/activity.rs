@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::sql::{params, Exec};
 use super::Store;
 
 /// Jobs by state across every run.
@@ -23,13 +24,12 @@ pub struct QueueCounts {
 impl Store {
     /// Jobs by state.
     pub fn queue_counts(&self) -> anyhow::Result<QueueCounts> {
-        let mut st = self
-            .conn
-            .prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
         let mut counts = QueueCounts::default();
-        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (state, n) = row?;
-            let n = n.max(0) as u64;
+        for row in self
+            .db
+            .query("SELECT state, COUNT(*) FROM jobs GROUP BY state", params![])?
+        {
+            let (state, n): (String, u64) = (row.get(0)?, row.get(1)?);
             match state.as_str() {
                 "queued" => counts.queued = n,
                 "running" => counts.running = n,
@@ -42,15 +42,16 @@ impl Store {
 
     /// When each run last had a job scored (Unix seconds), for runs that had one.
     pub fn last_scored(&self) -> anyhow::Result<BTreeMap<String, f64>> {
-        let mut st = self.conn.prepare(
-            "SELECT r.name, MAX(j.finished_at) FROM jobs j
-             JOIN checkpoints c ON c.id = j.checkpoint_id JOIN runs r ON r.id = c.run_id
-             WHERE j.state = 'done' GROUP BY r.name",
-        )?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.db
+            .query(
+                "SELECT r.name, MAX(j.finished_at) FROM jobs j
+                 JOIN checkpoints c ON c.id = j.checkpoint_id JOIN runs r ON r.id = c.run_id
+                 WHERE j.state = 'done' GROUP BY r.name",
+                params![],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
     }
 }
 
@@ -69,15 +70,14 @@ pub struct ChangeMarks {
 impl Store {
     /// The current [`ChangeMarks`].
     pub fn change_marks(&self) -> anyhow::Result<ChangeMarks> {
-        let (results, alerts) = self.conn.query_row(
+        let r = self.db.query_one(
             "SELECT (SELECT COUNT(*) FROM results), (SELECT COALESCE(MAX(scored_at), 0) FROM results),
                     (SELECT COUNT(*) FROM alerts), (SELECT COUNT(acked_at) FROM alerts)",
-            [],
-            |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))),
+            params![],
         )?;
         Ok(ChangeMarks {
-            results,
-            alerts,
+            results: (r.get(0)?, r.get(1)?),
+            alerts: (r.get(2)?, r.get(3)?),
             queue: self.queue_counts()?,
         })
     }

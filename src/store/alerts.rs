@@ -5,10 +5,10 @@
 //! it (or at once when no hook is configured). A daemon that dies in between leaves it
 //! undelivered, and the next start hands it to the hook again: delivery is at-least-once.
 
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::report::rfc3339;
+use super::sql::{params, Exec};
 use super::{now, Store};
 use crate::error::input_error;
 
@@ -67,9 +67,8 @@ impl Store {
     pub fn record_alert(&mut self, f: &Firing) -> anyhow::Result<Option<i64>> {
         let run_id = self.run_id(&f.run)?;
         let details = serde_json::to_string(f)?;
-        Ok(self
-            .conn
-            .query_row(
+        self.db
+            .query_opt(
                 "INSERT INTO alerts (rule, run_id, checkpoint_id, evalset_id, filter, message,
                  details, fired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT DO NOTHING RETURNING id",
@@ -83,9 +82,9 @@ impl Store {
                     details,
                     now()
                 ],
-                |r| r.get(0),
-            )
-            .optional()?)
+            )?
+            .map(|r| r.get(0))
+            .transpose()
     }
 
     /// Every stored firing, newest first.
@@ -100,7 +99,7 @@ impl Store {
 
     /// Marks a firing delivered to the hook; marking twice keeps the first time.
     pub fn mark_alert_delivered(&mut self, id: i64) -> anyhow::Result<()> {
-        let found = self.conn.execute(
+        let found = self.db.execute(
             "UPDATE alerts SET delivered_at = COALESCE(delivered_at, ?2) WHERE id = ?1",
             params![id, now()],
         )?;
@@ -113,25 +112,22 @@ impl Store {
     /// The firings of `filter_and_order`, a fixed SQL tail (`WHERE …` condition and
     /// `ORDER BY`) given by the callers above, never by user input.
     fn alert_rows(&self, filter_and_order: &str) -> anyhow::Result<Vec<AlertRow>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT id, fired_at, acked_at, details, checkpoint_id, evalset_id, delivered_at
-             FROM alerts WHERE {filter_and_order}"
-        ))?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, f64>(1)?,
-                r.get::<_, Option<f64>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<f64>>(6)?,
-            ))
-        })?;
+        let rows = self.db.query(
+            &format!(
+                "SELECT id, fired_at, acked_at, details, checkpoint_id, evalset_id, delivered_at
+                 FROM alerts WHERE {filter_and_order}"
+            ),
+            params![],
+        )?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, fired, acked, details, checkpoint_id, evalset_id, delivered) = row?;
-            let details = details.unwrap_or_default();
+        for r in rows {
+            let id: i64 = r.get(0)?;
+            let fired: f64 = r.get(1)?;
+            let acked: Option<f64> = r.get(2)?;
+            let details = r.get::<Option<String>>(3)?.unwrap_or_default();
+            let checkpoint_id: Option<i64> = r.get(4)?;
+            let evalset_id: Option<i64> = r.get(5)?;
+            let delivered: Option<f64> = r.get(6)?;
             let mut firing: Firing = serde_json::from_str(&details)
                 .map_err(|e| anyhow::anyhow!("alert {id}: unreadable details: {e}"))?;
             firing.checkpoint_id = checkpoint_id.unwrap_or_default();
@@ -150,7 +146,7 @@ impl Store {
     /// Acknowledges a firing; acknowledging twice keeps the first time. An unknown id is an
     /// input error.
     pub fn ack_alert(&mut self, id: i64) -> anyhow::Result<()> {
-        let found = self.conn.execute(
+        let found = self.db.execute(
             "UPDATE alerts SET acked_at = COALESCE(acked_at, ?2) WHERE id = ?1",
             params![id, now()],
         )?;

@@ -1,10 +1,10 @@
 //! One checkpoint in full, for the dashboard's checkpoint page: where it lives, its results
 //! on every evalset and what its jobs went through.
 
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::report::{result_row, rfc3339, ResultRecord, ResultRow, RESULT_COLUMNS};
+use super::sql::{params, Exec};
 use super::Store;
 
 /// A checkpoint with its results and jobs.
@@ -104,47 +104,46 @@ impl<'a> From<&'a CheckpointDetail> for CheckpointRecord<'a> {
 impl Store {
     /// A checkpoint by store id, or `None` when there is no such checkpoint.
     pub fn checkpoint_detail(&self, id: i64) -> anyhow::Result<Option<CheckpointDetail>> {
-        let head = self
-            .conn
-            .query_row(
-                "SELECT r.name, c.name, c.path, c.step, c.tokens, c.kind, c.ready_at
-                 FROM checkpoints c JOIN runs r ON r.id = c.run_id WHERE c.id = ?1",
-                [id],
-                |r| {
-                    Ok(CheckpointDetail {
-                        id,
-                        run: r.get(0)?,
-                        name: r.get(1)?,
-                        path: r.get(2)?,
-                        step: r.get::<_, i64>(3)?.max(0) as u64,
-                        tokens: r.get::<_, i64>(4)?.max(0) as u64,
-                        kind: r.get(5)?,
-                        ready_at: r.get(6)?,
-                        results: Vec::new(),
-                        jobs: Vec::new(),
-                    })
-                },
-            )
-            .optional()?;
-        let Some(mut detail) = head else {
+        let Some(r) = self.db.query_opt(
+            "SELECT r.name, c.name, c.path, c.step, c.tokens, c.kind, c.ready_at
+             FROM checkpoints c JOIN runs r ON r.id = c.run_id WHERE c.id = ?1",
+            params![id],
+        )?
+        else {
             return Ok(None);
         };
+        let mut detail = CheckpointDetail {
+            id,
+            run: r.get(0)?,
+            name: r.get(1)?,
+            path: r.get(2)?,
+            step: r.get(3)?,
+            tokens: r.get(4)?,
+            kind: r.get(5)?,
+            ready_at: r.get(6)?,
+            results: Vec::new(),
+            jobs: Vec::new(),
+        };
         let sql = format!(
-            "SELECT {RESULT_COLUMNS} WHERE res.checkpoint_id = ?1 ORDER BY e.name, res.rowid"
+            "SELECT {RESULT_COLUMNS} WHERE res.checkpoint_id = ?1 ORDER BY e.name, res.pos"
         );
         detail.results = self
-            .conn
-            .prepare(&sql)?
-            .query_map([id], result_row)?
-            .collect::<Result<_, _>>()?;
-        let mut st = self.conn.prepare(
-            "SELECT e.id, e.name, e.dir, j.state, j.attempts, j.lost_leases, j.error,
-                    j.queued_at, j.started_at, j.finished_at, j.score_secs
-             FROM jobs j JOIN evalsets e ON e.id = j.evalset_id
-             WHERE j.checkpoint_id = ?1 ORDER BY e.name",
-        )?;
-        detail.jobs = st
-            .query_map([id], |r| {
+            .db
+            .query(&sql, params![id])?
+            .iter()
+            .map(result_row)
+            .collect::<anyhow::Result<_>>()?;
+        detail.jobs = self
+            .db
+            .query(
+                "SELECT e.id, e.name, e.dir, j.state, j.attempts, j.lost_leases, j.error,
+                        j.queued_at, j.started_at, j.finished_at, j.score_secs
+                 FROM jobs j JOIN evalsets e ON e.id = j.evalset_id
+                 WHERE j.checkpoint_id = ?1 ORDER BY e.name",
+                params![id],
+            )?
+            .iter()
+            .map(|r| {
                 Ok(JobRow {
                     evalset_id: r.get(0)?,
                     evalset: r.get(1)?,
@@ -154,12 +153,12 @@ impl Store {
                     lost_leases: r.get(5)?,
                     error: r.get(6)?,
                     queued_at: rfc3339(r.get(7)?),
-                    started_at: r.get::<_, Option<f64>>(8)?.map(rfc3339),
-                    finished_at: r.get::<_, Option<f64>>(9)?.map(rfc3339),
+                    started_at: r.get::<Option<f64>>(8)?.map(rfc3339),
+                    finished_at: r.get::<Option<f64>>(9)?.map(rfc3339),
                     score_secs: r.get(10)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Some(detail))
     }
 
@@ -171,15 +170,14 @@ impl Store {
         checkpoint_id: i64,
         evalset_id: i64,
     ) -> anyhow::Result<Vec<(String, String)>> {
-        let mut st = self.conn.prepare(
-            "SELECT filter, definition FROM results
-             WHERE checkpoint_id = ?1 AND evalset_id = ?2 ORDER BY rowid",
-        )?;
-        let rows = st
-            .query_map(params![checkpoint_id, evalset_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.db
+            .query(
+                "SELECT filter, definition FROM results
+                 WHERE checkpoint_id = ?1 AND evalset_id = ?2 ORDER BY pos",
+                params![checkpoint_id, evalset_id],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
     }
 }

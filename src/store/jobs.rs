@@ -1,8 +1,9 @@
 //! The persistent job queue: one job per (checkpoint, evalset), leased by one daemon at a
 //! time.
 //!
-//! A lease is taken in an IMMEDIATE transaction, so two daemons on one database never get
-//! the same job; it carries an owner and an expiry that the owner renews while it scores.
+//! A lease is taken in a transaction that no other lease can interleave with (SQLite's
+//! IMMEDIATE; on PostgreSQL a row lock, `FOR UPDATE SKIP LOCKED`), so two workers on one
+//! store never get the same job; it carries an owner and an expiry that the owner renews while it scores.
 //! A job whose owner died is re-queued when its lease expires, or at once when the owner
 //! was a process on this host that no longer exists. Results are written in the same
 //! transaction that marks the job done, and only while the lease is still held: a crash
@@ -13,9 +14,8 @@
 //! a job that keeps losing its lease ([`RetryPolicy::max_lost_leases`], a crash loop such as
 //! a checkpoint that gets the daemon OOM-killed) is marked failed for it.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
-
 use super::losses::EncodedLosses;
+use super::sql::{params, Dialect, Exec};
 use super::{now, Store};
 use crate::analysis::stats::aggregate::FilterResult;
 
@@ -108,69 +108,84 @@ fn owner_is_dead(owner: &str) -> bool {
     proc.join("self").exists() && !proc.join(pid).exists()
 }
 
+/// `attempts - 1`, floored at 0, in SQL both engines run.
+const ATTEMPT_GIVEN_BACK: &str = "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END";
+
 impl Store {
     /// Re-queues the jobs of dead owners: expired leases, and leases of processes on this
     /// host that are gone. The lost attempt is given back and counted as a lost lease; a job
     /// that reaches `max_lost_leases` is marked failed instead. Returns how many jobs were
     /// re-queued or failed.
     pub fn reclaim(&mut self, policy: RetryPolicy) -> anyhow::Result<usize> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let t = now();
-        let running: Vec<(i64, String, f64, u32)> = {
-            let mut st = tx.prepare(
-                "SELECT id, lease_owner, lease_expires, lost_leases FROM jobs
-                 WHERE state = 'running'",
+        // On PostgreSQL, rows another reclaimer holds are its to handle.
+        let lock = self.lock_clause("");
+        self.db.transaction(|tx| {
+            let t = now();
+            let running = tx.query(
+                &format!(
+                    "SELECT id, lease_owner, lease_expires, lost_leases FROM jobs
+                     WHERE state = 'running' {lock}"
+                ),
+                params![],
             )?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                    r.get::<_, Option<f64>>(2)?.unwrap_or(0.0),
-                    r.get(3)?,
-                ))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let mut n = 0;
-        for (id, owner, expires, lost) in running {
-            if expires >= t && !owner_is_dead(&owner) {
-                continue;
+            let mut n = 0;
+            for r in running {
+                let id: i64 = r.get(0)?;
+                let owner = r.get::<Option<String>>(1)?.unwrap_or_default();
+                let expires = r.get::<Option<f64>>(2)?.unwrap_or(0.0);
+                let lost: u32 = r.get(3)?;
+                if expires >= t && !owner_is_dead(&owner) {
+                    continue;
+                }
+                let lost = lost.saturating_add(1);
+                if lost >= policy.max_lost_leases {
+                    let error = format!(
+                        "lost its lease {lost} times: every daemon scoring it stopped without \
+                         finishing (the last was {owner}); not retried, as the checkpoint may be \
+                         what kills them"
+                    );
+                    tx.execute(
+                        &format!(
+                            "UPDATE jobs SET state = 'failed', error = ?2, lost_leases = ?3,
+                             attempts = {ATTEMPT_GIVEN_BACK}, lease_owner = NULL,
+                             lease_expires = NULL, finished_at = ?4 WHERE id = ?1"
+                        ),
+                        params![id, error, lost, t],
+                    )?;
+                    tracing::error!(job = id, %owner, lost_leases = lost, "job failed after too many lost leases");
+                } else {
+                    // A real error from an earlier attempt says more than this; keep it.
+                    let error =
+                        format!("the daemon scoring it ({owner}) stopped without finishing");
+                    tx.execute(
+                        &format!(
+                            "UPDATE jobs SET state = 'queued', error = COALESCE(error, ?2),
+                             lost_leases = ?3, attempts = {ATTEMPT_GIVEN_BACK},
+                             lease_owner = NULL, lease_expires = NULL WHERE id = ?1"
+                        ),
+                        params![id, error, lost],
+                    )?;
+                    tracing::warn!(job = id, %owner, lost_leases = lost, "re-queued the job of a daemon that died");
+                }
+                n += 1;
             }
-            let lost = lost.saturating_add(1);
-            if lost >= policy.max_lost_leases {
-                let error = format!(
-                    "lost its lease {lost} times: every daemon scoring it stopped without \
-                     finishing (the last was {owner}); not retried, as the checkpoint may be \
-                     what kills them"
-                );
-                tx.execute(
-                    "UPDATE jobs SET state = 'failed', error = ?2, lost_leases = ?3,
-                     attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_expires = NULL,
-                     finished_at = ?4 WHERE id = ?1",
-                    params![id, error, lost, t],
-                )?;
-                tracing::error!(job = id, %owner, lost_leases = lost, "job failed after too many lost leases");
-            } else {
-                // A real error from an earlier attempt says more than this; keep it.
-                let error = format!("the daemon scoring it ({owner}) stopped without finishing");
-                tx.execute(
-                    "UPDATE jobs SET state = 'queued', error = COALESCE(error, ?2),
-                     lost_leases = ?3, attempts = MAX(attempts - 1, 0), lease_owner = NULL,
-                     lease_expires = NULL WHERE id = ?1",
-                    params![id, error, lost],
-                )?;
-                tracing::warn!(job = id, %owner, lost_leases = lost, "re-queued the job of a daemon that died");
-            }
-            n += 1;
+            Ok(n)
+        })
+    }
+
+    /// `FOR UPDATE [OF table] SKIP LOCKED` on PostgreSQL, where transactions run side by side;
+    /// nothing on SQLite, whose write transactions already run one at a time.
+    fn lock_clause(&self, of: &str) -> String {
+        match self.dialect() {
+            Dialect::Sqlite => String::new(),
+            Dialect::Postgres if of.is_empty() => "FOR UPDATE SKIP LOCKED".into(),
+            Dialect::Postgres => format!("FOR UPDATE OF {of} SKIP LOCKED"),
         }
-        tx.commit()?;
-        Ok(n)
     }
 
     /// Leases the next due job among `runs` × `evalsets` (ids): annealed checkpoints first,
-    /// then oldest step first.
+    /// then oldest step first. On PostgreSQL a job another worker is leasing at this moment
+    /// is skipped rather than waited for (`SKIP LOCKED`).
     pub fn lease(
         &mut self,
         owner: &str,
@@ -189,43 +204,61 @@ impl Store {
              FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id JOIN runs r ON r.id = c.run_id
              WHERE j.state = 'queued' AND j.not_before <= ?1
                AND c.run_id IN ({}) AND j.evalset_id IN ({})
-             ORDER BY j.priority DESC, c.step ASC, c.id ASC, j.evalset_id ASC LIMIT 1",
+             ORDER BY j.priority DESC, c.step ASC, c.id ASC, j.evalset_id ASC LIMIT 1 {}",
             ids(runs),
-            ids(evalsets)
+            ids(evalsets),
+            self.lock_clause("j")
         );
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let t = now();
-        let job = tx
-            .query_row(&sql, [t], |r| {
-                Ok(Job {
-                    id: r.get(0)?,
-                    checkpoint_id: r.get(1)?,
-                    evalset_id: r.get(2)?,
-                    run: r.get(3)?,
-                    checkpoint: r.get(4)?,
-                    path: r.get(5)?,
-                    step: r.get::<_, i64>(6)?.max(0) as u64,
-                    ready_at: r.get(7)?,
-                    attempts: r.get::<_, u32>(8)? + 1,
-                })
-            })
-            .optional()?;
-        if let Some(job) = &job {
+        self.db.transaction(|tx| {
+            let t = now();
+            let Some(r) = tx.query_opt(&sql, params![t])? else {
+                return Ok(None);
+            };
+            let job = Job {
+                id: r.get(0)?,
+                checkpoint_id: r.get(1)?,
+                evalset_id: r.get(2)?,
+                run: r.get(3)?,
+                checkpoint: r.get(4)?,
+                path: r.get(5)?,
+                step: r.get(6)?,
+                ready_at: r.get(7)?,
+                attempts: r.get::<u32>(8)? + 1,
+            };
             tx.execute(
                 "UPDATE jobs SET state = 'running', attempts = ?2, lease_owner = ?3,
                  lease_expires = ?4, started_at = ?5 WHERE id = ?1",
                 params![job.id, job.attempts, owner, t + lease_secs, t],
             )?;
+            Ok(Some(job))
+        })
+    }
+
+    /// Jobs of `runs` × `evalsets` that are due now (queued, past their retry delay) and
+    /// running: what the workers of a scale-out executor have to do.
+    pub fn pending(&self, runs: &[i64], evalsets: &[i64]) -> anyhow::Result<(u64, u64)> {
+        if runs.is_empty() || evalsets.is_empty() {
+            return Ok((0, 0));
         }
-        tx.commit()?;
-        Ok(job)
+        let ids = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        // Ids are integers from the store itself, so formatting them into the SQL is safe.
+        let r = self.db.query_one(
+            &format!(
+                "SELECT COUNT(*) FILTER (WHERE j.state = 'queued' AND j.not_before <= ?1),
+                        COUNT(*) FILTER (WHERE j.state = 'running')
+                 FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
+                 WHERE c.run_id IN ({}) AND j.evalset_id IN ({})",
+                ids(runs),
+                ids(evalsets)
+            ),
+            params![now()],
+        )?;
+        Ok((r.get(0)?, r.get(1)?))
     }
 
     /// Extends a lease; false when it is no longer ours.
     pub fn renew(&mut self, job: i64, owner: &str, lease_secs: f64) -> anyhow::Result<bool> {
-        Ok(self.conn.execute(
+        Ok(self.db.execute(
             "UPDATE jobs SET lease_expires = ?3
              WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
             params![job, owner, now() + lease_secs],
@@ -242,57 +275,54 @@ impl Store {
         losses: &EncodedLosses,
         score_secs: f64,
     ) -> anyhow::Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let t = now();
-        let owned = tx.execute(
-            "UPDATE jobs SET state = 'done', error = NULL, lease_owner = NULL,
-             lease_expires = NULL, finished_at = ?3, score_secs = ?4
-             WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
-            params![job.id, owner, t, score_secs],
-        )?;
-        if owned == 0 {
-            return Ok(false);
-        }
-        {
-            let mut st = tx.prepare(
-                "INSERT INTO results (checkpoint_id, evalset_id, filter, definition, mean, n,
-                 ci_lo, ci_hi, top1, top5, scored_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        self.db.transaction(|tx| {
+            let t = now();
+            let owned = tx.execute(
+                "UPDATE jobs SET state = 'done', error = NULL, lease_owner = NULL,
+                 lease_expires = NULL, finished_at = ?3, score_secs = ?4
+                 WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                params![job.id, owner, t, score_secs],
             )?;
+            if owned == 0 {
+                return Ok(false);
+            }
             let finite = |x: f64| x.is_finite().then_some(x);
-            for r in results.iter().filter(|r| r.domain.is_none()) {
-                st.execute(params![
+            for (pos, r) in results.iter().filter(|r| r.domain.is_none()).enumerate() {
+                tx.execute(
+                    "INSERT INTO results (checkpoint_id, evalset_id, filter, definition, mean, n,
+                     ci_lo, ci_hi, top1, top5, scored_at, pos)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![
+                        job.checkpoint_id,
+                        job.evalset_id,
+                        r.filter,
+                        r.definition,
+                        finite(r.mean),
+                        r.n,
+                        finite(r.ci_lo),
+                        finite(r.ci_hi),
+                        finite(r.top1),
+                        finite(r.top5),
+                        t,
+                        pos
+                    ],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO token_losses (checkpoint_id, evalset_id, codec, tokens, loss, top1, top5)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
                     job.checkpoint_id,
                     job.evalset_id,
-                    r.filter,
-                    r.definition,
-                    finite(r.mean),
-                    i64::try_from(r.n)?,
-                    finite(r.ci_lo),
-                    finite(r.ci_hi),
-                    finite(r.top1),
-                    finite(r.top5),
-                    t
-                ])?;
-            }
-        }
-        tx.execute(
-            "INSERT INTO token_losses (checkpoint_id, evalset_id, codec, tokens, loss, top1, top5)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                job.checkpoint_id,
-                job.evalset_id,
-                losses.codec,
-                i64::try_from(losses.tokens)?,
-                losses.loss,
-                losses.top1,
-                losses.top5
-            ],
-        )?;
-        tx.commit()?;
-        Ok(true)
+                    losses.codec,
+                    losses.tokens,
+                    losses.loss,
+                    losses.top1,
+                    losses.top5
+                ],
+            )?;
+            Ok(true)
+        })
     }
 
     /// Records a failed attempt: re-queued with backoff, or failed when out of attempts.
@@ -310,7 +340,7 @@ impl Store {
             let d = policy.delay(job.attempts);
             (FailOutcome::Retry(d), "queued", t + d)
         };
-        let n = self.conn.execute(
+        let n = self.db.execute(
             "UPDATE jobs SET state = ?3, error = ?4, not_before = ?5, lease_owner = NULL,
              lease_expires = NULL, finished_at = ?6
              WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
@@ -325,10 +355,12 @@ impl Store {
 
     /// Puts a job back in the queue without counting the attempt (shutdown).
     pub fn release(&mut self, job: &Job, owner: &str) -> anyhow::Result<bool> {
-        Ok(self.conn.execute(
-            "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0),
-             lease_owner = NULL, lease_expires = NULL
-             WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+        Ok(self.db.execute(
+            &format!(
+                "UPDATE jobs SET state = 'queued', attempts = {ATTEMPT_GIVEN_BACK},
+                 lease_owner = NULL, lease_expires = NULL
+                 WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'"
+            ),
             params![job.id, owner],
         )? == 1)
     }
@@ -462,13 +494,18 @@ mod tests {
 
     /// `(state, attempts, lost_leases, error)` of a job.
     fn job_row(s: &Store, id: i64) -> (String, u32, u32, Option<String>) {
-        s.conn
-            .query_row(
+        let r =
+            s.db.query_one(
                 "SELECT state, attempts, lost_leases, error FROM jobs WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                params![id],
             )
-            .expect("job")
+            .expect("job");
+        (
+            r.get(0).expect("state"),
+            r.get(1).expect("attempts"),
+            r.get(2).expect("lost"),
+            r.get(3).expect("error"),
+        )
     }
 
     /// Leases the first due job to an owner that is already dead and reclaims it; returns

@@ -3,7 +3,8 @@
 //! index, position-0 tokens included (NaN loss), so paired analyses line up by index.
 
 use anyhow::Context;
-use rusqlite::{params, OptionalExtension};
+
+use super::sql::{params, Exec, Row};
 
 use crate::evalset::scores::EvalScores;
 
@@ -85,7 +86,7 @@ struct Blobs {
 
 impl Blobs {
     /// The five columns starting at `at`.
-    fn read(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Blobs> {
+    fn read(r: &Row, at: usize) -> anyhow::Result<Blobs> {
         Ok(Blobs {
             codec: r.get(at)?,
             tokens: r.get(at + 1)?,
@@ -133,7 +134,7 @@ impl super::Store {
         which: &str,
         evalset: Option<&str>,
     ) -> anyhow::Result<StoredScores> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.query(
             "SELECT c.path, e.dir, e.hash, t.codec, t.tokens, t.loss, t.top1, t.top5
              FROM token_losses t
              JOIN checkpoints c ON c.id = t.checkpoint_id
@@ -141,12 +142,12 @@ impl super::Store {
              JOIN evalsets e ON e.id = t.evalset_id
              WHERE r.name = ?1 AND (c.name = ?2 OR CAST(c.step AS TEXT) = ?2)
              ORDER BY c.name != ?2, c.kind = 'anneal', e.id",
+            params![run, which],
         )?;
-        let rows: Vec<(String, String, String, Blobs)> = stmt
-            .query_map(params![run, which], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, Blobs::read(r, 3)?))
-            })?
-            .collect::<Result<_, _>>()?;
+        let rows: Vec<(String, String, String, Blobs)> = rows
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, Blobs::read(r, 3)?)))
+            .collect::<anyhow::Result<_>>()?;
         let wanted = rows
             .into_iter()
             .find(|r| evalset.is_none_or(|h| r.2.starts_with(h)));
@@ -172,16 +173,14 @@ impl super::Store {
         checkpoint_id: i64,
         evalset_id: i64,
     ) -> anyhow::Result<Option<EvalScores>> {
-        let blobs = self
-            .conn
-            .query_row(
+        self.db
+            .query_opt(
                 "SELECT codec, tokens, loss, top1, top5 FROM token_losses
                  WHERE checkpoint_id = ?1 AND evalset_id = ?2",
                 params![checkpoint_id, evalset_id],
-                |r| Blobs::read(r, 0),
-            )
-            .optional()?;
-        blobs.map(|b| b.decode()).transpose()
+            )?
+            .map(|r| Blobs::read(&r, 0)?.decode())
+            .transpose()
     }
 }
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! The SQLite store (DESIGN §6): runs, evalsets, checkpoints, per-filter results,
-//! per-token loss vectors, the job queue and alerts.
+//! The store (DESIGN §6): runs, evalsets, checkpoints, per-filter results, per-token loss
+//! vectors, the job queue and alerts, in an SQLite file or a PostgreSQL database
+//! ([`sql::Location`]), through one interface ([`sql`]).
 //!
-//! The database runs in WAL mode so readers (`status`, `export`, charts) never block the
-//! daemon. The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] takes any
-//! older database to the current version on open.
+//! An SQLite file runs in WAL mode so readers (`status`, `export`, charts) never block the
+//! daemon. The schema is versioned (SQLite's `PRAGMA user_version`, a one-row table on
+//! PostgreSQL); [`MIGRATIONS`] takes any older store to the current version on open.
 
 pub mod activity;
 pub mod alerts;
@@ -13,18 +14,31 @@ pub mod jobs;
 pub mod losses;
 pub mod paired_gaps;
 pub mod report;
+pub mod sql;
 
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::error::input_error;
+pub use sql::Location;
+use sql::{params, Access, Db, Dialect, Exec};
 
-/// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[
-    r"
+/// One schema step.
+pub struct Migration {
+    /// The schema change, in SQL both engines run (SQLite's type names, which
+    /// [`Dialect::translate`] widens for PostgreSQL).
+    pub schema: &'static str,
+    /// What the step does to rows an older SQLite store already holds, where that needs
+    /// SQLite's own SQL. A PostgreSQL store is always created at the newest version (or filled
+    /// by `migrate` from a migrated SQLite file), so it never holds such rows.
+    pub sqlite_rows: Option<&'static str>,
+}
+
+/// Schema migrations; entry `i` takes a store from version `i` to `i + 1`.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        schema: r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -107,11 +121,17 @@ CREATE TABLE alerts (
     fired_at REAL NOT NULL
 );
 ",
-    r"
+        sqlite_rows: None,
+    },
+    Migration {
+        schema: r"
 ALTER TABLE alerts ADD COLUMN acked_at REAL;
 CREATE UNIQUE INDEX alerts_once ON alerts (rule, checkpoint_id, evalset_id, filter);
 ",
-    r"
+        sqlite_rows: None,
+    },
+    Migration {
+        schema: r"
 CREATE TABLE paired_gaps (
     checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
     baseline_checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
@@ -124,16 +144,33 @@ CREATE TABLE paired_gaps (
     PRIMARY KEY (checkpoint_id, evalset_id, filter)
 );
 ",
+        sqlite_rows: None,
+    },
     // Firings stored before delivery was tracked were handed to the hook of their day, so
     // they count as delivered: a first start on this version must not replay old alerts.
-    r"
+    Migration {
+        schema: r"
 ALTER TABLE alerts ADD COLUMN delivered_at REAL;
 UPDATE alerts SET delivered_at = fired_at;
 ALTER TABLE jobs ADD COLUMN lost_leases INTEGER NOT NULL DEFAULT 0;
 ",
-    r"
+        sqlite_rows: None,
+    },
+    Migration {
+        schema: r"
 CREATE TABLE primary_filters (filter TEXT PRIMARY KEY);
 ",
+        sqlite_rows: None,
+    },
+    // Result rows keep the order of their job's filter list, which SQLite held in its rowid
+    // and PostgreSQL has no stable equivalent of.
+    Migration {
+        schema: "ALTER TABLE results ADD COLUMN pos INTEGER NOT NULL DEFAULT 0;",
+        sqlite_rows: Some(
+            "UPDATE results SET pos = rowid - (SELECT MIN(o.rowid) FROM results o
+             WHERE o.checkpoint_id = results.checkpoint_id AND o.evalset_id = results.evalset_id);",
+        ),
+    },
 ];
 
 /// Seconds since the Unix epoch: every time in the store.
@@ -190,129 +227,184 @@ pub struct NewCheckpoint {
 
 /// A connection to the store.
 pub struct Store {
-    conn: Connection,
+    db: Db,
 }
 
+/// Every table, parents before children: the order `migrate` copies them in.
+pub const TABLES: &[&str] = &[
+    "runs",
+    "evalsets",
+    "checkpoints",
+    "jobs",
+    "results",
+    "token_losses",
+    "alerts",
+    "paired_gaps",
+    "primary_filters",
+];
+
+/// The key that serialises migrations of one PostgreSQL database across processes.
+const MIGRATION_LOCK: i64 = 0x6669_6c74_6572;
+
 impl Store {
-    /// Opens (creating it and its folder if needed) and migrates the database.
-    pub fn open(path: &Path) -> anyhow::Result<Store> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                input_error(format!("{}: cannot create folder: {e}", parent.display()))
-            })?;
-        }
-        Store::connect(path, OpenFlags::default())
+    /// Opens (creating an SQLite file and its folder if needed) and migrates the store.
+    pub fn open(location: impl Into<Location>) -> anyhow::Result<Store> {
+        Store::connect(&location.into(), Access::Create)
     }
 
-    /// Opens an existing database; a missing file is an input error rather than a new db.
-    pub fn open_existing(path: &Path) -> anyhow::Result<Store> {
-        if !path.is_file() {
-            return Err(input_error(format!("{}: no such database", path.display())));
-        }
-        Store::connect(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+    /// Opens an existing store; a missing SQLite file is an input error rather than a new
+    /// store.
+    pub fn open_existing(location: impl Into<Location>) -> anyhow::Result<Store> {
+        Store::connect(&location.into(), Access::Existing)
     }
 
-    /// Opens an existing database for reading only, as the dashboard does beside a writing
+    /// Opens an existing store for reading only, as the dashboard does beside a writing
     /// daemon. It is never migrated: a schema of another version is an input error (opening
     /// it once with [`Store::open_existing`] migrates it).
-    pub fn open_read_only(path: &Path) -> anyhow::Result<Store> {
-        if !path.is_file() {
-            return Err(input_error(format!("{}: no such database", path.display())));
-        }
-        let shown = path.display();
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| input_error(format!("{shown}: cannot open database: {e}")))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| input_error(format!("{shown}: not a usable SQLite database: {e}")))?;
-        if usize::try_from(version).ok() != Some(MIGRATIONS.len()) {
+    pub fn open_read_only(location: impl Into<Location>) -> anyhow::Result<Store> {
+        let location = location.into();
+        let store = Store {
+            db: Db::connect(&location, Access::ReadOnly)?,
+        };
+        let version = store
+            .schema_version()
+            .map_err(|e| input_error(format!("{location}: not a usable store: {e:#}")))?;
+        if version != MIGRATIONS.len() {
             return Err(input_error(format!(
-                "{shown}: schema version {version}, this filtermon reads version {}",
+                "{location}: schema version {version}, this filtermon reads version {}",
                 MIGRATIONS.len()
             )));
         }
-        Ok(Store { conn })
-    }
-
-    /// SQLite's `PRAGMA data_version`: it changes whenever another connection commits, so a
-    /// reader can wait for new results without reading the tables.
-    pub fn data_version(&self) -> anyhow::Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
-    }
-
-    fn connect(path: &Path, flags: OpenFlags) -> anyhow::Result<Store> {
-        let shown = path.display();
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| input_error(format!("{shown}: cannot open database: {e}")))?;
-        // Several daemons and readers share one file: wait for locks rather than fail.
-        conn.busy_timeout(Duration::from_secs(30))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| input_error(format!("{shown}: not a usable SQLite database: {e}")))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            anyhow::bail!("{shown}: cannot switch to WAL mode (got {mode})");
-        }
-        conn.pragma_update(None, "foreign_keys", true)?;
-        let mut store = Store { conn };
-        store
-            .migrate()
-            .with_context(|| format!("{shown}: migrating the schema"))?;
         Ok(store)
     }
 
+    /// Which engine the store runs on.
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+
+    /// A number that changes whenever another connection commits, so that a reader can wait
+    /// for new results without reading the tables: SQLite's `PRAGMA data_version`; on
+    /// PostgreSQL the snapshot's next transaction id, which moves with every write
+    /// transaction of the server (a change elsewhere costs the reader one needless look).
+    pub fn data_version(&self) -> anyhow::Result<i64> {
+        let sql = match self.dialect() {
+            Dialect::Sqlite => "PRAGMA data_version",
+            Dialect::Postgres => "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+        };
+        self.db.query_one(sql, params![])?.get(0)
+    }
+
+    fn connect(location: &Location, access: Access) -> anyhow::Result<Store> {
+        let mut store = Store {
+            db: Db::connect(location, access)?,
+        };
+        store
+            .migrate()
+            .with_context(|| format!("{location}: migrating the schema"))?;
+        Ok(store)
+    }
+
+    /// The schema version: SQLite's `user_version`; on PostgreSQL a one-row table (0 when
+    /// the database is new).
+    fn schema_version(&self) -> anyhow::Result<usize> {
+        let version: i64 = match self.dialect() {
+            Dialect::Sqlite => self
+                .db
+                .query_one("PRAGMA user_version", params![])?
+                .get(0)?,
+            Dialect::Postgres => {
+                let exists: bool = self
+                    .db
+                    .query_one(
+                        "SELECT to_regclass('filtermon_schema') IS NOT NULL",
+                        params![],
+                    )?
+                    .get(0)?;
+                if !exists {
+                    return Ok(0);
+                }
+                self.db
+                    .query_one("SELECT version FROM filtermon_schema", params![])?
+                    .get(0)?
+            }
+        };
+        Ok(usize::try_from(version)?)
+    }
+
     fn migrate(&mut self) -> anyhow::Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let version = usize::try_from(version)?;
-        if version > MIGRATIONS.len() {
-            return Err(input_error(format!(
-                "schema version {version} is newer than this filtermon knows ({})",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.execute_batch(sql)
-                .with_context(|| format!("migration to version {}", i + 1))?;
-        }
-        tx.pragma_update(None, "user_version", i64::try_from(MIGRATIONS.len())?)?;
-        tx.commit()?;
-        Ok(())
+        self.db.transaction(|tx| {
+            if tx.dialect() == Dialect::Postgres {
+                // Two daemons starting on a new database must not both create the tables.
+                tx.execute("SELECT pg_advisory_xact_lock(?1)", params![MIGRATION_LOCK])?;
+                tx.batch("CREATE TABLE IF NOT EXISTS filtermon_schema (version BIGINT NOT NULL)")?;
+            }
+            let version: i64 = match tx.dialect() {
+                Dialect::Sqlite => tx.query_one("PRAGMA user_version", params![])?.get(0)?,
+                Dialect::Postgres => tx
+                    .query_opt("SELECT version FROM filtermon_schema", params![])?
+                    .map_or(Ok(0), |r| r.get(0))?,
+            };
+            let version = usize::try_from(version)?;
+            if version > MIGRATIONS.len() {
+                return Err(input_error(format!(
+                    "schema version {version} is newer than this filtermon knows ({})",
+                    MIGRATIONS.len()
+                )));
+            }
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version) {
+                tx.batch(m.schema)
+                    .with_context(|| format!("migration to version {}", i + 1))?;
+                if let (Some(rows), Dialect::Sqlite) = (m.sqlite_rows, tx.dialect()) {
+                    tx.batch(rows)
+                        .with_context(|| format!("migration to version {}", i + 1))?;
+                }
+            }
+            let current = i64::try_from(MIGRATIONS.len())?;
+            match tx.dialect() {
+                Dialect::Sqlite => tx.batch(&format!("PRAGMA user_version = {current}"))?,
+                Dialect::Postgres => {
+                    tx.execute("DELETE FROM filtermon_schema", params![])?;
+                    tx.execute(
+                        "INSERT INTO filtermon_schema (version) VALUES (?1)",
+                        params![current],
+                    )?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Records a run (or updates its label, folder and baseline); returns its id.
     pub fn upsert_run(&mut self, run: &RunRow) -> anyhow::Result<i64> {
-        let tps = i64::try_from(run.tokens_per_step)?;
-        Ok(self.conn.query_row(
-            "INSERT INTO runs (name, arch, dir, baseline, tokens_per_step) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (name) DO UPDATE SET arch = ?2, dir = ?3, baseline = ?4, tokens_per_step = ?5
-             RETURNING id",
-            params![run.name, run.arch, run.dir, run.baseline, tps],
-            |r| r.get(0),
-        )?)
+        self.db
+            .query_one(
+                "INSERT INTO runs (name, arch, dir, baseline, tokens_per_step) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET arch = ?2, dir = ?3, baseline = ?4, tokens_per_step = ?5
+                 RETURNING id",
+                params![run.name, run.arch, run.dir, run.baseline, run.tokens_per_step],
+            )?
+            .get(0)
     }
 
     /// Records an evalset by content hash; returns its id.
     pub fn upsert_evalset(&mut self, es: &EvalsetRow) -> anyhow::Result<i64> {
-        let tokens = i64::try_from(es.tokens)?;
-        Ok(self.conn.query_row(
-            "INSERT INTO evalsets (name, hash, tokenizer_hash, dir, tokens, added_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (hash) DO UPDATE SET name = ?1, dir = ?4
-             RETURNING id",
-            params![es.name, es.hash, es.tokenizer_hash, es.dir, tokens, now()],
-            |r| r.get(0),
-        )?)
+        self.db
+            .query_one(
+                "INSERT INTO evalsets (name, hash, tokenizer_hash, dir, tokens, added_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (hash) DO UPDATE SET name = ?1, dir = ?4
+                 RETURNING id",
+                params![
+                    es.name,
+                    es.hash,
+                    es.tokenizer_hash,
+                    es.dir,
+                    es.tokens,
+                    now()
+                ],
+            )?
+            .get(0)
     }
 
     /// Records a ready checkpoint and queues one job per evalset, in one transaction.
@@ -323,65 +415,72 @@ impl Store {
         ck: &NewCheckpoint,
         evalset_ids: &[i64],
     ) -> anyhow::Result<usize> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let t = now();
-        tx.execute(
-            "INSERT INTO checkpoints (run_id, name, path, step, tokens, kind, ready_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (run_id, name) DO NOTHING",
-            params![
-                run_id,
-                ck.name,
-                ck.path,
-                i64::try_from(ck.step)?,
-                i64::try_from(ck.tokens)?,
-                if ck.anneal { "anneal" } else { "stable" },
-                t
-            ],
-        )?;
-        let ck_id: i64 = tx.query_row(
-            "SELECT id FROM checkpoints WHERE run_id = ?1 AND name = ?2",
-            params![run_id, ck.name],
-            |r| r.get(0),
-        )?;
-        let mut added = 0;
-        for &es in evalset_ids {
-            added += tx.execute(
-                "INSERT INTO jobs (checkpoint_id, evalset_id, state, priority, queued_at)
-                 VALUES (?1, ?2, 'queued', ?3, ?4) ON CONFLICT DO NOTHING",
-                params![ck_id, es, i64::from(ck.anneal), t],
+        self.db.transaction(|tx| {
+            let t = now();
+            tx.execute(
+                "INSERT INTO checkpoints (run_id, name, path, step, tokens, kind, ready_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (run_id, name) DO NOTHING",
+                params![
+                    run_id,
+                    ck.name,
+                    ck.path,
+                    ck.step,
+                    ck.tokens,
+                    if ck.anneal { "anneal" } else { "stable" },
+                    t
+                ],
             )?;
-        }
-        tx.commit()?;
-        Ok(added)
+            let ck_id: i64 = tx
+                .query_one(
+                    "SELECT id FROM checkpoints WHERE run_id = ?1 AND name = ?2",
+                    params![run_id, ck.name],
+                )?
+                .get(0)?;
+            let mut added = 0;
+            for &es in evalset_ids {
+                added += tx.execute(
+                    "INSERT INTO jobs (checkpoint_id, evalset_id, state, priority, queued_at)
+                     VALUES (?1, ?2, 'queued', ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![ck_id, es, ck.anneal, t],
+                )?;
+            }
+            Ok(added)
+        })
     }
 
     /// Names of the checkpoints of a run that are already recorded.
     pub fn checkpoint_names(&self, run_id: i64) -> anyhow::Result<Vec<String>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT name FROM checkpoints WHERE run_id = ?1")?;
-        let names = st
-            .query_map([run_id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(names)
+        self.db
+            .query(
+                "SELECT name FROM checkpoints WHERE run_id = ?1",
+                params![run_id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
     }
 
     /// Id of a run by name.
     pub fn run_id(&self, name: &str) -> anyhow::Result<Option<i64>> {
-        Ok(self
-            .conn
-            .query_row("SELECT id FROM runs WHERE name = ?1", [name], |r| r.get(0))
-            .optional()?)
+        self.db
+            .query_opt("SELECT id FROM runs WHERE name = ?1", params![name])?
+            .map(|r| r.get(0))
+            .transpose()
     }
 
-    /// `PRAGMA integrity_check` passes.
+    /// The store is sound: SQLite's `PRAGMA integrity_check` passes; a PostgreSQL server
+    /// keeps its own pages sound, so there it answers a query.
     pub fn integrity_ok(&self) -> anyhow::Result<bool> {
-        let s: String = self
-            .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-        Ok(s == "ok")
+        match self.dialect() {
+            Dialect::Sqlite => {
+                let s: String = self
+                    .db
+                    .query_one("PRAGMA integrity_check", params![])?
+                    .get(0)?;
+                Ok(s == "ok")
+            }
+            Dialect::Postgres => Ok(self.db.query_one("SELECT 1", params![]).is_ok()),
+        }
     }
 }
 
@@ -397,7 +496,7 @@ pub(crate) mod testing {
     /// folder (keep it alive), the store and the evalset id.
     pub(crate) fn store(tokens: usize) -> (tempfile::TempDir, Store, i64) {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut store = Store::open(&dir.path().join("m.db")).expect("store");
+        let mut store = Store::open(dir.path().join("m.db")).expect("store");
         let es = store
             .upsert_evalset(&EvalsetRow {
                 name: "e".into(),
@@ -483,22 +582,18 @@ mod tests {
 
     pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&dir.path().join("sub/m.db")).expect("open");
+        let store = Store::open(dir.path().join("sub/m.db")).expect("open");
         (dir, store)
     }
 
     #[test]
     fn migrates_once_and_reopens() {
         let (dir, store) = temp_store();
-        let v: i64 = store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .expect("version");
-        assert_eq!(v as usize, MIGRATIONS.len());
+        assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len());
         drop(store);
-        let again = Store::open_existing(&dir.path().join("sub/m.db")).expect("reopen");
+        let again = Store::open_existing(dir.path().join("sub/m.db")).expect("reopen");
         assert!(again.integrity_ok().expect("check"));
-        assert!(Store::open_existing(&dir.path().join("none.db")).is_err());
+        assert!(Store::open_existing(dir.path().join("none.db")).is_err());
     }
 
     #[test]
@@ -506,9 +601,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("old.db");
         {
-            let conn = Connection::open(&path).expect("create");
-            for sql in &MIGRATIONS[..3] {
-                conn.execute_batch(sql).expect("old schema");
+            let conn = rusqlite::Connection::open(&path).expect("create");
+            for m in &MIGRATIONS[..3] {
+                conn.execute_batch(m.schema).expect("old schema");
             }
             conn.pragma_update(None, "user_version", 3)
                 .expect("version");
@@ -519,28 +614,30 @@ mod tests {
                  INSERT INTO jobs (checkpoint_id, evalset_id, state, priority, attempts, queued_at)
                      VALUES (1, 1, 'queued', 0, 1, 0);
                  INSERT INTO alerts (rule, run_id, checkpoint_id, evalset_id, filter, message,
-                     fired_at) VALUES ('r', 1, 1, 1, 'all', 'm', 1234.5);",
+                     fired_at) VALUES ('r', 1, 1, 1, 'all', 'm', 1234.5);
+                 INSERT INTO results (checkpoint_id, evalset_id, filter, definition, n, scored_at)
+                     VALUES (1, 1, 'all', 'all', 4, 0), (1, 1, 'copy', 'copy', 2, 0);",
             )
             .expect("old rows");
         }
         let store = Store::open(&path).expect("migrate");
-        let v: i64 = store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .expect("version");
-        assert_eq!(v as usize, MIGRATIONS.len());
-        let delivered: Option<f64> = store
-            .conn
-            .query_row("SELECT delivered_at FROM alerts", [], |r| r.get(0))
+        assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len());
+        let row = |sql: &str| store.db.query_one(sql, params![]).expect(sql);
+        let delivered: Option<f64> = row("SELECT delivered_at FROM alerts")
+            .get(0)
             .expect("alert");
         assert_eq!(delivered, Some(1234.5), "old firings are not replayed");
-        let (attempts, lost): (i64, i64) = store
-            .conn
-            .query_row("SELECT attempts, lost_leases FROM jobs", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .expect("job");
+        let job = row("SELECT attempts, lost_leases FROM jobs");
+        let (attempts, lost): (i64, i64) = (job.get(0).expect("a"), job.get(1).expect("l"));
         assert_eq!((attempts, lost), (1, 0));
+        let positions: Vec<i64> = store
+            .db
+            .query("SELECT pos FROM results ORDER BY filter", params![])
+            .expect("results")
+            .iter()
+            .map(|r| r.get(0).expect("pos"))
+            .collect();
+        assert_eq!(positions, [0, 1], "old results keep their order");
         assert!(store.integrity_ok().expect("check"));
     }
 

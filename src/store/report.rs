@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Row};
 use serde::Serialize;
 
+use super::sql::{params, Exec, Row};
 use super::Store;
 use crate::error::input_error;
 
@@ -208,18 +208,18 @@ pub(super) const RESULT_COLUMNS: &str = "r.name, r.arch, c.step, c.tokens, c.kin
     LEFT JOIN paired_gaps g ON g.checkpoint_id = res.checkpoint_id
         AND g.evalset_id = res.evalset_id AND g.filter = res.filter";
 
-pub(super) fn result_row(r: &Row) -> rusqlite::Result<ResultRow> {
+pub(super) fn result_row(r: &Row) -> anyhow::Result<ResultRow> {
     Ok(ResultRow {
         run: r.get(0)?,
         arch: r.get(1)?,
-        step: r.get::<_, i64>(2)?.max(0) as u64,
-        tokens: r.get::<_, i64>(3)?.max(0) as u64,
+        step: r.get(2)?,
+        tokens: r.get(3)?,
         kind: r.get(4)?,
         checkpoint: r.get(5)?,
         evalset: r.get(6)?,
         filter: r.get(7)?,
         mean: r.get(8)?,
-        n: r.get::<_, i64>(9)?.max(0) as u64,
+        n: r.get(9)?,
         ci_lo: r.get(10)?,
         ci_hi: r.get(11)?,
         top1: r.get(12)?,
@@ -245,24 +245,25 @@ impl Store {
         }
         let sql = format!(
             "SELECT {RESULT_COLUMNS} WHERE ?1 IS NULL OR r.name = ?1
-             ORDER BY r.name, c.step, c.name, e.name, res.rowid"
+             ORDER BY r.name, c.step, c.name, e.name, res.pos"
         );
-        let mut st = self.conn.prepare(&sql)?;
-        let rows = st
-            .query_map([run], result_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.db
+            .query(&sql, params![run])?
+            .iter()
+            .map(result_row)
+            .collect()
     }
 
     /// Runs, checkpoint states, latest results and failures.
     pub fn status(&self) -> anyhow::Result<StatusReport> {
         let runs: Vec<RunStatus> = {
-            let mut st = self
-                .conn
-                .prepare("SELECT id, name, arch, dir, baseline FROM runs ORDER BY name")?;
-            let rows = st.query_map([], |r| {
+            let rows = self.db.query(
+                "SELECT id, name, arch, dir, baseline FROM runs ORDER BY name",
+                params![],
+            )?;
+            let rows = rows.iter().map(|r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
+                    r.get::<i64>(0)?,
                     RunStatus {
                         name: r.get(1)?,
                         arch: r.get(2)?,
@@ -273,8 +274,8 @@ impl Store {
                         latest: Vec::new(),
                     },
                 ))
-            })?;
-            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            });
+            let rows = rows.collect::<anyhow::Result<Vec<_>>>()?;
             let mut out = Vec::with_capacity(rows.len());
             for (id, mut run) in rows {
                 run.waiting_for_folder = !Path::new(&run.dir).is_dir();
@@ -284,15 +285,17 @@ impl Store {
             }
             out
         };
-        let mut st = self.conn.prepare(
+        let failures = self.db.query(
             "SELECT r.name, c.name, e.name, j.state, j.attempts, j.error, j.lost_leases
              FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
              JOIN runs r ON r.id = c.run_id JOIN evalsets e ON e.id = j.evalset_id
              WHERE j.error IS NOT NULL AND j.state IN ('failed', 'queued')
              ORDER BY r.name, c.step, c.name, e.name",
+            params![],
         )?;
-        let failures = st
-            .query_map([], |r| {
+        let failures = failures
+            .iter()
+            .map(|r| {
                 Ok(FailureRow {
                     run: r.get(0)?,
                     checkpoint: r.get(1)?,
@@ -302,23 +305,24 @@ impl Store {
                     error: r.get(5)?,
                     lost_leases: r.get(6)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(StatusReport { runs, failures })
     }
 
     fn state_counts(&self, run_id: i64) -> anyhow::Result<StateCounts> {
-        let mut st = self.conn.prepare(
-            "SELECT CASE WHEN SUM(j.state = 'failed') > 0 THEN 'failed'
-                         WHEN SUM(j.state = 'running') > 0 THEN 'running'
-                         WHEN SUM(j.state = 'queued') > 0 THEN 'queued'
+        let states = self.db.query(
+            "SELECT CASE WHEN COUNT(*) FILTER (WHERE j.state = 'failed') > 0 THEN 'failed'
+                         WHEN COUNT(*) FILTER (WHERE j.state = 'running') > 0 THEN 'running'
+                         WHEN COUNT(*) FILTER (WHERE j.state = 'queued') > 0 THEN 'queued'
                          ELSE 'done' END
              FROM checkpoints c JOIN jobs j ON j.checkpoint_id = c.id
              WHERE c.run_id = ?1 GROUP BY c.id",
+            params![run_id],
         )?;
         let mut counts = StateCounts::default();
-        for state in st.query_map([run_id], |r| r.get::<_, String>(0))? {
-            match state?.as_str() {
+        for r in states {
+            match r.get::<String>(0)?.as_str() {
                 "failed" => counts.failed += 1,
                 "running" => counts.running += 1,
                 "queued" => counts.queued += 1,
@@ -335,13 +339,13 @@ impl Store {
                  SELECT c2.id FROM checkpoints c2 JOIN jobs j2 ON j2.checkpoint_id = c2.id
                  WHERE c2.run_id = ?1 AND j2.evalset_id = res.evalset_id AND j2.state = 'done'
                  ORDER BY c2.step DESC, c2.id DESC LIMIT 1)
-             ORDER BY e.name, res.rowid"
+             ORDER BY e.name, res.pos"
         );
-        let mut st = self.conn.prepare(&sql)?;
-        let rows = st
-            .query_map(params![run_id], result_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.db
+            .query(&sql, params![run_id])?
+            .iter()
+            .map(result_row)
+            .collect()
     }
 }
 

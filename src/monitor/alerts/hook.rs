@@ -8,7 +8,7 @@
 //! one run per firing per start, never a loop); the payload's `id` lets a hook drop a repeat.
 
 use std::io::Write;
-use std::path::Path;
+
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::error::one_line;
-use crate::store::Store;
+use crate::store::{Location, Store};
 
 /// Runs `command` with `sh -c`, `payload` on stdin, and waits at most `timeout`.
 pub fn run_hook(command: &str, payload: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -62,9 +62,9 @@ pub struct HookRunner {
 
 impl HookRunner {
     /// Starts the thread, with its own connection to the store at `db`.
-    pub fn start(command: String, timeout: Duration, db: &Path) -> anyhow::Result<HookRunner> {
-        let mut store = Store::open_existing(db)
-            .with_context(|| format!("opening {} for the alert hook", db.display()))?;
+    pub fn start(command: String, timeout: Duration, db: &Location) -> anyhow::Result<HookRunner> {
+        let mut store =
+            Store::open_existing(db).with_context(|| format!("opening {db} for the alert hook"))?;
         let (tx, rx) = mpsc::channel::<(i64, String)>();
         let thread = std::thread::Builder::new()
             .name("alert-hook".into())

@@ -6,7 +6,7 @@ pub mod hook;
 pub mod rules;
 
 use std::collections::HashMap;
-use std::path::Path;
+
 use std::sync::Arc;
 
 use crate::analysis::curves::{Curve, Point};
@@ -14,7 +14,7 @@ use crate::analysis::stats::paired::PairedDiff;
 use crate::monitor::alerts::rules::AlertSettings;
 use crate::monitor::paired_gaps::TokenSets;
 use crate::store::alerts::Firing;
-use crate::store::Store;
+use crate::store::{Location, Store};
 use hook::HookRunner;
 use rules::{baseline_firings, retrieval_firings, rise_firings, RuleKind};
 
@@ -34,7 +34,7 @@ impl Alerter {
     /// through its own connection); `token_sets` by evalset id (only `rise` rules use them).
     pub fn new(
         settings: AlertSettings,
-        db: &Path,
+        db: &Location,
         token_sets: Arc<HashMap<i64, TokenSets>>,
         resamples: usize,
         seed: u64,
@@ -178,7 +178,7 @@ mod tests {
     }
 
     /// An alerter with one `rise` rule on the test store in `dir`, and the hook `on_alert`.
-    fn alerter(dir: &Path, es: i64, min_delta: f64, on_alert: Option<String>) -> Alerter {
+    fn alerter(dir: &std::path::Path, es: i64, min_delta: f64, on_alert: Option<String>) -> Alerter {
         let sets = TokenSets::from_parts(
             (0..TOKENS as u32).map(|i| i / 8).collect(),
             TOKENS.div_ceil(8),
@@ -196,7 +196,7 @@ mod tests {
             hook_timeout: std::time::Duration::from_secs(5),
         };
         let db = dir.join("m.db");
-        Alerter::new(settings, &db, Arc::new([(es, sets)].into()), 200, 0).expect("alerter")
+        Alerter::new(settings, &db.into(), Arc::new([(es, sets)].into()), 200, 0).expect("alerter")
     }
 
     #[test]

@@ -23,14 +23,15 @@ use crate::error::{input_error, line_of};
 use crate::evalset::filter::{filters_from_spanned, SpannedFilters};
 use crate::monitor::alerts::rules::AlertSettings;
 use crate::monitor::serve::ServeSettings;
+use crate::store::Location;
 
 /// A validated watch config.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
     /// The file it was read from.
     pub path: PathBuf,
-    /// SQLite database.
-    pub db: PathBuf,
+    /// The store: an SQLite file (relative to the config's folder) or a `postgres://` URL.
+    pub db: Location,
     /// Where charts go.
     pub charts: PathBuf,
     /// Folder of TensorBoard event files the daemon appends each result to (one subfolder
@@ -171,7 +172,7 @@ pub const DEFAULT_ANNEAL: &str = r"(?i)anneal";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    db: PathBuf,
+    db: String,
     #[serde(default = "default_charts")]
     charts: PathBuf,
     #[serde(default)]
@@ -553,7 +554,10 @@ fn validate(
     };
     Ok(WatchConfig {
         path: path.to_path_buf(),
-        db: resolve(base, &raw.db),
+        db: match Location::parse(&raw.db) {
+            Location::Sqlite(p) => Location::Sqlite(resolve(base, &p)),
+            url => url,
+        },
         charts: resolve(base, &raw.charts),
         tensorboard,
         devices,
@@ -825,7 +829,7 @@ anneal = ["step10-anneal"]
     #[test]
     fn parses_and_resolves() {
         let c = WatchConfig::parse(OK, Path::new("/etc/fm/w.toml")).expect("valid");
-        assert_eq!(c.db, Path::new("/etc/fm/mon.db"));
+        assert_eq!(c.db, Location::Sqlite("/etc/fm/mon.db".into()));
         assert_eq!(c.runs[1].dir, Path::new("/etc/fm/ckpt/b"));
         assert_eq!(c.daemon.settle, Duration::from_millis(500));
         assert_eq!(c.daemon.rescan, Duration::from_secs(60));

@@ -16,7 +16,7 @@ pub mod worker;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,7 @@ use crate::monitor::discover::Discoverer;
 use crate::monitor::paired_gaps::TokenSets;
 use crate::monitor::tensorboard::Appender;
 use crate::store::jobs::{owner_id, Job, RetryPolicy, MAX_LOST_LEASES};
-use crate::store::{EvalsetRow, RunRow, Store};
+use crate::store::{EvalsetRow, Location, RunRow, Store};
 use watcher::{Discovery, Wake, WatchedRun};
 use worker::{panic_text, AfterCommit, ServedEvalset, Worker};
 
@@ -204,7 +204,7 @@ pub fn run_until(config: &WatchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<
     }
     drop(done_tx);
     let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
-    tracing::info!(owner = %owner, db = %config.db.display(), runs = config.runs.len(),
+    tracing::info!(owner = %owner, db = %config.db, runs = config.runs.len(),
         evalsets = config.evalsets.len(), workers = ?names, "watching");
 
     // Wait for the stop flag or for a worker to stop on its own.
@@ -311,7 +311,7 @@ fn register_runs(
 }
 
 /// The jobs of workers still running past the grace period go back to the queue.
-fn return_jobs_past_grace(db: &Path, slots: &[Slot], running: &[bool]) {
+fn return_jobs_past_grace(db: &Location, slots: &[Slot], running: &[bool]) {
     for (slot, _) in slots.iter().zip(running).filter(|(_, &r)| r) {
         let job = slot
             .current

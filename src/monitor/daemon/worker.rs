@@ -22,7 +22,7 @@ use crate::monitor::paired_gaps::{self, TokenSets};
 use crate::monitor::tensorboard::Appender;
 use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
 use crate::store::losses::{encode, EncodedLosses};
-use crate::store::{now, Store};
+use crate::store::{now, Location, Store};
 
 /// An evalset this daemon serves: its store id and config name, ready for scoring.
 pub struct ServedEvalset {
@@ -70,7 +70,7 @@ pub struct Worker {
     /// Store connection of the worker.
     pub store: Store,
     /// Database path, for the lease-renewal connection.
-    pub db: PathBuf,
+    pub db: Location,
     /// Lease owner id, unique to this worker.
     pub owner: String,
     /// Lease length.
@@ -339,9 +339,9 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn start(db: &Path, job: i64, owner: &str, lease: Duration) -> Heartbeat {
+    fn start(db: &Location, job: i64, owner: &str, lease: Duration) -> Heartbeat {
         let (tx, rx) = mpsc::channel::<()>();
-        let (db, owner) = (db.to_path_buf(), owner.to_string());
+        let (db, owner) = (db.clone(), owner.to_string());
         let thread = std::thread::spawn(move || {
             let mut store = match Store::open_existing(&db) {
                 Ok(s) => s,
@@ -426,7 +426,7 @@ mod tests {
     #[test]
     fn the_model_serves_a_checkpoints_jobs_and_is_dropped_when_the_queue_is_empty() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let db = tmp.path().join("m.db");
+        let db = Location::Sqlite(tmp.path().join("m.db"));
         let mut store = Store::open(&db).expect("store");
         let evalsets = vec![
             evalset(tmp.path(), &mut store, "a", 64),

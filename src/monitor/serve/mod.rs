@@ -20,7 +20,6 @@ mod metrics;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -30,7 +29,7 @@ use axum::Router;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::error::input_error;
-use crate::store::Store;
+use crate::store::{Location, Store};
 
 /// Largest request body accepted: an ack is a few bytes.
 const BODY_LIMIT: usize = 4096;
@@ -76,7 +75,7 @@ impl ServeSettings {
 
 /// What every handler shares.
 struct App {
-    db: PathBuf,
+    db: Location,
     settings: ServeSettings,
     /// Idle read-only connections.
     readers: Mutex<Vec<Store>>,
@@ -126,7 +125,7 @@ impl Server {
     /// Binds the address and serves `db` from a thread of its own, so the caller (the daemon,
     /// the demo) goes on. A database that does not exist, or an address that cannot be bound,
     /// is an error here rather than in the thread.
-    pub fn start(db: &Path, settings: ServeSettings) -> anyhow::Result<Server> {
+    pub fn start(db: &Location, settings: ServeSettings) -> anyhow::Result<Server> {
         // Migrates an older schema once, so the read-only connections can read it.
         Store::open_existing(db)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -142,7 +141,7 @@ impl Server {
         let (changes, _) = broadcast::channel(64);
         let (closing_tx, closing) = watch::channel(false);
         let app = Arc::new(App {
-            db: db.to_path_buf(),
+            db: db.clone(),
             settings,
             readers: Mutex::new(Vec::new()),
             changes,
