@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod dashboard;
+pub mod services;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
