@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Chart(a) => commands::chart::run(a),
         Command::Alerts(a) => commands::alerts::run(a),
         Command::Serve(a) => commands::serve::run(a),
+        Command::Migrate(a) => commands::migrate::run(a),
         Command::Demo(a) => commands::demo::run(a),
     };
     match result {

@@ -1,5 +1,6 @@
 //! The monitor end to end: the real binary on temp folders, real checkpoint files and a
-//! real SQLite db. Checkpoints appear while the daemon runs.
+//! real SQLite db (a real PostgreSQL one where a test says so). Checkpoints appear while the
+//! daemon runs.
 
 use std::fs;
 use std::io::Write;
@@ -7,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use filtermon::store::sql::{Access, Db, Exec, Row, ToValue, Value as SqlValue};
+use filtermon::store::{Location, Store};
 use serde_json::Value;
 
 mod common;
+use common::services::{fresh_database, services};
 use common::{
     assert_input_error, assert_tb_points_match, copy_dir, expected_tb_points, fixture, parse_jsonl,
     read_jsonl, read_tb_with_filtermon, read_tb_with_tensorboard, repo, tensorboard_python,
@@ -28,13 +31,33 @@ const FILTERS: i64 = 8 + 22;
 /// A temp folder with a small corpus, run folders and a config.
 struct Env {
     tmp: tempfile::TempDir,
+    /// The store the config names.
+    db: Location,
 }
 
 impl Env {
     /// `corpus`: `small` (one short document) or `default` (the shipped data/eval, for
     /// scores that take long enough to be interrupted).
     fn new(corpus: &str, runs: &[(&str, &str)], daemon: &str) -> Env {
+        Env::with_store(corpus, runs, daemon, None)
+    }
+
+    /// As [`Env::new`], with the store at a `postgres://` URL when one is given.
+    fn with_store(
+        corpus: &str,
+        runs: &[(&str, &str)],
+        daemon: &str,
+        postgres: Option<String>,
+    ) -> Env {
         let tmp = tempfile::tempdir().expect("tmp");
+        let db = match postgres {
+            Some(url) => Location::Postgres(url),
+            None => Location::Sqlite(tmp.path().join("state/mon.db")),
+        };
+        let db_key = match &db {
+            Location::Postgres(url) => url.clone(),
+            Location::Sqlite(_) => "state/mon.db".into(),
+        };
         let sources = if corpus == "small" {
             let dir = tmp.path().join("corpus/prose");
             fs::create_dir_all(&dir).expect("mkdir");
@@ -47,7 +70,7 @@ impl Env {
             repo().join("data/eval")
         };
         let mut cfg = format!(
-            "db = \"state/mon.db\"\nresamples = 20\n[daemon]\nsettle_secs = {SETTLE}\n\
+            "db = {db_key:?}\nresamples = 20\n[daemon]\nsettle_secs = {SETTLE}\n\
              rescan_secs = 3\nlease_secs = 5\nretry_secs = 0.2\nmax_attempts = 2\n{daemon}\n\
              [[evalsets]]\nname = \"default\"\ndir = \"evalset\"\nsources = [{sources:?}]\n\
              tokenizer = {:?}\nwindow = 256\n[filters]\nadj_adv = \"upos in {{ADJ, ADV}}\"\n",
@@ -61,7 +84,7 @@ impl Env {
             );
         }
         fs::write(tmp.path().join("w.toml"), cfg).expect("config");
-        Env { tmp }
+        Env { tmp, db }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -79,16 +102,21 @@ impl Env {
             .expect("spawn filtermon watch")
     }
 
-    /// The daemon's db; panics when it does not exist (a test must not create it).
-    fn db(&self) -> Connection {
-        Connection::open_with_flags(self.path("state/mon.db"), OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .expect("db")
+    /// The daemon's store; panics when it does not exist (a test must not create it).
+    fn db(&self) -> Db {
+        Db::connect(&self.db, Access::Existing).expect("db")
+    }
+
+    /// The rows of a query on the daemon's store.
+    fn rows(&self, sql: &str, params: &[&dyn ToValue]) -> Vec<Row> {
+        let params: Vec<SqlValue> = params.iter().map(|p| p.to_value()).collect();
+        self.db().query(sql, &params).expect(sql)
     }
 
     /// A number from the db; -1 while the daemon has not created the db or its tables.
     fn query_i64(&self, sql: &str) -> i64 {
-        Connection::open_with_flags(self.path("state/mon.db"), OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .and_then(|db| db.query_row(sql, [], |r| r.get(0)))
+        Db::connect(&self.db, Access::Existing)
+            .and_then(|db| db.query_one(sql, &[])?.get(0))
             .unwrap_or(-1)
     }
 
@@ -112,17 +140,21 @@ impl Env {
         if self.query_i64("SELECT COUNT(*) FROM jobs") < 0 {
             return Vec::new();
         }
-        let db = self.db();
-        let mut st = db
-            .prepare(
-                "SELECT c.name, j.state, j.attempts, j.error FROM jobs j
-                 JOIN checkpoints c ON c.id = j.checkpoint_id ORDER BY c.name",
+        self.rows(
+            "SELECT c.name, j.state, j.attempts, j.error FROM jobs j
+             JOIN checkpoints c ON c.id = j.checkpoint_id ORDER BY c.name",
+            &[],
+        )
+        .iter()
+        .map(|r| {
+            (
+                r.get(0).expect("name"),
+                r.get(1).expect("state"),
+                r.get(2).expect("attempts"),
+                r.get(3).expect("error"),
             )
-            .expect("query");
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows")
+        })
+        .collect()
     }
 
     fn done(&self, checkpoint: &str) -> bool {
@@ -260,15 +292,12 @@ fn checkpoints_appearing_over_time_are_each_scored_once_when_complete() {
     }
     // From outside: results committed − last write − settle − scoring time.
     for (name, written) in last_write {
-        let (finished, score): (f64, f64) = env
-            .db()
-            .query_row(
-                "SELECT j.finished_at, j.score_secs FROM jobs j JOIN checkpoints c
-                 ON c.id = j.checkpoint_id WHERE c.name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("job");
+        let job = &env.rows(
+            "SELECT j.finished_at, j.score_secs FROM jobs j JOIN checkpoints c
+             ON c.id = j.checkpoint_id WHERE c.name = ?1",
+            &[&name],
+        )[0];
+        let (finished, score): (f64, f64) = (job.get(0).expect("at"), job.get(1).expect("secs"));
         // A renamed folder's files were already quiet, and an event vouches for its folder.
         let settle = if name == "step300" || name == "step400" {
             0.0
@@ -281,6 +310,14 @@ fn checkpoints_appearing_over_time_are_each_scored_once_when_complete() {
     }
 }
 
+/// `(filter, scored_at)` rows of a query.
+fn filters_and_times(env: &Env, sql: &str) -> Vec<(String, f64)> {
+    env.rows(sql, &[])
+        .iter()
+        .map(|r| (r.get(0).expect("filter"), r.get(1).expect("scored_at")))
+        .collect()
+}
+
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -290,22 +327,28 @@ fn unix_now() -> f64 {
 
 #[test]
 fn kill_9_mid_score_leaves_a_sound_db_and_the_job_scored_once_after_restart() {
-    let env = Env::new("default", &[("a", "")], "");
+    kill_9_mid_score(Env::new("default", &[("a", "")], ""));
+}
+
+#[test]
+fn on_postgres_kill_9_mid_score_leaves_the_job_scored_once_after_restart() {
+    let Some(s) = services() else { return };
+    let url = fresh_database(s, "kill9");
+    kill_9_mid_score(Env::with_store("default", &[("a", "")], "", Some(url)));
+}
+
+/// A daemon killed with SIGKILL while it scores leaves no partial results, and the restarted
+/// daemon scores the job once.
+fn kill_9_mid_score(env: Env) {
     copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
     let mut daemon = env.spawn("d1.log");
     env.wait_for("step100 scored", Duration::from_secs(120), |e| {
         e.done("step100")
     });
-    let before: Vec<(String, f64)> = {
-        let db = env.db();
-        let mut st = db
-            .prepare("SELECT filter, scored_at FROM results ORDER BY filter")
-            .expect("query");
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows")
-    };
+    let before = filters_and_times(
+        &env,
+        "SELECT filter, scored_at FROM results ORDER BY filter",
+    );
 
     copy_dir(&fixture("gdn_only"), &env.path("runs/a/step200"));
     env.wait_for("step200 being scored", Duration::from_secs(30), |e| {
@@ -322,12 +365,9 @@ fn kill_9_mid_score_leaves_a_sound_db_and_the_job_scored_once_after_restart() {
     kill(&mut daemon, "-KILL");
     daemon.wait().expect("wait");
 
-    let db = env.db();
-    let check: String = db
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok");
-    drop(db);
+    let store = Store::open_existing(&env.db).expect("store");
+    assert!(store.integrity_ok().expect("check"), "the store is sound");
+    drop(store);
     assert_eq!(
         env.query_i64("SELECT COUNT(*) FROM results r JOIN checkpoints c ON c.id = r.checkpoint_id WHERE c.name = 'step200'"),
         0,
@@ -341,33 +381,22 @@ fn kill_9_mid_score_leaves_a_sound_db_and_the_job_scored_once_after_restart() {
         |e| e.done("step200"),
     );
     stop(&mut again);
-    let after: Vec<(String, f64)> = {
-        let db = env.db();
-        let mut st = db
-            .prepare(
-                "SELECT filter, scored_at FROM results r JOIN checkpoints c
-                 ON c.id = r.checkpoint_id WHERE c.name = 'step100' ORDER BY filter",
-            )
-            .expect("query");
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows")
-    };
+    let after = filters_and_times(
+        &env,
+        "SELECT filter, scored_at FROM results r JOIN checkpoints c
+         ON c.id = r.checkpoint_id WHERE c.name = 'step100' ORDER BY filter",
+    );
     assert_eq!(before, after, "step100's results are untouched");
     assert_eq!(env.query_i64("SELECT COUNT(*) FROM results"), 2 * FILTERS);
     assert_eq!(env.query_i64("SELECT COUNT(*) FROM jobs"), 2);
     assert_eq!(env.query_i64("SELECT COUNT(*) FROM checkpoints"), 2);
     assert_eq!(env.scored_events("d2.log"), ["step200"]);
-    let (attempts, lost): (i64, i64) = env
-        .db()
-        .query_row(
-            "SELECT j.attempts, j.lost_leases FROM jobs j
-             JOIN checkpoints c ON c.id = j.checkpoint_id WHERE c.name = 'step200'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("job");
+    let job = &env.rows(
+        "SELECT j.attempts, j.lost_leases FROM jobs j
+         JOIN checkpoints c ON c.id = j.checkpoint_id WHERE c.name = 'step200'",
+        &[],
+    )[0];
+    let (attempts, lost): (i64, i64) = (job.get(0).expect("attempts"), job.get(1).expect("lost"));
     assert_eq!(
         (attempts, lost),
         (1, 1),
@@ -499,15 +528,13 @@ fn olmo_core_step_folders_are_scored_with_the_runs_tokenizer() {
          JOIN runs r ON r.id = c.run_id WHERE r.name = 'native' AND j.state = 'done'",
     );
     assert_eq!(done, 1, "the native run's checkpoint is scored");
-    let db = env.db();
-    let error: String = db
-        .query_row(
-            "SELECT j.error FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
-             JOIN runs r ON r.id = c.run_id WHERE r.name = 'untokenized'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("the untokenized run's job failed");
+    let error: String = env.rows(
+        "SELECT j.error FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
+         JOIN runs r ON r.id = c.run_id WHERE r.name = 'untokenized'",
+        &[],
+    )[0]
+    .get(0)
+    .expect("the untokenized run's job failed");
     assert!(error.contains("hold no tokenizer.json"), "{error}");
 }
 
@@ -532,7 +559,18 @@ fn backlog_of_six(env: &Env) -> [&'static str; 6] {
 
 #[test]
 fn two_daemons_on_one_db_never_score_a_job_twice() {
-    let env = Env::new("small", &[("a", "")], "");
+    two_daemons(Env::new("small", &[("a", "")], ""));
+}
+
+#[test]
+fn on_postgres_two_daemons_never_score_a_job_twice() {
+    let Some(s) = services() else { return };
+    let url = fresh_database(s, "two_daemons");
+    two_daemons(Env::with_store("small", &[("a", "")], "", Some(url)));
+}
+
+/// Two daemons on one store share a backlog; each job is scored by exactly one, once.
+fn two_daemons(env: Env) {
     let names = backlog_of_six(&env);
     // The first daemon creates the db and prepares the evalset; the second joins it.
     let mut one = env.spawn("d1.log");
@@ -1270,16 +1308,11 @@ fn firings_whose_hook_was_cut_short_by_kill_9_reach_the_hook_after_restart() {
         })
         .collect();
     delivered.sort();
-    let stored: Vec<i64> = {
-        let db = env.db();
-        let mut st = db
-            .prepare("SELECT id FROM alerts ORDER BY id")
-            .expect("query");
-        st.query_map([], |r| r.get(0))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows")
-    };
+    let stored: Vec<i64> = env
+        .rows("SELECT id FROM alerts ORDER BY id", &[])
+        .iter()
+        .map(|r| r.get(0).expect("id"))
+        .collect();
     assert_eq!(
         delivered, stored,
         "each stored firing reached the hook once"

@@ -63,6 +63,9 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// Serve the live dashboard, JSON API and Prometheus metrics of a store.
     Serve(ServeArgs),
+    /// Copy an SQLite store whole into an empty store (a team's PostgreSQL database) and
+    /// check every table's row count.
+    Migrate(MigrateArgs),
     /// Train four tiny models (transformer, hybrid, pure GDN, and the transformer with an
     /// 8-token attention window as a planted regression) on CPU while the watch daemon scores
     /// their checkpoints live; prints the annealed filtered losses and the detection table.
@@ -145,6 +148,17 @@ pub struct WatchArgs {
     /// Watch config (TOML; see watch-configs/).
     #[arg(long)]
     pub config: PathBuf,
+}
+
+/// `filtermon migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The SQLite store to copy (migrated to this filtermon's schema first).
+    #[arg(long)]
+    pub from: Location,
+    /// The empty store to copy into: a `postgres://` URL (or an SQLite file).
+    #[arg(long)]
+    pub to: Location,
 }
 
 /// `filtermon status`.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compare;
 pub mod demo;
 pub mod export;
+pub mod migrate;
 pub mod parity;
 pub mod prepare;
 pub mod probe;

@@ -17,7 +17,7 @@ impl Store {
              JOIN checkpoints c ON c.id = res.checkpoint_id
              JOIN runs r ON r.id = c.run_id
              JOIN evalsets e ON e.id = res.evalset_id
-             WHERE ?1 IS NULL OR e.id = ?1
+             WHERE CAST(?1 AS INTEGER) IS NULL OR e.id = ?1
              ORDER BY e.id, filter_order, res.filter, r.name, c.tokens, c.step, c.id",
             params![evalset_id],
         )?;

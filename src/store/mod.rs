@@ -12,6 +12,7 @@ pub mod curves;
 pub mod detail;
 pub mod jobs;
 pub mod losses;
+pub mod migrate;
 pub mod paired_gaps;
 pub mod report;
 pub mod sql;

@@ -244,7 +244,7 @@ impl Store {
             }
         }
         let sql = format!(
-            "SELECT {RESULT_COLUMNS} WHERE ?1 IS NULL OR r.name = ?1
+            "SELECT {RESULT_COLUMNS} WHERE CAST(?1 AS TEXT) IS NULL OR r.name = ?1
              ORDER BY r.name, c.step, c.name, e.name, res.pos"
         );
         self.db

@@ -468,6 +468,8 @@ impl Db {
         if config.get_application_name().is_none() {
             config.application_name("filtermon");
         }
+        // The server's notices ("already exists, skipping") are not the user's business.
+        config.options("-c client_min_messages=warning");
         let mut client = config.connect(postgres::NoTls).map_err(|e| {
             input_error(format!(
                 "{shown}: cannot connect to PostgreSQL: {}",

@@ -178,7 +178,12 @@ mod tests {
     }
 
     /// An alerter with one `rise` rule on the test store in `dir`, and the hook `on_alert`.
-    fn alerter(dir: &std::path::Path, es: i64, min_delta: f64, on_alert: Option<String>) -> Alerter {
+    fn alerter(
+        dir: &std::path::Path,
+        es: i64,
+        min_delta: f64,
+        on_alert: Option<String>,
+    ) -> Alerter {
         let sets = TokenSets::from_parts(
             (0..TOKENS as u32).map(|i| i / 8).collect(),
             TOKENS.div_ceil(8),
