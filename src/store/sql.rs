@@ -396,8 +396,30 @@ pub trait Exec {
 pub enum Db {
     /// An SQLite file.
     Sqlite(rusqlite::Connection),
-    /// A PostgreSQL session (its client needs `&mut`; the store reads through `&self`).
-    Postgres(RefCell<postgres::Client>),
+    /// A PostgreSQL session.
+    Postgres(PgSession),
+}
+
+/// A PostgreSQL client (it needs `&mut`; the store reads through `&self`). The client closes
+/// its connection on drop by blocking on a runtime of its own, which tokio forbids on a
+/// runtime's thread, where the dashboard may drop a connection: there it is closed on a
+/// thread of its own.
+pub struct PgSession(Option<RefCell<postgres::Client>>);
+
+impl PgSession {
+    fn client(&self) -> &RefCell<postgres::Client> {
+        self.0.as_ref().expect("the client is only taken on drop")
+    }
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                std::thread::spawn(move || drop(client));
+            }
+        }
+    }
 }
 
 /// How a connection is opened.
@@ -479,7 +501,7 @@ impl Db {
         if access == Access::ReadOnly {
             client.batch_execute("SET default_transaction_read_only = on")?;
         }
-        Ok(Db::Postgres(RefCell::new(client)))
+        Ok(Db::Postgres(PgSession(Some(RefCell::new(client)))))
     }
 
     /// Runs `f` in one transaction, committed when it returns `Ok`, rolled back otherwise.
@@ -505,8 +527,8 @@ impl Db {
                     }
                 }
             }
-            Db::Postgres(cell) => {
-                let mut client = cell.borrow_mut();
+            Db::Postgres(session) => {
+                let mut client = session.client().borrow_mut();
                 let tx = Tx::Postgres(RefCell::new(client.transaction().map_err(pg_error)?));
                 let v = f(&tx)?;
                 let Tx::Postgres(tx) = tx else {
@@ -530,14 +552,14 @@ impl Exec for Db {
     fn run(&self, sql: &str, params: &[Value], rows: bool) -> anyhow::Result<(usize, Vec<Row>)> {
         match self {
             Db::Sqlite(conn) => sqlite_run(conn, sql, params, rows),
-            Db::Postgres(cell) => pg_run(&mut *cell.borrow_mut(), sql, params, rows),
+            Db::Postgres(session) => pg_run(&mut *session.client().borrow_mut(), sql, params, rows),
         }
     }
 
     fn batch(&self, sql: &str) -> anyhow::Result<()> {
         match self {
             Db::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
-            Db::Postgres(cell) => pg_batch(&mut *cell.borrow_mut(), sql),
+            Db::Postgres(session) => pg_batch(&mut *session.client().borrow_mut(), sql),
         }
     }
 }
