@@ -271,6 +271,9 @@ start_postgres() {
   [[ $PG_USER == "$ME" ]] || chown "$PG_USER:" "$pg"
   "${AS_PG[@]}" "$PG_BIN/initdb" -D "$pg/data" -A trust -U postgres --no-sync --no-locale -E UTF8 \
     </dev/null >"$pg/initdb.log" 2>&1 || fail "initdb into $pg/data failed" "$pg/initdb.log"
+  # Every user is trusted but one, whose password is checked: the tests log in with a wrong
+  # one. The first matching line of pg_hba.conf wins.
+  sed -i '1i host all filtermon_password 127.0.0.1/32 scram-sha-256' "$pg/data/pg_hba.conf"
   detached "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$pg/data" -l "$pg/postgres.log" -w -t "$START_WAIT_S" \
     -o "-k '$pg' -p $PG_PORT -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
     start </dev/null >"$pg/pg_ctl.log" 2>&1 ||

@@ -454,6 +454,29 @@ fn unreachable_or_refusing_postgres_is_one_line_and_exit_2() {
         !String::from_utf8_lossy(&out.stderr).contains("secret"),
         "the password is never shown"
     );
+    // A wrong password (the test server checks this user's).
+    let made = common::services::psql(&s.postgres)
+        .args(["-c", "DROP ROLE IF EXISTS filtermon_password"])
+        .args([
+            "-c",
+            "CREATE ROLE filtermon_password LOGIN PASSWORD 'right'",
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let wrong = format!("postgres://filtermon_password:wrong@{host_port}/postgres");
+    let out = filtermon(&["status", "--db", &wrong]);
+    common::assert_input_error(
+        &out,
+        &[
+            "cannot connect to PostgreSQL",
+            "password authentication failed",
+        ],
+    );
     let out = filtermon(&["status", "--db", "postgres://u@[bad"]);
     common::assert_input_error(&out, &["not a PostgreSQL URL"]);
 }
