@@ -480,3 +480,34 @@ fn unreachable_or_refusing_postgres_is_one_line_and_exit_2() {
     let out = filtermon(&["status", "--db", "postgres://u@[bad"]);
     common::assert_input_error(&out, &["not a PostgreSQL URL"]);
 }
+
+#[test]
+fn a_postgres_connection_the_server_closed_is_opened_again() {
+    let Some(s) = services() else { return };
+    let url = fresh_database(s, "reconnect");
+    let location = Location::Postgres(url.clone());
+    let (mut store, run, es) = setup(&location);
+    add(&mut store, run, es, 10, false);
+    // What a server restart does to every session.
+    let killed = common::services::psql(&url)
+        .args([
+            "-c",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                      WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        killed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    // The statement that meets the closed connection fails; the next one reconnects.
+    let first = store.queue_counts();
+    let counts = match first {
+        Ok(c) => c,
+        Err(_) => store.queue_counts().expect("reconnected"),
+    };
+    assert_eq!(counts.queued, 1);
+    assert_eq!(lease(&mut store, "me", run, es).map(|j| j.step), Some(10));
+}

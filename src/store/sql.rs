@@ -397,24 +397,62 @@ pub enum Db {
     /// An SQLite file.
     Sqlite(rusqlite::Connection),
     /// A PostgreSQL session.
-    Postgres(PgSession),
+    Postgres(Box<PgSession>),
 }
 
-/// A PostgreSQL client (it needs `&mut`; the store reads through `&self`). The client closes
-/// its connection on drop by blocking on a runtime of its own, which tokio forbids on a
-/// runtime's thread, where the dashboard may drop a connection: there it is closed on a
-/// thread of its own.
-pub struct PgSession(Option<RefCell<postgres::Client>>);
+/// A PostgreSQL client (it needs `&mut`; the store reads through `&self`), reconnected
+/// before a statement when the server closed the last connection (a restart or failover of
+/// the server must not end a daemon that runs for weeks; the statement that met the closed
+/// connection fails and its caller retries).
+///
+/// The client closes its connection on drop by blocking on a runtime of its own, which tokio
+/// forbids on a runtime's thread, where the dashboard may drop a connection: there it is
+/// closed on a thread of its own.
+pub struct PgSession {
+    client: Option<RefCell<postgres::Client>>,
+    config: postgres::Config,
+    shown: String,
+}
 
 impl PgSession {
-    fn client(&self) -> &RefCell<postgres::Client> {
-        self.0.as_ref().expect("the client is only taken on drop")
+    fn connect(config: postgres::Config, shown: String) -> anyhow::Result<PgSession> {
+        let client = config.connect(postgres::NoTls).map_err(|e| {
+            input_error(format!(
+                "{shown}: cannot connect to PostgreSQL: {}",
+                pg_error_text(&e)
+            ))
+        })?;
+        Ok(PgSession {
+            client: Some(RefCell::new(client)),
+            config,
+            shown,
+        })
+    }
+
+    /// The client, connected again first if the server closed its connection.
+    fn live(&self) -> anyhow::Result<std::cell::RefMut<'_, postgres::Client>> {
+        let cell = self
+            .client
+            .as_ref()
+            .expect("the client is only taken on drop");
+        let mut client = cell.borrow_mut();
+        if client.is_closed() {
+            *client = self.config.connect(postgres::NoTls).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: the connection was closed and cannot be opened again: {}",
+                    self.shown,
+                    pg_error_text(&e)
+                )
+            })?;
+            tracing::warn!(db = %self.shown, "connection to PostgreSQL opened again");
+        }
+        Ok(client)
     }
 }
 
 impl Drop for PgSession {
     fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
+        if let Some(client) = self.client.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
                 std::thread::spawn(move || drop(client));
             }
@@ -491,17 +529,16 @@ impl Db {
             config.application_name("filtermon");
         }
         // The server's notices ("already exists, skipping") are not the user's business.
-        config.options("-c client_min_messages=warning");
-        let mut client = config.connect(postgres::NoTls).map_err(|e| {
-            input_error(format!(
-                "{shown}: cannot connect to PostgreSQL: {}",
-                pg_error_text(&e)
-            ))
-        })?;
+        let mut options = config.get_options().unwrap_or_default().to_string();
+        options += " -c client_min_messages=warning";
         if access == Access::ReadOnly {
-            client.batch_execute("SET default_transaction_read_only = on")?;
+            options += " -c default_transaction_read_only=on";
         }
-        Ok(Db::Postgres(PgSession(Some(RefCell::new(client)))))
+        config.options(&options);
+        Ok(Db::Postgres(Box::new(PgSession::connect(
+            config,
+            shown.to_string(),
+        )?)))
     }
 
     /// Runs `f` in one transaction, committed when it returns `Ok`, rolled back otherwise.
@@ -528,7 +565,7 @@ impl Db {
                 }
             }
             Db::Postgres(session) => {
-                let mut client = session.client().borrow_mut();
+                let mut client = session.live()?;
                 let tx = Tx::Postgres(RefCell::new(client.transaction().map_err(pg_error)?));
                 let v = f(&tx)?;
                 let Tx::Postgres(tx) = tx else {
@@ -552,14 +589,14 @@ impl Exec for Db {
     fn run(&self, sql: &str, params: &[Value], rows: bool) -> anyhow::Result<(usize, Vec<Row>)> {
         match self {
             Db::Sqlite(conn) => sqlite_run(conn, sql, params, rows),
-            Db::Postgres(session) => pg_run(&mut *session.client().borrow_mut(), sql, params, rows),
+            Db::Postgres(session) => pg_run(&mut *session.live()?, sql, params, rows),
         }
     }
 
     fn batch(&self, sql: &str) -> anyhow::Result<()> {
         match self {
             Db::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
-            Db::Postgres(session) => pg_batch(&mut *session.client().borrow_mut(), sql),
+            Db::Postgres(session) => pg_batch(&mut *session.live()?, sql),
         }
     }
 }
