@@ -53,6 +53,25 @@ pub enum FailOutcome {
     LeaseLost,
 }
 
+/// The queue of a set of runs × evalsets, as a launcher of workers sizes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLoad {
+    /// Queued jobs that may be leased now (retries not yet due are left out).
+    pub due: u64,
+    /// Jobs under a lease.
+    pub running: u64,
+}
+
+/// Scored jobs of one evalset: how many, and when the last one was committed (Unix seconds).
+/// It changes exactly when that evalset has new results.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DoneMark {
+    /// Jobs done.
+    pub done: u64,
+    /// Newest commit.
+    pub last: f64,
+}
+
 /// Lost leases after which a job is marked failed: far more than any run of bad luck with
 /// restarts, few enough to stop a checkpoint that kills every daemon that scores it.
 pub const MAX_LOST_LEASES: u32 = 20;
@@ -106,6 +125,12 @@ fn owner_is_dead(owner: &str) -> bool {
     // Without /proc (not Linux) nothing can be said; the lease expiry still applies.
     let proc = std::path::Path::new("/proc");
     proc.join("self").exists() && !proc.join(pid).exists()
+}
+
+/// Store ids as a SQL list. Ids are integers from the store itself, so formatting them into
+/// the SQL is safe.
+fn ids(v: &[i64]) -> String {
+    v.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 impl Store {
@@ -181,8 +206,6 @@ impl Store {
         if runs.is_empty() || evalsets.is_empty() {
             return Ok(None);
         }
-        let ids = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        // Ids are integers from the store itself, so formatting them into the SQL is safe.
         let sql = format!(
             "SELECT j.id, j.checkpoint_id, j.evalset_id, r.name, c.name, c.path, c.step,
                     c.ready_at, j.attempts
@@ -323,6 +346,60 @@ impl Store {
         })
     }
 
+    /// Due and running jobs among `runs` × `evalsets` (ids).
+    pub fn queue_load(&self, runs: &[i64], evalsets: &[i64]) -> anyhow::Result<QueueLoad> {
+        if runs.is_empty() || evalsets.is_empty() {
+            return Ok(QueueLoad::default());
+        }
+        let sql = format!(
+            "SELECT COALESCE(SUM(CASE WHEN j.state = 'queued' AND j.not_before <= ?1 THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN j.state = 'running' THEN 1 ELSE 0 END), 0)
+             FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
+             WHERE c.run_id IN ({}) AND j.evalset_id IN ({})",
+            ids(runs),
+            ids(evalsets)
+        );
+        let (due, running): (i64, i64) = self
+            .conn
+            .query_row(&sql, [now()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(QueueLoad {
+            due: due.max(0) as u64,
+            running: running.max(0) as u64,
+        })
+    }
+
+    /// The [`DoneMark`] of each of `evalsets` (ids) over `runs`, by evalset id; an evalset with
+    /// nothing scored yet is left out. Cheap enough to poll: one grouped count.
+    pub fn done_marks(
+        &self,
+        runs: &[i64],
+        evalsets: &[i64],
+    ) -> anyhow::Result<std::collections::BTreeMap<i64, DoneMark>> {
+        if runs.is_empty() || evalsets.is_empty() {
+            return Ok(Default::default());
+        }
+        let sql = format!(
+            "SELECT j.evalset_id, COUNT(*), COALESCE(MAX(j.finished_at), 0)
+             FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
+             WHERE j.state = 'done' AND c.run_id IN ({}) AND j.evalset_id IN ({})
+             GROUP BY j.evalset_id",
+            ids(runs),
+            ids(evalsets)
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([], |r| {
+            let done: i64 = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                DoneMark {
+                    done: done.max(0) as u64,
+                    last: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Puts a job back in the queue without counting the attempt (shutdown).
     pub fn release(&mut self, job: &Job, owner: &str) -> anyhow::Result<bool> {
         Ok(self.conn.execute(
@@ -399,6 +476,59 @@ mod tests {
             .expect("complete"));
         assert!(s.complete(&job, "me", &[], &losses, 1.0).expect("complete"));
         assert!(!s.complete(&job, "me", &[], &losses, 1.0).expect("again"));
+    }
+
+    #[test]
+    fn queue_load_and_done_marks_follow_the_jobs_of_the_given_runs_and_evalsets() {
+        let (_d, mut s, run, es) = setup();
+        let other = crate::store::testing::run(&mut s, "b", None);
+        let ck = NewCheckpoint {
+            name: "step5".into(),
+            path: "/y/step5".into(),
+            step: 5,
+            tokens: 5,
+            anneal: false,
+        };
+        s.add_checkpoint(other, &ck, &[es]).expect("add");
+        let load = |s: &Store| s.queue_load(&[run], &[es]).expect("load");
+        assert_eq!(load(&s), QueueLoad { due: 3, running: 0 });
+        assert_eq!(s.queue_load(&[run, other], &[es]).expect("load").due, 4);
+        assert_eq!(
+            s.queue_load(&[], &[es]).expect("load"),
+            QueueLoad::default()
+        );
+        assert!(s.done_marks(&[run], &[es]).expect("marks").is_empty());
+
+        let job = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert_eq!(load(&s), QueueLoad { due: 2, running: 1 });
+        // A retry not yet due is no work for a new worker.
+        let policy = RetryPolicy {
+            backoff: 3600.0,
+            ..POLICY
+        };
+        s.fail(&job, "me", "boom", policy).expect("fail");
+        assert_eq!(load(&s), QueueLoad { due: 2, running: 0 });
+
+        let job = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        let losses = encode(&crate::evalset::scores::EvalScores {
+            loss: vec![f32::NAN, 1.0],
+            top1: vec![false; 2],
+            top5: vec![false; 2],
+        })
+        .expect("encode");
+        assert!(s.complete(&job, "me", &[], &losses, 1.0).expect("complete"));
+        assert_eq!(load(&s), QueueLoad { due: 1, running: 0 });
+        let marks = s.done_marks(&[run], &[es]).expect("marks");
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks[&es].done, 1);
+        assert!(marks[&es].last > 0.0);
+        assert!(s.done_marks(&[other], &[es]).expect("marks").is_empty());
     }
 
     #[test]
