@@ -18,3 +18,4 @@ pub mod score;
 pub mod serve;
 pub mod status;
 pub mod watch;
+pub mod worker;
