@@ -3,167 +3,20 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 mod common;
+use common::daemon::{events, kill, stop, unix_now, Env, BIN, FILTERS, SETTLE};
 use common::{
     assert_input_error, assert_tb_points_match, copy_dir, expected_tb_points, fixture, parse_jsonl,
     read_jsonl, read_tb_with_filtermon, read_tb_with_tensorboard, repo, tensorboard_python,
     TbPoint,
 };
 use filtermon::monitor::tensorboard::event_file::own_files;
-
-const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
-const SETTLE: f64 = 1.0;
-/// Result rows per scored checkpoint: the built-in filters plus the one user filter of every
-/// test config, then the recall metrics of a document evalset (5 recall-cliff bins, copy-1…16
-/// and the COPY-5 miss rate).
-const FILTERS: i64 = 8 + 22;
-
-/// A temp folder with a small corpus, run folders and a config.
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
-impl Env {
-    /// `corpus`: `small` (one short document) or `default` (the shipped data/eval, for
-    /// scores that take long enough to be interrupted).
-    fn new(corpus: &str, runs: &[(&str, &str)], daemon: &str) -> Env {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let sources = if corpus == "small" {
-            let dir = tmp.path().join("corpus/prose");
-            fs::create_dir_all(&dir).expect("mkdir");
-            let text = fs::read_to_string(repo().join("data/eval/prose/01-harbor-strike.txt"))
-                .expect("corpus");
-            let cut: String = text.chars().take(1500).collect();
-            fs::write(dir.join("doc.txt"), cut).expect("write");
-            tmp.path().join("corpus")
-        } else {
-            repo().join("data/eval")
-        };
-        let mut cfg = format!(
-            "db = \"state/mon.db\"\nresamples = 20\n[daemon]\nsettle_secs = {SETTLE}\n\
-             rescan_secs = 3\nlease_secs = 5\nretry_secs = 0.2\nmax_attempts = 2\n{daemon}\n\
-             [[evalsets]]\nname = \"default\"\ndir = \"evalset\"\nsources = [{sources:?}]\n\
-             tokenizer = {:?}\nwindow = 256\n[filters]\nadj_adv = \"upos in {{ADJ, ADV}}\"\n",
-            repo().join("tests/fixtures/tokenizer.json")
-        );
-        for (name, extra) in runs {
-            fs::create_dir_all(tmp.path().join("runs").join(name)).expect("mkdir");
-            cfg += &format!(
-                "[[runs]]\nname = \"{name}\"\narch = \"transformer\"\ndir = \"runs/{name}\"\n\
-                 tokens_per_step = 1000\n{extra}\n"
-            );
-        }
-        fs::write(tmp.path().join("w.toml"), cfg).expect("config");
-        Env { tmp }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn spawn(&self, log: &str) -> Child {
-        let log = fs::File::create(self.path(log)).expect("log");
-        Command::new(BIN)
-            .args(["--log-format", "json", "watch", "--config"])
-            .arg(self.path("w.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn filtermon watch")
-    }
-
-    /// The daemon's db; panics when it does not exist (a test must not create it).
-    fn db(&self) -> Connection {
-        Connection::open_with_flags(self.path("state/mon.db"), OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .expect("db")
-    }
-
-    /// A number from the db; -1 while the daemon has not created the db or its tables.
-    fn query_i64(&self, sql: &str) -> i64 {
-        Connection::open_with_flags(self.path("state/mon.db"), OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .and_then(|db| db.query_row(sql, [], |r| r.get(0)))
-            .unwrap_or(-1)
-    }
-
-    /// Waits until a daemon has logged that it is watching.
-    fn wait_started(&self, log: &str) {
-        self.wait_for("the daemon to start", Duration::from_secs(60), |e| {
-            !events(&e.path(log), "watching").is_empty()
-        });
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&Env) -> bool) {
-        let start = Instant::now();
-        while !cond(self) {
-            assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `(checkpoint, state, attempts, error)` of every job.
-    fn jobs(&self) -> Vec<(String, String, i64, Option<String>)> {
-        if self.query_i64("SELECT COUNT(*) FROM jobs") < 0 {
-            return Vec::new();
-        }
-        let db = self.db();
-        let mut st = db
-            .prepare(
-                "SELECT c.name, j.state, j.attempts, j.error FROM jobs j
-                 JOIN checkpoints c ON c.id = j.checkpoint_id ORDER BY c.name",
-            )
-            .expect("query");
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows")
-    }
-
-    fn done(&self, checkpoint: &str) -> bool {
-        self.query_i64(&format!(
-            "SELECT COUNT(*) FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
-             WHERE c.name = '{checkpoint}' AND j.state = 'done'"
-        )) == 1
-    }
-
-    /// Checkpoint names of the "scored" events in a daemon's JSON log.
-    fn scored_events(&self, log: &str) -> Vec<String> {
-        events(&self.path(log), "scored")
-            .iter()
-            .map(|e| e["span"]["checkpoint"].as_str().unwrap_or("?").to_string())
-            .collect()
-    }
-}
-
-fn events(log: &Path, message: &str) -> Vec<Value> {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == message)
-        .collect()
-}
-
-fn kill(child: &mut Child, signal: &str) {
-    let ok = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {signal} failed");
-}
-
-fn stop(child: &mut Child) {
-    kill(child, "-TERM");
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(0), "daemon exit status");
-}
 
 /// Writes a file in `parts` chunks with pauses shorter than the settle period.
 fn write_slowly(from: &Path, to: &Path, parts: usize) {
@@ -279,13 +132,6 @@ fn checkpoints_appearing_over_time_are_each_scored_once_when_complete() {
         eprintln!("{name}: last write→committed minus settle and scoring: {latency:.3} s");
         assert!(latency < 1.0, "{name}: {latency} s");
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64()
 }
 
 #[test]
