@@ -1,6 +1,7 @@
 //! A worker: leases jobs one at a time, scores them on its device and commits the results.
 //! A daemon runs one per configured device; they share the queue and the work after a
-//! commit ([`AfterCommit`]).
+//! commit ([`AfterCommit`]). `filtermon worker` runs one on its own, without that work, until
+//! the queue is idle ([`super::standalone`]).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
