@@ -14,7 +14,7 @@ pub mod cli;
 pub mod script;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -122,10 +122,9 @@ impl Supervisor {
     pub fn run(mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         let span = tracing::info_span!("slurm", job_name = %self.launcher.job_name);
         let _enter = span.enter();
-        // The live worker jobs seen at the last tick; None before the first answer of squeue.
-        let mut known: Option<BTreeSet<String>> = None;
+        let mut state = TickState::default();
         while !stop.load(Ordering::SeqCst) {
-            self.tick(&mut known);
+            self.tick(&mut state);
             self.wait(stop);
         }
         Ok(())
@@ -153,7 +152,7 @@ impl Supervisor {
     }
 
     /// Reclaims dead leases, then submits the worker jobs that the queue lacks.
-    fn tick(&mut self, known: &mut Option<BTreeSet<String>>) {
+    fn tick(&mut self, state: &mut TickState) {
         if let Err(e) = self.store.reclaim(self.policy) {
             tracing::error!(error = %one_line(&e), "reclaiming dead leases");
         }
@@ -175,7 +174,7 @@ impl Supervisor {
                 return;
             }
         };
-        match known {
+        match state.known.take() {
             None if !live.is_empty() => {
                 let jobs = live
                     .iter()
@@ -187,12 +186,16 @@ impl Supervisor {
             None => {}
             Some(before) => {
                 for id in before.difference(&live) {
-                    log_ended(id);
+                    let end = log_ended(id);
+                    state.note_end(end.as_ref(), id, &self.launcher.script);
                 }
             }
         }
         let mut now_live = live.clone();
-        let n = to_submit(self.launcher.max_jobs, load, live.len());
+        let mut n = to_submit(self.launcher.max_jobs, load, live.len());
+        if state.hold_until.is_some_and(|t| Instant::now() < t) {
+            n = 0;
+        }
         for _ in 0..n {
             match cli::submit(&self.launcher.script) {
                 Ok(id) => {
@@ -206,17 +209,64 @@ impl Supervisor {
                 }
             }
         }
-        *known = Some(now_live);
+        state.known = Some(now_live);
     }
 }
 
-/// Logs how a worker job ended, as far as Slurm still knows.
-fn log_ended(id: &str) {
-    match cli::ended(id) {
+/// What the supervisor remembers from one tick to the next.
+#[derive(Debug, Default)]
+struct TickState {
+    /// The live worker jobs seen at the last tick; None before the first answer of squeue.
+    known: Option<BTreeSet<String>>,
+    /// Worker jobs that failed in a row.
+    failures: u32,
+    /// No submission before this, after failures.
+    hold_until: Option<Instant>,
+}
+
+impl TickState {
+    /// Counts a failed worker job, or resets the count on one that completed. Workers that
+    /// fail at once (a device missing on the node, a store the node cannot reach) would
+    /// otherwise be resubmitted every tick for as long as the queue has work.
+    fn note_end(&mut self, end: Option<&cli::EndedJob>, id: &str, script: &Path) {
+        let Some(end) = end else { return };
+        if end.state == "COMPLETED" {
+            self.failures = 0;
+            self.hold_until = None;
+        } else if is_failure(&end.state) {
+            self.failures = self.failures.saturating_add(1);
+            let wait = backoff(self.failures);
+            self.hold_until = Some(Instant::now() + wait);
+            let output = script.with_file_name(format!("worker-{id}.out"));
+            tracing::warn!(slurm_job = %id, state = %end.state, exit_code = %end.exit_code,
+                output = %output.display(), failures_in_a_row = self.failures,
+                next_submission_secs = wait.as_secs_f64(), "worker job failed");
+        }
+    }
+}
+
+/// Whether a worker job that ended in `state` failed for a reason that a new job would likely
+/// meet again. Cancelled jobs (scancel, preemption) and time limits are not such failures.
+fn is_failure(state: &str) -> bool {
+    ["FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"].contains(&state)
+}
+
+/// The pause in submissions after `failures` worker jobs failed in a row: a tick after the
+/// first, doubling up to 5 minutes.
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (TICK * 2u32.pow(doublings)).min(Duration::from_secs(300))
+}
+
+/// Logs how a worker job ended, as far as Slurm still knows, and returns it.
+fn log_ended(id: &str) -> Option<cli::EndedJob> {
+    let end = cli::ended(id);
+    match &end {
         Some(end) => tracing::info!(slurm_job = %id, state = %end.state,
             exit_code = %end.exit_code, "worker job ended"),
         None => tracing::info!(slurm_job = %id, "worker job ended"),
     }
+    end
 }
 
 #[cfg(test)]
@@ -243,5 +293,33 @@ mod tests {
         assert_eq!(to_submit(4, load(0, 1), 3), 0);
         assert_eq!(to_submit(2, load(10, 5), 4), 0);
         assert_eq!(to_submit(1, load(u64::MAX, u64::MAX), 0), 1);
+    }
+
+    #[test]
+    fn failing_worker_jobs_pause_submissions_longer_each_time_until_one_completes() {
+        assert_eq!(backoff(1), TICK);
+        assert_eq!(backoff(2), TICK * 2);
+        assert_eq!(backoff(3), TICK * 4);
+        assert_eq!(backoff(20), Duration::from_secs(300));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+
+        let end = |state: &str| cli::EndedJob {
+            state: state.into(),
+            exit_code: "2:0".into(),
+        };
+        let script = Path::new("/logs/worker.sbatch");
+        let mut st = TickState::default();
+        st.note_end(Some(&end("FAILED")), "7", script);
+        st.note_end(Some(&end("NODE_FAIL")), "8", script);
+        assert_eq!(st.failures, 2);
+        assert!(st.hold_until.is_some_and(|t| t > Instant::now() + TICK));
+        // Cancelled, timed out or forgotten by Slurm: no sign of a broken worker.
+        for state in ["CANCELLED", "TIMEOUT", "PREEMPTED"] {
+            st.note_end(Some(&end(state)), "9", script);
+        }
+        st.note_end(None, "10", script);
+        assert_eq!(st.failures, 2);
+        st.note_end(Some(&end("COMPLETED")), "11", script);
+        assert_eq!((st.failures, st.hold_until), (0, None));
     }
 }
