@@ -4,15 +4,15 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use filtermon::store::sql::{Access, Db, Exec, Row, ToValue, Value as SqlValue};
-use filtermon::store::{Location, Store};
+use filtermon::store::Store;
 use serde_json::Value;
 
 mod common;
+use common::daemon::{events, kill, stop, unix_now, Env, BIN, FILTERS, SETTLE};
 use common::services::{fresh_database, services};
 use common::{
     assert_input_error, assert_tb_points_match, copy_dir, expected_tb_points, fixture, parse_jsonl,
@@ -20,182 +20,6 @@ use common::{
     TbPoint,
 };
 use filtermon::monitor::tensorboard::event_file::own_files;
-
-const BIN: &str = env!("CARGO_BIN_EXE_filtermon");
-const SETTLE: f64 = 1.0;
-/// Result rows per scored checkpoint: the built-in filters plus the one user filter of every
-/// test config, then the recall metrics of a document evalset (5 recall-cliff bins, copy-1…16
-/// and the COPY-5 miss rate).
-const FILTERS: i64 = 8 + 22;
-
-/// A temp folder with a small corpus, run folders and a config.
-struct Env {
-    tmp: tempfile::TempDir,
-    /// The store the config names.
-    db: Location,
-}
-
-impl Env {
-    /// `corpus`: `small` (one short document) or `default` (the shipped data/eval, for
-    /// scores that take long enough to be interrupted).
-    fn new(corpus: &str, runs: &[(&str, &str)], daemon: &str) -> Env {
-        Env::with_store(corpus, runs, daemon, None)
-    }
-
-    /// As [`Env::new`], with the store at a `postgres://` URL when one is given.
-    fn with_store(
-        corpus: &str,
-        runs: &[(&str, &str)],
-        daemon: &str,
-        postgres: Option<String>,
-    ) -> Env {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let db = match postgres {
-            Some(url) => Location::Postgres(url),
-            None => Location::Sqlite(tmp.path().join("state/mon.db")),
-        };
-        let db_key = match &db {
-            Location::Postgres(url) => url.clone(),
-            Location::Sqlite(_) => "state/mon.db".into(),
-        };
-        let sources = if corpus == "small" {
-            let dir = tmp.path().join("corpus/prose");
-            fs::create_dir_all(&dir).expect("mkdir");
-            let text = fs::read_to_string(repo().join("data/eval/prose/01-harbor-strike.txt"))
-                .expect("corpus");
-            let cut: String = text.chars().take(1500).collect();
-            fs::write(dir.join("doc.txt"), cut).expect("write");
-            tmp.path().join("corpus")
-        } else {
-            repo().join("data/eval")
-        };
-        let mut cfg = format!(
-            "db = {db_key:?}\nresamples = 20\n[daemon]\nsettle_secs = {SETTLE}\n\
-             rescan_secs = 3\nlease_secs = 5\nretry_secs = 0.2\nmax_attempts = 2\n{daemon}\n\
-             [[evalsets]]\nname = \"default\"\ndir = \"evalset\"\nsources = [{sources:?}]\n\
-             tokenizer = {:?}\nwindow = 256\n[filters]\nadj_adv = \"upos in {{ADJ, ADV}}\"\n",
-            repo().join("tests/fixtures/tokenizer.json")
-        );
-        for (name, extra) in runs {
-            fs::create_dir_all(tmp.path().join("runs").join(name)).expect("mkdir");
-            cfg += &format!(
-                "[[runs]]\nname = \"{name}\"\narch = \"transformer\"\ndir = \"runs/{name}\"\n\
-                 tokens_per_step = 1000\n{extra}\n"
-            );
-        }
-        fs::write(tmp.path().join("w.toml"), cfg).expect("config");
-        Env { tmp, db }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn spawn(&self, log: &str) -> Child {
-        let log = fs::File::create(self.path(log)).expect("log");
-        Command::new(BIN)
-            .args(["--log-format", "json", "watch", "--config"])
-            .arg(self.path("w.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn filtermon watch")
-    }
-
-    /// The daemon's store; panics when it does not exist (a test must not create it).
-    fn db(&self) -> Db {
-        Db::connect(&self.db, Access::Existing).expect("db")
-    }
-
-    /// The rows of a query on the daemon's store.
-    fn rows(&self, sql: &str, params: &[&dyn ToValue]) -> Vec<Row> {
-        let params: Vec<SqlValue> = params.iter().map(|p| p.to_value()).collect();
-        self.db().query(sql, &params).expect(sql)
-    }
-
-    /// A number from the db; -1 while the daemon has not created the db or its tables.
-    fn query_i64(&self, sql: &str) -> i64 {
-        Db::connect(&self.db, Access::Existing)
-            .and_then(|db| db.query_one(sql, &[])?.get(0))
-            .unwrap_or(-1)
-    }
-
-    /// Waits until a daemon has logged that it is watching.
-    fn wait_started(&self, log: &str) {
-        self.wait_for("the daemon to start", Duration::from_secs(60), |e| {
-            !events(&e.path(log), "watching").is_empty()
-        });
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&Env) -> bool) {
-        let start = Instant::now();
-        while !cond(self) {
-            assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `(checkpoint, state, attempts, error)` of every job.
-    fn jobs(&self) -> Vec<(String, String, i64, Option<String>)> {
-        if self.query_i64("SELECT COUNT(*) FROM jobs") < 0 {
-            return Vec::new();
-        }
-        self.rows(
-            "SELECT c.name, j.state, j.attempts, j.error FROM jobs j
-             JOIN checkpoints c ON c.id = j.checkpoint_id ORDER BY c.name",
-            &[],
-        )
-        .iter()
-        .map(|r| {
-            (
-                r.get(0).expect("name"),
-                r.get(1).expect("state"),
-                r.get(2).expect("attempts"),
-                r.get(3).expect("error"),
-            )
-        })
-        .collect()
-    }
-
-    fn done(&self, checkpoint: &str) -> bool {
-        self.query_i64(&format!(
-            "SELECT COUNT(*) FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
-             WHERE c.name = '{checkpoint}' AND j.state = 'done'"
-        )) == 1
-    }
-
-    /// Checkpoint names of the "scored" events in a daemon's JSON log.
-    fn scored_events(&self, log: &str) -> Vec<String> {
-        events(&self.path(log), "scored")
-            .iter()
-            .map(|e| e["span"]["checkpoint"].as_str().unwrap_or("?").to_string())
-            .collect()
-    }
-}
-
-fn events(log: &Path, message: &str) -> Vec<Value> {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == message)
-        .collect()
-}
-
-fn kill(child: &mut Child, signal: &str) {
-    let ok = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {signal} failed");
-}
-
-fn stop(child: &mut Child) {
-    kill(child, "-TERM");
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(0), "daemon exit status");
-}
 
 /// Writes a file in `parts` chunks with pauses shorter than the settle period.
 fn write_slowly(from: &Path, to: &Path, parts: usize) {
@@ -316,13 +140,6 @@ fn filters_and_times(env: &Env, sql: &str) -> Vec<(String, f64)> {
         .iter()
         .map(|r| (r.get(0).expect("filter"), r.get(1).expect("scored_at")))
         .collect()
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64()
 }
 
 #[test]

@@ -52,6 +52,9 @@ pub enum Command {
     Tag(crate::evalset::tagger::cli::TagArgs),
     /// Watch runs and score every ready checkpoint once, keeping the curves in SQLite.
     Watch(WatchArgs),
+    /// Score queued jobs of a watch config on its first device until the queue is idle: what
+    /// the Slurm jobs of `watch` run.
+    Worker(WorkerArgs),
     /// Runs, checkpoints by state, latest results and failures in a store.
     Status(StatusArgs),
     /// One row per (run, checkpoint, evalset, filter) of a store, as CSV or JSONL; or every
@@ -159,6 +162,18 @@ pub struct MigrateArgs {
     /// The empty store to copy into: a `postgres://` URL (or an SQLite file).
     #[arg(long)]
     pub to: Location,
+}
+
+/// `filtermon worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Watch config (TOML; see watch-configs/).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Exit after this many seconds with no job due (default: the config's
+    /// `executor.worker_idle_secs`, else 120).
+    #[arg(long, value_name = "N")]
+    pub idle_secs: Option<f64>,
 }
 
 /// `filtermon status`.

@@ -19,3 +19,4 @@ pub mod score;
 pub mod serve;
 pub mod status;
 pub mod watch;
+pub mod worker;

@@ -53,6 +53,25 @@ pub enum FailOutcome {
     LeaseLost,
 }
 
+/// The queue of a set of runs × evalsets, as a launcher of workers sizes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLoad {
+    /// Queued jobs that may be leased now (retries not yet due are left out).
+    pub due: u64,
+    /// Jobs under a lease.
+    pub running: u64,
+}
+
+/// Scored jobs of one evalset: how many, and when the last one was committed (Unix seconds).
+/// It changes exactly when that evalset has new results.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DoneMark {
+    /// Jobs done.
+    pub done: u64,
+    /// Newest commit.
+    pub last: f64,
+}
+
 /// Lost leases after which a job is marked failed: far more than any run of bad luck with
 /// restarts, few enough to stop a checkpoint that kills every daemon that scores it.
 pub const MAX_LOST_LEASES: u32 = 20;
@@ -110,6 +129,11 @@ fn owner_is_dead(owner: &str) -> bool {
 
 /// `attempts - 1`, floored at 0, in SQL both engines run.
 const ATTEMPT_GIVEN_BACK: &str = "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END";
+/// Store ids as a SQL list. Ids are integers from the store itself, so formatting them into
+/// the SQL is safe.
+fn ids(v: &[i64]) -> String {
+    v.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
 
 impl Store {
     /// Re-queues the jobs of dead owners: expired leases, and leases of processes on this
@@ -196,8 +220,6 @@ impl Store {
         if runs.is_empty() || evalsets.is_empty() {
             return Ok(None);
         }
-        let ids = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        // Ids are integers from the store itself, so formatting them into the SQL is safe.
         let sql = format!(
             "SELECT j.id, j.checkpoint_id, j.evalset_id, r.name, c.name, c.path, c.step,
                     c.ready_at, j.attempts
@@ -232,28 +254,6 @@ impl Store {
             )?;
             Ok(Some(job))
         })
-    }
-
-    /// Jobs of `runs` × `evalsets` that are due now (queued, past their retry delay) and
-    /// running: what the workers of a scale-out executor have to do.
-    pub fn pending(&self, runs: &[i64], evalsets: &[i64]) -> anyhow::Result<(u64, u64)> {
-        if runs.is_empty() || evalsets.is_empty() {
-            return Ok((0, 0));
-        }
-        let ids = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        // Ids are integers from the store itself, so formatting them into the SQL is safe.
-        let r = self.db.query_one(
-            &format!(
-                "SELECT COUNT(*) FILTER (WHERE j.state = 'queued' AND j.not_before <= ?1),
-                        COUNT(*) FILTER (WHERE j.state = 'running')
-                 FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
-                 WHERE c.run_id IN ({}) AND j.evalset_id IN ({})",
-                ids(runs),
-                ids(evalsets)
-            ),
-            params![now()],
-        )?;
-        Ok((r.get(0)?, r.get(1)?))
     }
 
     /// Extends a lease; false when it is no longer ours.
@@ -353,6 +353,63 @@ impl Store {
         })
     }
 
+    /// Due and running jobs among `runs` × `evalsets` (ids).
+    pub fn queue_load(&self, runs: &[i64], evalsets: &[i64]) -> anyhow::Result<QueueLoad> {
+        if runs.is_empty() || evalsets.is_empty() {
+            return Ok(QueueLoad::default());
+        }
+        let r = self.db.query_one(
+            &format!(
+                "SELECT COUNT(*) FILTER (WHERE j.state = 'queued' AND j.not_before <= ?1),
+                        COUNT(*) FILTER (WHERE j.state = 'running')
+                 FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
+                 WHERE c.run_id IN ({}) AND j.evalset_id IN ({})",
+                ids(runs),
+                ids(evalsets)
+            ),
+            params![now()],
+        )?;
+        Ok(QueueLoad {
+            due: r.get(0)?,
+            running: r.get(1)?,
+        })
+    }
+
+    /// The [`DoneMark`] of each of `evalsets` (ids) over `runs`, by evalset id; an evalset with
+    /// nothing scored yet is left out. Cheap enough to poll: one grouped count.
+    pub fn done_marks(
+        &self,
+        runs: &[i64],
+        evalsets: &[i64],
+    ) -> anyhow::Result<std::collections::BTreeMap<i64, DoneMark>> {
+        if runs.is_empty() || evalsets.is_empty() {
+            return Ok(Default::default());
+        }
+        self.db
+            .query(
+                &format!(
+                    "SELECT j.evalset_id, COUNT(*), COALESCE(MAX(j.finished_at), 0)
+                     FROM jobs j JOIN checkpoints c ON c.id = j.checkpoint_id
+                     WHERE j.state = 'done' AND c.run_id IN ({}) AND j.evalset_id IN ({})
+                     GROUP BY j.evalset_id",
+                    ids(runs),
+                    ids(evalsets)
+                ),
+                params![],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.get(0)?,
+                    DoneMark {
+                        done: r.get(1)?,
+                        last: r.get(2)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Puts a job back in the queue without counting the attempt (shutdown).
     pub fn release(&mut self, job: &Job, owner: &str) -> anyhow::Result<bool> {
         Ok(self.db.execute(
@@ -431,6 +488,59 @@ mod tests {
             .expect("complete"));
         assert!(s.complete(&job, "me", &[], &losses, 1.0).expect("complete"));
         assert!(!s.complete(&job, "me", &[], &losses, 1.0).expect("again"));
+    }
+
+    #[test]
+    fn queue_load_and_done_marks_follow_the_jobs_of_the_given_runs_and_evalsets() {
+        let (_d, mut s, run, es) = setup();
+        let other = crate::store::testing::run(&mut s, "b", None);
+        let ck = NewCheckpoint {
+            name: "step5".into(),
+            path: "/y/step5".into(),
+            step: 5,
+            tokens: 5,
+            anneal: false,
+        };
+        s.add_checkpoint(other, &ck, &[es]).expect("add");
+        let load = |s: &Store| s.queue_load(&[run], &[es]).expect("load");
+        assert_eq!(load(&s), QueueLoad { due: 3, running: 0 });
+        assert_eq!(s.queue_load(&[run, other], &[es]).expect("load").due, 4);
+        assert_eq!(
+            s.queue_load(&[], &[es]).expect("load"),
+            QueueLoad::default()
+        );
+        assert!(s.done_marks(&[run], &[es]).expect("marks").is_empty());
+
+        let job = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        assert_eq!(load(&s), QueueLoad { due: 2, running: 1 });
+        // A retry not yet due is no work for a new worker.
+        let policy = RetryPolicy {
+            backoff: 3600.0,
+            ..POLICY
+        };
+        s.fail(&job, "me", "boom", policy).expect("fail");
+        assert_eq!(load(&s), QueueLoad { due: 2, running: 0 });
+
+        let job = s
+            .lease("me", 60.0, &[run], &[es])
+            .expect("lease")
+            .expect("job");
+        let losses = encode(&crate::evalset::scores::EvalScores {
+            loss: vec![f32::NAN, 1.0],
+            top1: vec![false; 2],
+            top5: vec![false; 2],
+        })
+        .expect("encode");
+        assert!(s.complete(&job, "me", &[], &losses, 1.0).expect("complete"));
+        assert_eq!(load(&s), QueueLoad { due: 1, running: 0 });
+        let marks = s.done_marks(&[run], &[es]).expect("marks");
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks[&es].done, 1);
+        assert!(marks[&es].last > 0.0);
+        assert!(s.done_marks(&[other], &[es]).expect("marks").is_empty());
     }
 
     #[test]

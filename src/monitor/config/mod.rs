@@ -16,6 +16,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod alerts;
+mod executor;
+
+pub use executor::{Executor, SlurmSettings, DEFAULT_WORKER_IDLE};
 
 use crate::analysis::recall::RecallRow;
 use crate::engine::device::DTypeArg;
@@ -63,6 +66,8 @@ pub struct WatchConfig {
     pub runs: Vec<RunConfig>,
     /// The live dashboard, served by the `watch` process itself when set.
     pub serve: Option<ServeSettings>,
+    /// Where the scoring runs: in-process workers, or Slurm jobs running `filtermon worker`.
+    pub executor: Executor,
 }
 
 /// Timing and retry policy of `watch`.
@@ -209,6 +214,8 @@ struct RawConfig {
     serve_token: Option<String>,
     #[serde(default)]
     serve_private: bool,
+    #[serde(default)]
+    executor: Option<executor::RawExecutor>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -419,6 +426,7 @@ fn validate(
         return Err(errs.spanned(&raw.batch, "batch", "must be at least 1"));
     }
     let devices = validate_devices(raw.device.as_ref(), raw.devices.as_ref(), errs)?;
+    let executor = executor::validate(raw.executor, base, errs)?;
     let tensorboard = match &raw.tensorboard {
         Some(dir) => {
             let path = resolve(base, dir.get_ref());
@@ -576,6 +584,7 @@ fn validate(
         primary,
         runs,
         serve,
+        executor,
     })
 }
 
@@ -1069,6 +1078,10 @@ anneal = ["step10-anneal"]
             (
                 "olmo-1b-ladder.toml",
                 include_str!("../../../watch-configs/olmo-1b-ladder.toml"),
+            ),
+            (
+                "slurm-postgres.toml",
+                include_str!("../../../watch-configs/slurm-postgres.toml"),
             ),
         ] {
             let c = WatchConfig::parse(text, &Path::new("watch-configs").join(name))

@@ -47,7 +47,7 @@ pub struct Discovery {
     pub discoverer: Discoverer,
     /// Full rescan interval.
     pub rescan: Duration,
-    /// One per worker, each signalled when jobs are queued.
+    /// Signalled when jobs are queued: one per in-process worker, or the Slurm supervisor's.
     pub notify_workers: Vec<Sender<()>>,
     /// Set on shutdown.
     pub stop: Arc<AtomicBool>,

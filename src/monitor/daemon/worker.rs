@@ -1,6 +1,7 @@
 //! A worker: leases jobs one at a time, scores them on its device and commits the results.
 //! A daemon runs one per configured device; they share the queue and the work after a
-//! commit ([`AfterCommit`]).
+//! commit ([`AfterCommit`]). `filtermon worker` runs one on its own, without that work, until
+//! the queue is idle ([`super::standalone`]).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -55,12 +56,53 @@ fn score_job(
 /// gaps, TensorBoard scalars, alert rules and chart redraws each read everything committed so
 /// far, so the worker that runs them last has seen every commit; and two workers never redraw
 /// the same chart files at once, compute the same gaps twice, nor write the same scalars twice.
+/// With Slurm workers, the daemon runs it as it sees their commits in the store.
 pub struct AfterCommit {
     /// Alert rules, evaluated after each commit (one hook for the whole daemon).
     pub alerter: Alerter,
     /// The TensorBoard event files, appended after each commit once its paired gaps are
     /// stored (with the config's `tensorboard` key).
     pub tensorboard: Option<Appender>,
+    /// Token sets by evalset id, for the paired gaps to the baseline (empty: none computed).
+    pub token_sets: Arc<HashMap<i64, TokenSets>>,
+    /// Bootstrap settings of the paired gaps.
+    pub paired: AggregateOptions,
+    /// Folder of the charts and report, redrawn as results come in.
+    pub charts: PathBuf,
+}
+
+// Neither paired gaps, TensorBoard scalars, alerts nor charts may stop the daemon: failures
+// are logged.
+impl AfterCommit {
+    /// After one or more commits: the paired gaps, then the TensorBoard scalars (which carry
+    /// the gaps), then the alert rules (which read both results and gaps). Everything is read
+    /// from the store, so one call covers every commit since the last.
+    pub fn update(&mut self, store: &mut Store) {
+        let (resamples, seed) = (self.paired.resamples, self.paired.seed);
+        if let Err(e) = paired_gaps::update(store, &self.token_sets, resamples, seed) {
+            tracing::error!(error = %one_line(&e), "computing paired gaps");
+        }
+        if let Some(appender) = &mut self.tensorboard {
+            match appender.append(store) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(scalars = n, "TensorBoard scalars appended"),
+                Err(e) => tracing::error!(error = %one_line(&e), "appending TensorBoard scalars"),
+            }
+        }
+        if let Err(e) = self.alerter.evaluate(store) {
+            tracing::error!(error = %one_line(&e), "evaluating alert rules");
+        }
+    }
+
+    /// Redraws the charts of `evalsets` (`None`: all) and the report.
+    pub fn draw_charts(&self, store: &Store, evalsets: Option<&[i64]>) {
+        let started = Instant::now();
+        match render(store, &self.charts, &ChartOptions::default(), evalsets) {
+            Ok(index) => tracing::debug!(report = %index.display(),
+                secs = started.elapsed().as_secs_f64(), "charts redrawn"),
+            Err(e) => tracing::error!(error = %one_line(&e), "drawing charts"),
+        }
+    }
 }
 
 /// What the worker loop needs.
@@ -87,17 +129,14 @@ pub struct Worker {
     pub scorer: Scorer,
     /// Bootstrap settings of the per-filter results.
     pub aggregate: AggregateOptions,
-    /// Paired gaps, alerts and chart redraws after a commit, shared by the workers.
-    pub after_commit: Arc<Mutex<AfterCommit>>,
+    /// Paired gaps, alerts and chart redraws after a commit, shared by a daemon's workers;
+    /// None for a `filtermon worker`, whose daemon does them.
+    pub after_commit: Option<Arc<Mutex<AfterCommit>>>,
     /// Whether this worker catches up at start on what was committed before a restart (one
     /// worker of a daemon does).
     pub catch_up: bool,
-    /// Token sets by evalset id, for the paired gaps to the baseline (empty: none computed).
-    pub token_sets: Arc<HashMap<i64, TokenSets>>,
-    /// Bootstrap settings of the paired gaps.
-    pub paired: AggregateOptions,
-    /// Folder of the charts and report, redrawn as results come in.
-    pub charts: PathBuf,
+    /// Stop once no job has been due for this long (None: run until `stop`).
+    pub idle_exit: Option<Duration>,
     /// Set on shutdown (SIGINT/SIGTERM, or another worker stopping on its own): take no new job.
     pub stop: Arc<AtomicBool>,
     /// The job being scored, for the shutdown path to re-queue.
@@ -121,18 +160,16 @@ pub enum Turn {
 }
 
 impl Worker {
-    /// Runs until `stop` is set; `wake` is signalled when jobs are queued.
+    /// Runs until `stop` is set (or, with `idle_exit`, until no job has been due for that
+    /// long); `wake` is signalled when jobs are queued.
     pub fn run(mut self, wake: &Receiver<()>) -> anyhow::Result<()> {
         let span = tracing::info_span!("worker", device = %self.name);
         let _enter = span.enter();
-        if self.catch_up {
+        if let Some(after_commit) = self.after_commit.as_ref().filter(|_| self.catch_up) {
             // What was committed before a restart (gaps and firings are stored once).
-            let after_commit = self.after_commit.clone();
-            let mut after = lock(&after_commit);
-            self.update_paired_gaps();
-            self.append_tensorboard(&mut after.tensorboard);
-            self.evaluate_alerts(&mut after.alerter);
-            self.draw_charts(None);
+            let mut after = lock(after_commit);
+            after.update(&mut self.store);
+            after.draw_charts(&self.store, None);
         }
         // Charts are redrawn after a commit that empties the queue; during a backlog, after a
         // commit only once CHART_EVERY has passed since the last redraw, so that quickly scored
@@ -140,10 +177,11 @@ impl Worker {
         let mut stale: Vec<i64> = Vec::new();
         let mut drawn = Instant::now();
         let mut last_reclaim: Option<Instant> = None;
+        let mut idle_since: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
             let turn = self.turn(&mut last_reclaim)?;
             if let Turn::Ran(Some(evalset)) = turn {
-                if !stale.contains(&evalset) {
+                if self.after_commit.is_some() && !stale.contains(&evalset) {
                     stale.push(evalset);
                 }
             }
@@ -152,11 +190,23 @@ impl Worker {
                 self.draw_stale(&mut stale);
                 drawn = Instant::now();
             }
-            if idle {
-                match wake.recv_timeout(IDLE_POLL) {
-                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
+            if !idle {
+                idle_since = None;
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if let Some(limit) = self.idle_exit {
+                if since.elapsed() >= limit {
+                    tracing::info!(
+                        idle_secs = limit.as_secs_f64(),
+                        "no job due for the idle time; worker exits"
+                    );
+                    break;
                 }
+            }
+            match wake.recv_timeout(IDLE_POLL) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         if !stale.is_empty() {
@@ -166,9 +216,8 @@ impl Worker {
     }
 
     /// Reclaims dead leases when due (every half lease), leases the next job and scores it;
-    /// after a commit, updates the paired gaps, appends the TensorBoard scalars and evaluates
-    /// the alert rules. With no job
-    /// due, drops the model: its checkpoint's other jobs would have been leased by now.
+    /// after a commit, runs the [`AfterCommit`] work when this worker has it. With no job due,
+    /// drops the model: its checkpoint's other jobs would have been leased by now.
     pub fn turn(&mut self, last_reclaim: &mut Option<Instant>) -> anyhow::Result<Turn> {
         if last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2) {
             self.store.reclaim(self.policy)?;
@@ -186,11 +235,9 @@ impl Worker {
         if !self.run_job(job)? {
             return Ok(Turn::Ran(None));
         }
-        let after_commit = self.after_commit.clone();
-        let mut after = lock(&after_commit);
-        self.update_paired_gaps();
-        self.append_tensorboard(&mut after.tensorboard);
-        self.evaluate_alerts(&mut after.alerter);
+        if let Some(after_commit) = &self.after_commit {
+            lock(after_commit).update(&mut self.store);
+        }
         Ok(Turn::Ran(Some(evalset)))
     }
 
@@ -265,51 +312,12 @@ impl Worker {
         Ok(committed)
     }
 
-    // Neither paired gaps, TensorBoard scalars, alerts nor charts may stop the daemon:
-    // failures are logged. Callers hold the `after_commit` lock.
-
-    fn update_paired_gaps(&mut self) {
-        let (resamples, seed) = (self.paired.resamples, self.paired.seed);
-        if let Err(e) = paired_gaps::update(&mut self.store, &self.token_sets, resamples, seed) {
-            tracing::error!(error = %one_line(&e), "computing paired gaps");
-        }
-    }
-
-    fn append_tensorboard(&self, appender: &mut Option<Appender>) {
-        let Some(appender) = appender else { return };
-        match appender.append(&self.store) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(scalars = n, "TensorBoard scalars appended"),
-            Err(e) => tracing::error!(error = %one_line(&e), "appending TensorBoard scalars"),
-        }
-    }
-
-    fn evaluate_alerts(&mut self, alerter: &mut Alerter) {
-        if let Err(e) = alerter.evaluate(&mut self.store) {
-            tracing::error!(error = %one_line(&e), "evaluating alert rules");
-        }
-    }
-
     /// Redraws the charts of the `stale` evalsets and the report, and empties `stale`.
     fn draw_stale(&self, stale: &mut Vec<i64>) {
-        let _after = lock(&self.after_commit);
-        self.draw_charts(Some(stale));
-        stale.clear();
-    }
-
-    /// Redraws the charts of `evalsets` (`None`: all) and the report.
-    fn draw_charts(&self, evalsets: Option<&[i64]>) {
-        let started = Instant::now();
-        match render(
-            &self.store,
-            &self.charts,
-            &ChartOptions::default(),
-            evalsets,
-        ) {
-            Ok(index) => tracing::debug!(report = %index.display(),
-                secs = started.elapsed().as_secs_f64(), "charts redrawn"),
-            Err(e) => tracing::error!(error = %one_line(&e), "drawing charts"),
+        if let Some(after_commit) = &self.after_commit {
+            lock(after_commit).draw_charts(&self.store, Some(stale));
         }
+        stale.clear();
     }
 }
 
@@ -318,7 +326,8 @@ fn set_current(current: &Mutex<Option<Job>>, job: Option<Job>) {
     *current.lock().unwrap_or_else(|p| p.into_inner()) = job;
 }
 
-fn lock(after: &Mutex<AfterCommit>) -> std::sync::MutexGuard<'_, AfterCommit> {
+/// Locks the shared [`AfterCommit`].
+pub(crate) fn lock(after: &Mutex<AfterCommit>) -> std::sync::MutexGuard<'_, AfterCommit> {
     // A panic while another worker held the lock leaves nothing half-written that the next
     // update would not redo: gaps, firings and charts are all recomputed from the store.
     after.lock().unwrap_or_else(|p| p.into_inner())
@@ -489,14 +498,15 @@ mod tests {
                 batch: 1,
             }),
             aggregate,
-            after_commit: Arc::new(Mutex::new(AfterCommit {
+            after_commit: Some(Arc::new(Mutex::new(AfterCommit {
                 alerter,
                 tensorboard: Some(Appender::new(tmp.path().join("tb"), vec!["r".into()])),
-            })),
+                token_sets,
+                paired: aggregate,
+                charts: tmp.path().join("charts"),
+            }))),
             catch_up: false,
-            token_sets,
-            paired: aggregate,
-            charts: tmp.path().join("charts"),
+            idle_exit: None,
             stop: Arc::new(AtomicBool::new(false)),
             current: Arc::new(Mutex::new(None)),
         };
