@@ -66,6 +66,19 @@ fn cancel(s: &Services, env: &Env) {
     }
 }
 
+/// Cancels the held jobs when a test ends, failed ones too.
+struct Cleanup<'a>(&'a Services, &'a Env);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // A second panic here would abort the test binary; a failed cleanup leaves jobs held.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cancel(self.0, self.1)));
+    }
+}
+
 /// `watch` on the env's config with the test Slurm, its JSON log in `log`.
 fn daemon(s: &Services, env: &Env, log: &str) -> Child {
     env.command(log)
@@ -95,6 +108,7 @@ fn watch_submits_one_job_per_due_job_up_to_max_jobs_and_a_worker_by_hand_scores_
         &[("a", ""), ("b", "baseline = \"a\"")],
         "max_jobs = 2\nworker_idle_secs = 30",
     );
+    let _cleanup = Cleanup(s, &env);
     let mut daemon = daemon(s, &env, "d.log");
     env.wait_started("d.log");
     let script = fs::read_to_string(env.path("slurm/worker.sbatch")).expect("script");
@@ -125,10 +139,11 @@ fn watch_submits_one_job_per_due_job_up_to_max_jobs_and_a_worker_by_hand_scores_
     let held = slurm_jobs(s, &env);
     assert_eq!(held.len(), 2, "{held:?}");
     assert!(held.iter().all(|j| j.ends_with("|PENDING")), "{held:?}");
-    let submitted: Vec<String> = events(&env.path("d.log"), "worker job submitted")
+    let mut submitted: Vec<String> = events(&env.path("d.log"), "worker job submitted")
         .iter()
         .map(|e| format!("{}|PENDING", e["fields"]["slurm_job"].as_str().expect("id")))
         .collect();
+    submitted.sort();
     assert_eq!(submitted, held, "the jobs in Slurm are the ones submitted");
 
     // The workers never start: one by hand does their work, exactly as they would.
@@ -194,6 +209,7 @@ fn watch_submits_one_job_per_due_job_up_to_max_jobs_and_a_worker_by_hand_scores_
 fn sigterm_returns_a_workers_job_to_the_queue_at_once_and_exits_0() {
     let Some(s) = services() else { return };
     let env = slurm_env("default", &[("a", "")], "max_jobs = 1");
+    let _cleanup = Cleanup(s, &env);
     let mut first = daemon(s, &env, "d.log");
     env.wait_started("d.log");
     copy_dir(&fixture("gdn_only"), &env.path("runs/a/step100"));
