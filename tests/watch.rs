@@ -1141,3 +1141,37 @@ fn firings_whose_hook_was_cut_short_by_kill_9_reach_the_hook_after_restart() {
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0]["fields"]["alerts"], 2);
 }
+
+#[test]
+fn on_postgres_the_daemon_outlives_its_connections_being_cut() {
+    let Some(s) = services() else { return };
+    let url = fresh_database(s, "cut_connections");
+    let env = Env::with_store("small", &[("a", "")], "", Some(url.clone()));
+    copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
+    let mut daemon = env.spawn("d.log");
+    env.wait_for("step100 scored", Duration::from_secs(60), |e| {
+        e.done("step100")
+    });
+    // What a restart or failover of the server does to every session of the daemon.
+    let cut = common::services::psql(&url)
+        .args([
+            "-c",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        cut.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
+    copy_dir(&fixture("gdn_only"), &env.path("runs/a/step200"));
+    env.wait_for(
+        "step200 scored after the cut",
+        Duration::from_secs(90),
+        |e| e.done("step200"),
+    );
+    stop(&mut daemon);
+    assert_eq!(env.scored_events("d.log"), ["step100", "step200"]);
+}

@@ -23,6 +23,7 @@ use crate::monitor::paired_gaps::{self, TokenSets};
 use crate::monitor::tensorboard::Appender;
 use crate::store::jobs::{FailOutcome, Job, RetryPolicy};
 use crate::store::losses::{encode, EncodedLosses};
+use crate::store::sql::Dialect;
 use crate::store::{now, Location, Store};
 
 /// An evalset this daemon serves: its store id and config name, ready for scoring.
@@ -147,6 +148,9 @@ pub struct Worker {
 /// daemons, retries coming due).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// How long a worker waits before trying a PostgreSQL store again after an error.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
 /// Least time between two chart redraws while a backlog is scored.
 const CHART_EVERY: Duration = Duration::from_secs(10);
 
@@ -179,7 +183,21 @@ impl Worker {
         let mut last_reclaim: Option<Instant> = None;
         let mut idle_since: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
-            let turn = self.turn(&mut last_reclaim)?;
+            let turn = match self.turn(&mut last_reclaim) {
+                Ok(turn) => turn,
+                // A shared server comes back from a restart or failover (the connection is
+                // opened again); a job cut off meanwhile keeps its lease until it expires and
+                // is scored again. An SQLite error is the file's own, and stops the worker.
+                Err(e) if self.store.dialect() == Dialect::Postgres => {
+                    tracing::error!(error = %one_line(&e),
+                        retry_secs = STORE_RETRY.as_secs_f64(), "store error; trying again");
+                    if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(STORE_RETRY) {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Turn::Ran(Some(evalset)) = turn {
                 if self.after_commit.is_some() && !stale.contains(&evalset) {
                     stale.push(evalset);
