@@ -477,6 +477,33 @@ fn unreachable_or_refusing_postgres_is_one_line_and_exit_2() {
             "password authentication failed",
         ],
     );
+    // The right password from the environment, as libpq's clients take it, on a database
+    // of that user's.
+    let own = fresh_database(s, "password");
+    let db_name = own.rsplit('/').next().expect("database name");
+    let owned = common::services::psql(&s.postgres)
+        .args([
+            "-c",
+            &format!("ALTER DATABASE {db_name} OWNER TO filtermon_password"),
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        owned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&owned.stderr)
+    );
+    let no_password = format!("postgres://filtermon_password@{host_port}/{db_name}");
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--db", &no_password])
+        .env("PGPASSWORD", "right")
+        .output()
+        .expect("run filtermon");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = filtermon(&["status", "--db", "postgres://u@[bad"]);
     common::assert_input_error(&out, &["not a PostgreSQL URL"]);
 }

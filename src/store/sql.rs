@@ -522,6 +522,13 @@ impl Db {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| input_error(format!("{shown}: not a PostgreSQL URL: {e}")))?;
+        // A password kept out of the config file, as libpq's own clients take it; Slurm
+        // workers inherit it with the daemon's environment.
+        if config.get_password().is_none() {
+            if let Some(password) = std::env::var_os("PGPASSWORD") {
+                config.password(password.as_encoded_bytes());
+            }
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
