@@ -1,21 +1,10 @@
 //! The test services are real: PostgreSQL answers queries on a fresh database, and the one-node
 //! Slurm runs a batch job to completion (scripts/services.sh, tests/common/services.rs).
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::services::{fresh_database, psql, services, slurm_command};
-
-fn stdout_ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::services::{fresh_database, psql, services, slurm_command, stdout_ok};
 
 #[test]
 fn postgres_answers_on_a_fresh_database() {

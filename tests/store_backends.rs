@@ -455,18 +455,14 @@ fn unreachable_or_refusing_postgres_is_one_line_and_exit_2() {
         "the password is never shown"
     );
     // A wrong password (the test server checks this user's).
-    let made = common::services::psql(&s.postgres)
-        .args(["-c", "DROP ROLE IF EXISTS filtermon_password"])
-        .args([
-            "-c",
-            "CREATE ROLE filtermon_password LOGIN PASSWORD 'right'",
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    common::services::sql(
+        &s.postgres,
+        &[
+            // Kept across runs: it owns the databases of earlier ones.
+            "DO $$ BEGIN CREATE ROLE filtermon_password;
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            "ALTER ROLE filtermon_password LOGIN PASSWORD 'right'",
+        ],
     );
     let wrong = format!("postgres://filtermon_password:wrong@{host_port}/postgres");
     let out = filtermon(&["status", "--db", &wrong]);
@@ -481,17 +477,11 @@ fn unreachable_or_refusing_postgres_is_one_line_and_exit_2() {
     // of that user's.
     let own = fresh_database(s, "password");
     let db_name = own.rsplit('/').next().expect("database name");
-    let owned = common::services::psql(&s.postgres)
-        .args([
-            "-c",
-            &format!("ALTER DATABASE {db_name} OWNER TO filtermon_password"),
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        owned.status.success(),
-        "{}",
-        String::from_utf8_lossy(&owned.stderr)
+    common::services::sql(
+        &s.postgres,
+        &[&format!(
+            "ALTER DATABASE {db_name} OWNER TO filtermon_password"
+        )],
     );
     let no_password = format!("postgres://filtermon_password@{host_port}/{db_name}");
     let out = std::process::Command::new(BIN)
@@ -516,19 +506,7 @@ fn a_postgres_connection_the_server_closed_is_opened_again() {
     let (mut store, run, es) = setup(&location);
     add(&mut store, run, es, 10, false);
     // What a server restart does to every session.
-    let killed = common::services::psql(&url)
-        .args([
-            "-c",
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                      WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        killed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&killed.stderr)
-    );
+    common::services::cut_connections(&url);
     // The statement that meets the closed connection fails; the next one reconnects.
     let first = store.queue_counts();
     let counts = match first {

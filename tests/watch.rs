@@ -1153,19 +1153,7 @@ fn on_postgres_the_daemon_outlives_its_connections_being_cut() {
         e.done("step100")
     });
     // What a restart or failover of the server does to every session of the daemon.
-    let cut = common::services::psql(&url)
-        .args([
-            "-c",
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        cut.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cut.stderr)
-    );
+    common::services::cut_connections(&url);
     copy_dir(&fixture("gdn_only"), &env.path("runs/a/step200"));
     env.wait_for(
         "step200 scored after the cut",

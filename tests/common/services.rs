@@ -119,6 +119,11 @@ fn run_ok(mut cmd: Command, what: &str) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    stdout_ok(out, what)
+}
+
+/// The stdout of a finished command; panics with its stderr when it failed.
+pub fn stdout_ok(out: std::process::Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what} failed ({}): {}",
@@ -126,6 +131,25 @@ fn run_ok(mut cmd: Command, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs SQL statements on `url` with `psql`, one `-c` each; panics when one fails.
+pub fn sql(url: &str, statements: &[&str]) -> String {
+    let mut cmd = psql(url);
+    for st in statements {
+        cmd.args(["-c", st]);
+    }
+    run_ok(cmd, &format!("psql {statements:?}"))
+}
+
+/// Ends every other session on `url`'s database: what a restart or failover of the server
+/// does to its clients.
+pub fn cut_connections(url: &str) {
+    sql(
+        url,
+        &["SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+           WHERE datname = current_database() AND pid <> pg_backend_pid()"],
+    );
 }
 
 /// A new, empty database on the test server with a unique name derived from `name` (plus pid

@@ -192,6 +192,23 @@ fn script_safe(v: &Spanned<String>, key: &str, errs: &Errors) -> anyhow::Result<
 }
 
 #[cfg(test)]
+impl SlurmSettings {
+    /// `kind = "slurm"` with no other key, its logs in `logs`.
+    pub(crate) fn defaults(logs: PathBuf) -> SlurmSettings {
+        SlurmSettings {
+            partition: None,
+            gres: None,
+            time: None,
+            account: None,
+            max_jobs: 4,
+            extra: Vec::new(),
+            worker_idle: Duration::from_secs(120),
+            logs,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::super::tests::{err, OK};
     use super::*;
@@ -224,19 +241,7 @@ mod tests {
         let Executor::Slurm(s) = executor("kind = \"slurm\"") else {
             panic!("slurm")
         };
-        assert_eq!(
-            s,
-            SlurmSettings {
-                partition: None,
-                gres: None,
-                time: None,
-                account: None,
-                max_jobs: 4,
-                extra: Vec::new(),
-                worker_idle: Duration::from_secs(120),
-                logs: PathBuf::from("/c/slurm"),
-            }
-        );
+        assert_eq!(s, SlurmSettings::defaults(PathBuf::from("/c/slurm")));
         let Executor::Slurm(s) = executor(
             "kind = \"slurm\"\npartition = \"gpu\"\ngres = \"gpu:1\"\ntime = \"02:00:00\"\n\
              account = \"lm\"\nmax_jobs = 8\nextra = [\"--qos=high\", \"--comment=team-a\"]\n\

@@ -80,16 +80,7 @@ mod tests {
     use std::time::Duration;
 
     fn settings() -> SlurmSettings {
-        SlurmSettings {
-            partition: None,
-            gres: None,
-            time: None,
-            account: None,
-            max_jobs: 4,
-            extra: Vec::new(),
-            worker_idle: Duration::from_secs(120),
-            logs: PathBuf::from("/c/slurm"),
-        }
+        SlurmSettings::defaults(PathBuf::from("/c/slurm"))
     }
 
     #[test]
