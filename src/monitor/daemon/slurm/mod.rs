@@ -60,6 +60,13 @@ impl Launcher {
             tracing::warn!(device = %config.devices[0], devices = config.devices.len(),
                 "a Slurm worker job scores on the first configured device only");
         }
+        if let Some(file) = config.db.sqlite_path() {
+            // Fine when the workers' nodes are this one; over NFS or Lustre, SQLite's locks
+            // do not hold.
+            tracing::warn!(db = %file.display(),
+                "Slurm workers share an SQLite store through the file system: safe only when they \
+                 run on this machine; on a cluster, give `db` a postgres:// URL");
+        }
         let exe = std::env::current_exe().context("finding the filtermon executable")?;
         let job_name = script::job_name(&config.path);
         let text = script::script(&script::ScriptSpec {
