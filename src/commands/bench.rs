@@ -220,14 +220,35 @@ fn print_peak(
     threads: usize,
 ) -> anyhow::Result<f64> {
     let gflops = matmul_peak(args.dtype.dtype(), device)?;
+    // What one core's instructions allow, beside what the matrix product reaches: on a CPU
+    // whose bf16 dot product is no faster than its f32 FMA, bf16 weights cannot speed scoring up.
+    let core = device
+        .is_cpu()
+        .then(crate::engine::core_rate::measure)
+        .flatten();
     if args.json {
         writeln!(
             stdout,
             "{}",
             json!({"peak_gflops_per_s": gflops, "matmul": PEAK_N, "dtype": args.dtype.name(),
-                   "device": args.device, "threads": threads})
+                   "device": args.device, "threads": threads,
+                   "core_f32_fma_gflops_per_s": core.map(|c| c.f32_fma),
+                   "core_bf16_dot_gflops_per_s": core.and_then(|c| c.bf16_dot)})
         )?;
     } else {
+        if let Some(c) = core {
+            let bf16 = c.bf16_dot.map_or("no AVX512-BF16".to_string(), |b| {
+                format!(
+                    "bf16 dot (vdpbf16ps) {b:.1} GFLOP/s, {:.2}× the f32 rate",
+                    b / c.f32_fma
+                )
+            });
+            writeln!(
+                stdout,
+                "core: f32 FMA {:.1} GFLOP/s, {bf16} (one core, instructions alone)",
+                c.f32_fma
+            )?;
+        }
         writeln!(
             stdout,
             "peak: {gflops:.1} GFLOP/s, one {PEAK_N}×{PEAK_N}×{PEAK_N} matrix product ({}, {}, {threads} threads)",

@@ -4,6 +4,7 @@
 //! demo's small models with the same code.
 
 pub mod checkpoint;
+pub mod core_rate;
 pub mod device;
 pub mod model;
 pub mod parity;
