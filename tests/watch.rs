@@ -726,7 +726,23 @@ fn config_and_db_errors_exit_2_with_the_key() {
 
 #[test]
 fn compare_reads_stored_losses_without_rescoring() {
-    let env = Env::new("small", &[("tf", ""), ("hy", "")], "");
+    compare_from_store(Env::new("small", &[("tf", ""), ("hy", "")], ""));
+}
+
+#[test]
+fn on_postgres_compare_reads_stored_losses_without_rescoring() {
+    let Some(s) = services() else { return };
+    let url = fresh_database(s, "compare");
+    compare_from_store(Env::with_store(
+        "small",
+        &[("tf", ""), ("hy", "")],
+        "",
+        Some(url),
+    ));
+}
+
+/// `compare --db` on two checkpoints the daemon scored reads their stored per-token losses.
+fn compare_from_store(env: Env) {
     // Cluster-robust statistics need more than one document.
     let text = fs::read_to_string(repo().join("data/eval/prose/02-the-lighthouse-keeper.txt"));
     let cut: String = text.expect("corpus").chars().take(1500).collect();
@@ -741,7 +757,7 @@ fn compare_reads_stored_losses_without_rescoring() {
     let out = env.path("cmp");
     let res = Command::new(BIN)
         .args(["compare", "--db"])
-        .arg(env.path("state/mon.db"))
+        .arg(env.db_arg())
         .args([
             "--a",
             "tf@5",
@@ -779,7 +795,7 @@ fn compare_reads_stored_losses_without_rescoring() {
 
     let missing = Command::new(BIN)
         .args(["compare", "--db"])
-        .arg(env.path("state/mon.db"))
+        .arg(env.db_arg())
         .args(["--a", "tf@5", "--b", "hy@99", "--out"])
         .arg(&out)
         .output()

@@ -103,6 +103,14 @@ impl Env {
         cmd
     }
 
+    /// The store as `--db` takes it: the file's path, or the URL.
+    pub fn db_arg(&self) -> std::ffi::OsString {
+        match &self.db {
+            Location::Sqlite(path) => path.clone().into_os_string(),
+            Location::Postgres(url) => url.into(),
+        }
+    }
+
     /// The daemon's store; panics when it does not exist (a test must not create it).
     pub fn db(&self) -> Db {
         Db::connect(&self.db, Access::Existing).expect("db")
