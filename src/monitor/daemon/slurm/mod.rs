@@ -55,18 +55,6 @@ impl Launcher {
         worker_args: &[String],
     ) -> anyhow::Result<Launcher> {
         cli::check_sbatch()?;
-        if config.devices.len() > 1 {
-            // Each job holds one worker; more GPUs per node are more jobs (`max_jobs`).
-            tracing::warn!(device = %config.devices[0], devices = config.devices.len(),
-                "a Slurm worker job scores on the first configured device only");
-        }
-        if let Some(file) = config.db.sqlite_path() {
-            // Fine when the workers' nodes are this one; over NFS or Lustre, SQLite's locks
-            // do not hold.
-            tracing::warn!(db = %file.display(),
-                "Slurm workers share an SQLite store through the file system: safe only when they \
-                 run on this machine; on a cluster, give `db` a postgres:// URL");
-        }
         let exe = std::env::current_exe().context("finding the filtermon executable")?;
         let job_name = script::job_name(&config.path);
         let text = script::script(&script::ScriptSpec {
@@ -91,6 +79,19 @@ impl Launcher {
         })?;
         tracing::info!(script = %path.display(), job_name = %job_name,
             max_jobs = settings.max_jobs, "Slurm worker script written");
+        // After the checks, so that an error at start stays one line.
+        if config.devices.len() > 1 {
+            // Each job holds one worker; more GPUs per node are more jobs (`max_jobs`).
+            tracing::warn!(device = %config.devices[0], devices = config.devices.len(),
+                "a Slurm worker job scores on the first configured device only");
+        }
+        if let Some(file) = config.db.sqlite_path() {
+            // Fine when the workers' nodes are this one; over NFS or Lustre, SQLite's locks
+            // do not hold.
+            tracing::warn!(db = %file.display(),
+                "Slurm workers share an SQLite store through the file system: safe only when they \
+                 run on this machine; on a cluster, give `db` a postgres:// URL");
+        }
         Ok(Launcher {
             job_name,
             script: path,
