@@ -13,7 +13,6 @@ use serde_json::Value;
 
 mod common;
 use common::daemon::{events, kill, stop, unix_now, Env, BIN, FILTERS, SETTLE};
-use common::services::{fresh_database, services};
 use common::{
     assert_input_error, assert_tb_points_match, copy_dir, expected_tb_points, fixture, parse_jsonl,
     read_jsonl, read_tb_with_filtermon, read_tb_with_tensorboard, repo, tensorboard_python,
@@ -149,9 +148,10 @@ fn kill_9_mid_score_leaves_a_sound_db_and_the_job_scored_once_after_restart() {
 
 #[test]
 fn on_postgres_kill_9_mid_score_leaves_the_job_scored_once_after_restart() {
-    let Some(s) = services() else { return };
-    let url = fresh_database(s, "kill9");
-    kill_9_mid_score(Env::with_store("default", &[("a", "")], "", Some(url)));
+    let Some(env) = Env::on_postgres("kill9", "default", &[("a", "")], "") else {
+        return;
+    };
+    kill_9_mid_score(env);
 }
 
 /// A daemon killed with SIGKILL while it scores leaves no partial results, and the restarted
@@ -381,9 +381,10 @@ fn two_daemons_on_one_db_never_score_a_job_twice() {
 
 #[test]
 fn on_postgres_two_daemons_never_score_a_job_twice() {
-    let Some(s) = services() else { return };
-    let url = fresh_database(s, "two_daemons");
-    two_daemons(Env::with_store("small", &[("a", "")], "", Some(url)));
+    let Some(env) = Env::on_postgres("two_daemons", "small", &[("a", "")], "") else {
+        return;
+    };
+    two_daemons(env);
 }
 
 /// Two daemons on one store share a backlog; each job is scored by exactly one, once.
@@ -731,14 +732,10 @@ fn compare_reads_stored_losses_without_rescoring() {
 
 #[test]
 fn on_postgres_compare_reads_stored_losses_without_rescoring() {
-    let Some(s) = services() else { return };
-    let url = fresh_database(s, "compare");
-    compare_from_store(Env::with_store(
-        "small",
-        &[("tf", ""), ("hy", "")],
-        "",
-        Some(url),
-    ));
+    let Some(env) = Env::on_postgres("compare", "small", &[("tf", ""), ("hy", "")], "") else {
+        return;
+    };
+    compare_from_store(env);
 }
 
 /// `compare --db` on two checkpoints the daemon scored reads their stored per-token losses.
@@ -1160,16 +1157,16 @@ fn firings_whose_hook_was_cut_short_by_kill_9_reach_the_hook_after_restart() {
 
 #[test]
 fn on_postgres_the_daemon_outlives_its_connections_being_cut() {
-    let Some(s) = services() else { return };
-    let url = fresh_database(s, "cut_connections");
-    let env = Env::with_store("small", &[("a", "")], "", Some(url.clone()));
+    let Some(env) = Env::on_postgres("cut_connections", "small", &[("a", "")], "") else {
+        return;
+    };
     copy_dir(&fixture("olmo2"), &env.path("runs/a/step100"));
     let mut daemon = env.spawn("d.log");
     env.wait_for("step100 scored", Duration::from_secs(60), |e| {
         e.done("step100")
     });
     // What a restart or failover of the server does to every session of the daemon.
-    common::services::cut_connections(&url);
+    common::services::cut_connections(env.db_arg().to_str().expect("a URL"));
     copy_dir(&fixture("gdn_only"), &env.path("runs/a/step200"));
     env.wait_for(
         "step200 scored after the cut",

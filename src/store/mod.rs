@@ -306,31 +306,8 @@ impl Store {
         Ok(store)
     }
 
-    /// The schema version: SQLite's `user_version`; on PostgreSQL a one-row table (0 when
-    /// the database is new).
     fn schema_version(&self) -> anyhow::Result<usize> {
-        let version: i64 = match self.dialect() {
-            Dialect::Sqlite => self
-                .db
-                .query_one("PRAGMA user_version", params![])?
-                .get(0)?,
-            Dialect::Postgres => {
-                let exists: bool = self
-                    .db
-                    .query_one(
-                        "SELECT to_regclass('filtermon_schema') IS NOT NULL",
-                        params![],
-                    )?
-                    .get(0)?;
-                if !exists {
-                    return Ok(0);
-                }
-                self.db
-                    .query_one("SELECT version FROM filtermon_schema", params![])?
-                    .get(0)?
-            }
-        };
-        Ok(usize::try_from(version)?)
+        stored_version(&self.db)
     }
 
     fn migrate(&mut self) -> anyhow::Result<()> {
@@ -340,13 +317,7 @@ impl Store {
                 tx.execute("SELECT pg_advisory_xact_lock(?1)", params![MIGRATION_LOCK])?;
                 tx.batch("CREATE TABLE IF NOT EXISTS filtermon_schema (version BIGINT NOT NULL)")?;
             }
-            let version: i64 = match tx.dialect() {
-                Dialect::Sqlite => tx.query_one("PRAGMA user_version", params![])?.get(0)?,
-                Dialect::Postgres => tx
-                    .query_opt("SELECT version FROM filtermon_schema", params![])?
-                    .map_or(Ok(0), |r| r.get(0))?,
-            };
-            let version = usize::try_from(version)?;
+            let version = stored_version(tx)?;
             if version > MIGRATIONS.len() {
                 return Err(input_error(format!(
                     "schema version {version} is newer than this filtermon knows ({})",
@@ -483,6 +454,28 @@ impl Store {
             Dialect::Postgres => Ok(self.db.query_one("SELECT 1", params![]).is_ok()),
         }
     }
+}
+
+/// The schema version: SQLite's `user_version`; on PostgreSQL a one-row table (0 when the
+/// database is new and has none).
+fn stored_version(db: &dyn Exec) -> anyhow::Result<usize> {
+    let version: i64 = match db.dialect() {
+        Dialect::Sqlite => db.query_one("PRAGMA user_version", params![])?.get(0)?,
+        Dialect::Postgres => {
+            let exists: bool = db
+                .query_one(
+                    "SELECT to_regclass('filtermon_schema') IS NOT NULL",
+                    params![],
+                )?
+                .get(0)?;
+            if !exists {
+                return Ok(0);
+            }
+            db.query_opt("SELECT version FROM filtermon_schema", params![])?
+                .map_or(Ok(0), |r| r.get(0))?
+        }
+    };
+    Ok(usize::try_from(version)?)
 }
 
 /// Stores built by hand for the unit tests of what reads them.

@@ -103,6 +103,18 @@ impl Env {
         cmd
     }
 
+    /// As [`Env::new`], on a fresh database of the test PostgreSQL named after `name`; `None`
+    /// when the cluster tests are skipped.
+    pub fn on_postgres(
+        name: &str,
+        corpus: &str,
+        runs: &[(&str, &str)],
+        daemon: &str,
+    ) -> Option<Env> {
+        let url = super::services::fresh_database(super::services::services()?, name);
+        Some(Env::with_store(corpus, runs, daemon, Some(url)))
+    }
+
     /// The store as `--db` takes it: the file's path, or the URL.
     pub fn db_arg(&self) -> std::ffi::OsString {
         match &self.db {
