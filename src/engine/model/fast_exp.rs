@@ -130,7 +130,7 @@ fn lse_and_rank(row: &[f32], target: f32) -> (f64, usize) {
 
 widest! {
     /// Softmax of `scale · row` into `out`.
-    fn softmax_row(row: &[f32], out: &mut [f32], scale: f32) = softmax_row_body;
+    pub(super) fn softmax_row(row: &[f32], out: &mut [f32], scale: f32) = softmax_row_body;
 }
 
 #[inline(always)]

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod fast_exp;
 pub mod gated_deltanet;
+pub mod host_attention;
 pub mod layers;
 pub mod nll;
 pub mod olmo3;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::config::{layer_types, required, ConfigError};
 use super::fast_exp::MaskedSoftmax;
+use super::host_attention;
 use super::layers::{linear, RmsNorm};
 use super::path::ExecPath;
 use super::spec::{AttentionSpec, Family, LayerSpec, Mixer, ModelSpec, NormPlacement, Rope, Yarn};
@@ -445,6 +446,22 @@ impl Attention {
         })
     }
 
+    /// The model's f32 `cos`/`sin` tables for `seq` positions, `None` for a NoPE layer.
+    fn rope_tables(&self, seq: usize, device: &Device) -> Result<Option<(Tensor, Tensor)>> {
+        let Some(rope) = &self.rope else {
+            return Ok(None);
+        };
+        let key = TableKey::Rope {
+            window: self.window,
+            seq,
+        };
+        let tables = self.tables.get(key, device, || {
+            let (cos, sin) = rope_tables(rope, self.spec.head_dim, seq, device)?;
+            Ok(vec![cos, sin])
+        })?;
+        Ok(Some((tables[0].clone(), tables[1].clone())))
+    }
+
     /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
@@ -453,30 +470,48 @@ impl Attention {
             self.spec.num_kv_heads,
             self.spec.head_dim,
         );
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
-        let mut q = heads(self.q_norm.forward(&linear(x, &self.q)?)?, nh)?;
-        let mut k = heads(self.k_norm.forward(&linear(x, &self.k)?)?, nkv)?;
-        let v = heads(linear(x, &self.v)?, nkv)?;
+        let q = self.q_norm.forward(&linear(x, &self.q)?)?;
+        let k = self.k_norm.forward(&linear(x, &self.k)?)?;
+        let v = linear(x, &self.v)?;
+        let (q, k, v) = (
+            q.reshape((b, t, nh, hd))?,
+            k.reshape((b, t, nkv, hd))?,
+            v.reshape((b, t, nkv, hd))?,
+        );
+        let scale = (hd as f64).powf(-0.5);
         // candle's fused rope and softmax kernels have no backward pass: when autograd is
         // recording (training), use the same formulas as plain tensor ops.
         let differentiable = q.track_op();
-        if let Some(rope) = &self.rope {
-            let key = TableKey::Rope {
-                window: self.window,
-                seq: t,
+        // The host path in f32 on the CPU outside training: attention in its own kernels, on
+        // the projections' layout (see `host_attention`).
+        if x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && !differentiable
+            && self.path == ExecPath::Host
+        {
+            let (q, k) = match self.rope_tables(t, x.device())? {
+                Some((cos, sin)) => (
+                    q.apply_op3_no_bwd(&cos, &sin, &host_attention::Rope)?,
+                    k.apply_op3_no_bwd(&cos, &sin, &host_attention::Rope)?,
+                ),
+                None => (q, k),
             };
-            let tables = self.tables.get(key, x.device(), || {
-                let (cos, sin) = rope_tables(rope, hd, t, x.device())?;
-                Ok(vec![cos, sin])
-            })?;
-            let (cos, sin) = (&tables[0], &tables[1]);
+            let attention = host_attention::CausalAttention {
+                scale: scale as f32,
+                window: self.window,
+            };
+            return linear(&q.apply_op3_no_bwd(&k, &v, &attention)?, &self.o);
+        }
+        let heads = |y: Tensor| y.transpose(1, 2)?.contiguous();
+        let (mut q, mut k, v) = (heads(q)?, heads(k)?, heads(v)?);
+        if let Some((cos, sin)) = self.rope_tables(t, x.device())? {
             // The reference keeps cos/sin in f32 and rounds the rotated q/k back to the model dtype.
             let rot = |y: &Tensor| {
                 let y32 = y.to_dtype(DType::F32)?;
                 if differentiable {
-                    candle_nn::rotary_emb::rope_slow(&y32, cos, sin)
+                    candle_nn::rotary_emb::rope_slow(&y32, &cos, &sin)
                 } else {
-                    candle_nn::rotary_emb::rope(&y32, cos, sin)
+                    candle_nn::rotary_emb::rope(&y32, &cos, &sin)
                 }?
                 .to_dtype(y.dtype())
             };
@@ -493,7 +528,6 @@ impl Attention {
                 .reshape((b, nh, t, hd))
         };
         let (k, v) = (expand(k)?, expand(v)?);
-        let scale = (hd as f64).powf(-0.5);
         // The device path keeps the scores in the model dtype: the scale goes into q (exact for
         // the power-of-two scales of 64- and 256-wide heads), the mask is added in that dtype
         // and the softmax kernel accumulates in f32. A quarter of the host path's memory
@@ -506,8 +540,8 @@ impl Attention {
         };
         let block = (score_budget(x.device()) / (4 * b * nh * t).max(1))
             .clamp(1, QUERY_BLOCK.min(t).max(1));
-        // The host path on the CPU outside training: one pass applies the scale, the mask and
-        // the softmax.
+        // The host path on the CPU outside training, in bf16: one pass applies the mask and the
+        // softmax.
         let fused = x.device().is_cpu() && !differentiable && !in_dtype;
         let mask = if fused {
             None
@@ -541,20 +575,12 @@ impl Attention {
             let vb = v.narrow(2, key_start, end - key_start)?;
             let qk = qb.matmul(&kb.t()?)?;
             let probs = match &mask {
-                None => {
-                    // f32 scores take the scale in the pass: the same f32 product.
-                    let (scores, scale) = if x.dtype() == DType::F32 {
-                        (qk, scale as f32)
-                    } else {
-                        (as_reference(qk)?, 1.0)
-                    };
-                    scores.apply_op1_no_bwd(&MaskedSoftmax {
-                        scale,
-                        first_query: start,
-                        first_key: key_start,
-                        window: self.window,
-                    })?
-                }
+                None => as_reference(qk)?.apply_op1_no_bwd(&MaskedSoftmax {
+                    scale: 1.0,
+                    first_query: start,
+                    first_key: key_start,
+                    window: self.window,
+                })?,
                 Some(mask) => {
                     let scores = if in_dtype { qk } else { as_reference(qk)? };
                     let mask =
@@ -580,7 +606,7 @@ impl Attention {
 }
 
 /// Additive mask `[seq, seq]`: 0 where query `i` sees key `j`, −∞ elsewhere.
-fn causal_mask(seq: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+pub(super) fn causal_mask(seq: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
     let mut m = vec![0f32; seq * seq];
     for (qi, row) in m.chunks_exact_mut(seq.max(1)).enumerate() {
         for (kj, slot) in row.iter_mut().enumerate() {
