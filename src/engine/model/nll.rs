@@ -2,7 +2,8 @@
 //! that `[positions × vocab]` logits never exist at once: on the host ([`score`]) or with every
 //! reduction on the device ([`score_on_device`]).
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor, D};
+use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::fast_exp::log_sum_exp_and_rank;
@@ -30,12 +31,14 @@ pub fn score(hidden: &Tensor, lm_head: &Tensor, targets: &[u32]) -> Result<Vec<T
     let vocab = lm_head.dim(0)?;
     let n = targets.len();
     let rows = (LOGIT_BUDGET / vocab.max(1)).clamp(1, n.max(1));
-    let head_t = lm_head.t()?;
+    // One buffer for every slice: a fresh one per slice came from its own mmap, whose pages
+    // the kernel faulted in and zeroed again each time (about 5% of CPU scoring time).
+    let mut logits = vec![0f32; rows.min(n) * vocab];
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(rows) {
         let len = rows.min(n - start);
-        let logits = hidden.narrow(0, start, len)?.matmul(&head_t)?;
-        let logits: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let logits = &mut logits[..len * vocab];
+        logits_into(&hidden.narrow(0, start, len)?, lm_head, logits)?;
         let slice = &targets[start..start + len];
         let scored: Vec<Result<TokenScore>> = logits
             .par_chunks(vocab)
@@ -47,6 +50,60 @@ pub fn score(hidden: &Tensor, lm_head: &Tensor, targets: &[u32]) -> Result<Vec<T
         }
     }
     Ok(out)
+}
+
+/// `hidden · lm_headᵀ` (`[rows, vocab]`) into `out`, in f32: on f32 CPU tensors one `gemm`
+/// writes it in place; otherwise candle's product, converted and copied.
+fn logits_into(hidden: &Tensor, lm_head: &Tensor, out: &mut [f32]) -> Result<()> {
+    let (rows, width) = hidden.dims2()?;
+    let vocab = lm_head.dim(0)?;
+    if out.len() != rows * vocab || lm_head.dim(1)? != width {
+        candle_core::bail!("logits: hidden states {rows}×{width} do not fit the LM head")
+    }
+    let (h_storage, h_layout) = hidden.storage_and_layout();
+    let (w_storage, w_layout) = lm_head.storage_and_layout();
+    if let (Storage::Cpu(CpuStorage::F32(h)), Storage::Cpu(CpuStorage::F32(w))) =
+        (&*h_storage, &*w_storage)
+    {
+        let (hs, ws) = (h_layout.stride(), w_layout.stride());
+        let threads = rayon::current_num_threads();
+        let parallelism = if threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+        // SAFETY: the views follow the tensors' own layouts (offsets and strides), and `out`
+        // holds rows × vocab, checked above.
+        unsafe {
+            gemm(
+                rows,
+                vocab,
+                width,
+                out.as_mut_ptr(),
+                1,
+                vocab as isize,
+                false,
+                h[h_layout.start_offset()..].as_ptr(),
+                hs[1] as isize,
+                hs[0] as isize,
+                // headᵀ: element (d, j) is head[j][d].
+                w[w_layout.start_offset()..].as_ptr(),
+                ws[0] as isize,
+                ws[1] as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        };
+        return Ok(());
+    }
+    drop((h_storage, w_storage));
+    let logits = hidden.matmul(&lm_head.t()?)?.to_dtype(DType::F32)?;
+    out.copy_from_slice(&logits.flatten_all()?.to_vec1::<f32>()?);
+    Ok(())
 }
 
 /// As [`score`], but the log-sum-exp, the target's logit and its rank (the number of logits
