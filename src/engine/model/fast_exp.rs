@@ -28,7 +28,8 @@ pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let below = x < EXP_MIN;
     let x = x.clamp(EXP_MIN, 0.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4_f32;
     let p = p * r + 1.398_199_9e-3;
@@ -37,8 +38,10 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 0.166_666_66;
     let p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    // n ∈ [-126, 0], so 2ⁿ is a normal number.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n ∈ [-126, 0], so 2ⁿ is a normal number. Its exponent comes from the bits of `shifted`
+    // (1.5·2²³ + n, whose low bits are n): `n as i32` is a saturating conversion, which the
+    // compiler cannot vectorise and which made each exp ~40× slower.
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(ROUND.to_bits() - 127) << 23);
     if below {
         0.0
     } else {

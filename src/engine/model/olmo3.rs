@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::config::{layer_types, required, ConfigError};
 use super::fast_exp::MaskedSoftmax;
 use super::host_attention;
-use super::layers::{linear, RmsNorm};
+use super::layers::{linear, projection, RmsNorm};
 use super::path::ExecPath;
 use super::spec::{AttentionSpec, Family, LayerSpec, Mixer, ModelSpec, NormPlacement, Rope, Yarn};
 use super::tables::{TableKey, Tables};
@@ -432,10 +432,10 @@ impl Attention {
         let (h, a) = (spec.hidden_size, &spec.attention);
         let (qd, kvd) = (a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim);
         Ok(Self {
-            q: vb.get((qd, h), "q_proj.weight")?,
-            k: vb.get((kvd, h), "k_proj.weight")?,
-            v: vb.get((kvd, h), "v_proj.weight")?,
-            o: vb.get((h, qd), "o_proj.weight")?,
+            q: projection(&vb, (qd, h), "q_proj.weight")?,
+            k: projection(&vb, (kvd, h), "k_proj.weight")?,
+            v: projection(&vb, (kvd, h), "v_proj.weight")?,
+            o: projection(&vb, (h, qd), "o_proj.weight")?,
             q_norm: RmsNorm::load(qd, spec.rms_norm_eps, vb.pp("q_norm"))?,
             k_norm: RmsNorm::load(kvd, spec.rms_norm_eps, vb.pp("k_norm"))?,
             spec: a.clone(),

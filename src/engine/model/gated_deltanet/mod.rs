@@ -13,7 +13,7 @@ pub mod recurrent;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::layers::{linear, normalize_f32, pick, sigmoid, silu};
+use super::layers::{linear, normalize_f32, pick, projection, sigmoid, silu};
 use super::path::ExecPath;
 use super::spec::GdnSpec;
 use super::tables::Tables;
@@ -71,15 +71,17 @@ impl GatedDeltaNet {
         // transformers keeps `A_log` in f32 whatever the load dtype, but `dt_bias` and the o_norm
         // weight in the model dtype: those are rounded through it.
         Ok(Self {
-            q: vb.get((kd, hidden), "q_proj.weight")?,
-            k: vb.get((kd, hidden), "k_proj.weight")?,
-            v: vb.get((vd, hidden), "v_proj.weight")?,
-            a: vb.get((nv, hidden), "a_proj.weight")?,
-            b: vb.get((nv, hidden), "b_proj.weight")?,
-            g: vb.get((vd, hidden), "g_proj.weight")?,
-            o: vb
-                .pp(pick(&vb, &["o_proj", "out_proj"]))
-                .get((hidden, vd), "weight")?,
+            q: projection(&vb, (kd, hidden), "q_proj.weight")?,
+            k: projection(&vb, (kd, hidden), "k_proj.weight")?,
+            v: projection(&vb, (vd, hidden), "v_proj.weight")?,
+            a: projection(&vb, (nv, hidden), "a_proj.weight")?,
+            b: projection(&vb, (nv, hidden), "b_proj.weight")?,
+            g: projection(&vb, (vd, hidden), "g_proj.weight")?,
+            o: projection(
+                &vb.pp(pick(&vb, &["o_proj", "out_proj"])),
+                (hidden, vd),
+                "weight",
+            )?,
             conv: conv_weight(&vb, 2 * kd + vd, spec.conv_kernel)?,
             a_log: vb.get_with_hints_dtype(nv, "A_log", Default::default(), DType::F32)?,
             dt_bias: vb.get(nv, "dt_bias")?.to_dtype(DType::F32)?,
