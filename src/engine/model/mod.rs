@@ -260,7 +260,7 @@ impl CausalLm {
         let lm_head = if spec.tie_word_embeddings {
             embed.clone()
         } else {
-            layers::projection(&vb, (v, h), "lm_head.weight")?
+            vb.get((v, h), "lm_head.weight")?
         };
         let norm = RmsNorm::load(h, spec.rms_norm_eps, m.pp("norm"))?;
         let layers = m.pp("layers");
