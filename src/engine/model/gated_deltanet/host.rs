@@ -1,6 +1,7 @@
 //! The host path's delta-rule kernel: the chunked (WY) form in plain f32 Rust, parallel over
 //! (batch, value head), fastest on the CPU.
 
+use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 /// Inputs of the delta-rule kernels, all f32, row-major.
@@ -87,25 +88,6 @@ impl GdnInputs<'_> {
     }
 }
 
-/// Dot product with eight independent accumulators, so the compiler can vectorise it
-/// (a single running sum pins the order of float additions).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// `out += s · row` elementwise.
 pub(super) fn axpy(out: &mut [f32], s: f32, row: &[f32]) {
     for (o, r) in out.iter_mut().zip(row) {
@@ -120,7 +102,85 @@ pub(super) fn vec_state(out: &mut [f32], x: &[f32], state: &[f32], dv: usize) {
     }
 }
 
-/// Chunked delta rule (the WY form of the reference's `torch_chunk_gated_delta_rule`).
+/// A matrix inside a slice: element `(r, c)` is `data[r · rs + c · cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+/// Row-major, `width` elements to a row.
+fn rows(data: &[f32], width: usize) -> View<'_> {
+    View {
+        data,
+        rs: width,
+        cs: 1,
+    }
+}
+
+/// The transpose of a row-major matrix `width` elements wide.
+fn transposed(data: &[f32], width: usize) -> View<'_> {
+    View {
+        data,
+        rs: 1,
+        cs: width,
+    }
+}
+
+impl View<'_> {
+    /// Whether every element of an `r × c` matrix lies inside the slice.
+    fn holds(&self, r: usize, c: usize) -> bool {
+        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = keep · dst + sign · lhs · rhs` for `lhs: m × k`, `rhs: k × n` and `dst` row-major
+/// `m × n` with row stride `dst_rs`; `keep: None` overwrites `dst`. One thread: the heads
+/// already run in parallel.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    dst: &mut [f32],
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: View,
+    rhs: View,
+    keep: Option<f32>,
+    sign: f32,
+) {
+    assert!(
+        lhs.holds(m, k) && rhs.holds(k, n) && rows(dst, dst_rs).holds(m, n),
+        "chunk product out of bounds"
+    );
+    // SAFETY: the views and the destination hold every element the product touches (checked
+    // above), and `dst` is borrowed mutably, so nothing else aliases it.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            keep.is_some(),
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            keep.unwrap_or(0.0),
+            sign,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// Chunked delta rule (the WY form of the reference's `torch_chunk_gated_delta_rule`), its
+/// products as single-threaded `gemm`s; only the triangular solve goes row by row.
 pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
     let (t, dk, dv) = (inputs.seq, inputs.dk, inputs.dv);
     let chunk = chunk.max(1);
@@ -131,12 +191,14 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
         let mut x = vec![0f32; chunk * w];
         let mut v_new = vec![0f32; chunk * dv];
         let mut gc = vec![0f64; chunk];
-        let mut kk = vec![0f32; chunk * chunk];
-        let mut ws = vec![0f32; dv];
+        // decay[i, j] = e^{gc_i − gc_j} for j ≤ i.
+        let mut decay = vec![0f32; chunk * chunk];
+        let mut scores = vec![0f32; chunk * chunk];
         for s0 in (0..t).step_by(chunk) {
             let n = chunk.min(t - s0);
             let q = &h.q[s0 * dk..(s0 + n) * dk];
             let k = &h.k[s0 * dk..(s0 + n) * dk];
+            let v = &h.v[s0 * dv..(s0 + n) * dv];
             // Cumulative log-decays in f64: the gates use differences gc_i − gc_j of sums that
             // grow with the chunk, and in f32 their cancellation error made 128-token chunks
             // drift ~1e-4 nats from 64-token ones on a whole model.
@@ -145,21 +207,27 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
                 acc += f64::from(*g);
                 *c = acc;
             }
-            // kk[i, j] = k_i · k_j for j < i, reused by the triangular solve.
             for i in 0..n {
-                for j in 0..i {
-                    kk[i * chunk + j] = dot(&k[i * dk..(i + 1) * dk], &k[j * dk..(j + 1) * dk]);
+                for j in 0..=i {
+                    decay[i * chunk + j] = (gc[i] - gc[j]).exp() as f32;
                 }
             }
+            // scores = K Kᵀ (the lower triangle is used by the solve).
+            product(
+                &mut scores,
+                chunk,
+                (n, n, dk),
+                rows(k, dk),
+                transposed(k, dk),
+                None,
+                1.0,
+            );
             // Solve (I + A) X = [βv | β e^{gc} k] with A[i, j] = β_i (k_i·k_j) e^{gc_i − gc_j}, j < i.
             for i in 0..n {
                 let beta = h.beta[s0 + i];
                 let (done, rest) = x.split_at_mut(i * w);
                 let row = &mut rest[..w];
-                for (c, &vi) in row[..dv]
-                    .iter_mut()
-                    .zip(&h.v[(s0 + i) * dv..(s0 + i + 1) * dv])
-                {
+                for (c, &vi) in row[..dv].iter_mut().zip(&v[i * dv..(i + 1) * dv]) {
                     *c = beta * vi;
                 }
                 let e = beta * gc[i].exp() as f32;
@@ -167,45 +235,74 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
                     *c = e * ki;
                 }
                 for j in 0..i {
-                    let a = beta * kk[i * chunk + j] * (gc[i] - gc[j]).exp() as f32;
+                    let a = beta * scores[i * chunk + j] * decay[i * chunk + j];
                     axpy(row, -a, &done[j * w..(j + 1) * w]);
                 }
             }
             // v_new = U − W S
-            for i in 0..n {
-                let row = &x[i * w..(i + 1) * w];
-                let vn = &mut v_new[i * dv..(i + 1) * dv];
+            for (vn, row) in v_new.chunks_exact_mut(dv).zip(x.chunks_exact(w)).take(n) {
                 vn.copy_from_slice(&row[..dv]);
-                ws.iter_mut().for_each(|x| *x = 0.0);
-                vec_state(&mut ws, &row[dv..], &state, dv);
-                for (a, b) in vn.iter_mut().zip(&ws) {
-                    *a -= b;
-                }
             }
+            let wy = View {
+                data: &x[dv..],
+                rs: w,
+                cs: 1,
+            };
+            product(
+                &mut v_new,
+                dv,
+                (n, dv, dk),
+                wy,
+                rows(&state, dv),
+                Some(1.0),
+                -1.0,
+            );
             // o_i = e^{gc_i} q_i S + Σ_{j≤i} (q_i·k_j) e^{gc_i − gc_j} v_new_j
+            let o = &mut out[s0 * dv..(s0 + n) * dv];
+            product(o, dv, (n, dv, dk), rows(q, dk), rows(&state, dv), None, 1.0);
+            for (row, g) in o.chunks_exact_mut(dv).zip(&gc) {
+                let e = g.exp() as f32;
+                row.iter_mut().for_each(|x| *x *= e);
+            }
+            product(
+                &mut scores,
+                chunk,
+                (n, n, dk),
+                rows(q, dk),
+                transposed(k, dk),
+                None,
+                1.0,
+            );
             for i in 0..n {
-                let qi = &q[i * dk..(i + 1) * dk];
-                let o = &mut out[(s0 + i) * dv..(s0 + i + 1) * dv];
-                vec_state(o, qi, &state, dv);
-                let e = gc[i].exp() as f32;
-                o.iter_mut().for_each(|x| *x *= e);
-                for j in 0..=i {
-                    let a = dot(qi, &k[j * dk..(j + 1) * dk]) * (gc[i] - gc[j]).exp() as f32;
-                    axpy(o, a, &v_new[j * dv..(j + 1) * dv]);
+                let (row, d) = (&mut scores[i * chunk..(i + 1) * chunk], &decay[i * chunk..]);
+                for j in 0..n {
+                    row[j] = if j <= i { row[j] * d[j] } else { 0.0 };
                 }
             }
+            product(
+                o,
+                dv,
+                (n, dv, n),
+                rows(&scores, chunk),
+                rows(&v_new, dv),
+                Some(1.0),
+                1.0,
+            );
             // S ← e^{gc_last} S + Σ_j e^{gc_last − gc_j} k_j ⊗ v_new_j
-            let last = gc[n - 1];
-            let decay = last.exp() as f32;
-            state.iter_mut().for_each(|s| *s *= decay);
-            for j in 0..n {
-                let e = (last - gc[j]).exp() as f32;
-                let kj = &k[j * dk..(j + 1) * dk];
-                let vn = &v_new[j * dv..(j + 1) * dv];
-                for (r, &kr) in kj.iter().enumerate() {
-                    axpy(&mut state[r * dv..(r + 1) * dv], e * kr, vn);
-                }
+            let last = n - 1;
+            for (j, vn) in v_new.chunks_exact_mut(dv).take(n).enumerate() {
+                let e = decay[last * chunk + j];
+                vn.iter_mut().for_each(|x| *x *= e);
             }
+            product(
+                &mut state,
+                dv,
+                (dk, dv, n),
+                transposed(k, dk),
+                rows(&v_new, dv),
+                Some(gc[last].exp() as f32),
+                1.0,
+            );
         }
         out
     })
