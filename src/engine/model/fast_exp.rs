@@ -6,9 +6,10 @@
 //! CPU it took about 7% of scoring time (the softmax over every attention score and the
 //! log-sum-exp over every logit), and candle's SiLU is built on it too. [`exp`] is a
 //! polynomial within 2 ulp of libm's `expf` for the arguments used here (≤ 0), in plain
-//! arithmetic the compiler turns into vector code. The softmax also folds in the causal (and
-//! sliding-window) mask and the score scale, and SwiGLU the product, each a pass over the data
-//! fewer.
+//! arithmetic the compiler turns into vector code. The softmax row folds in the score scale,
+//! the masked softmax the causal (and sliding-window) mask, and SwiGLU the product, each a pass
+//! over the data fewer. f32 attention runs the softmax row inside its own kernel
+//! (`host_attention`); the masked softmax serves bf16.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
@@ -163,11 +164,10 @@ fn softmax_row_body(row: &[f32], out: &mut [f32], scale: f32) {
 /// Causal attention softmax over f32 scores `[…, queries, keys]` of one query block: query
 /// row `i` is position `first_query + i`, key column `j` is position `first_key + j`. A query
 /// sees the keys at or before it, and within `window` of it when there is one; the rest get
-/// probability 0, as under the −∞ mask. Scores are multiplied by `scale` first.
+/// probability 0, as under the −∞ mask. (The bf16 path's scores arrive scaled and rounded as
+/// the reference rounds them.)
 #[derive(Debug, Clone, Copy)]
 pub struct MaskedSoftmax {
-    /// Factor on every score.
-    pub scale: f32,
     /// Position of the first query row.
     pub first_query: usize,
     /// Position of the first key column.
@@ -209,7 +209,7 @@ impl CustomOp1 for MaskedSoftmax {
                     .map_or(0, |w| (q + 1).saturating_sub(w))
                     .saturating_sub(self.first_key);
                 let hi = q + 1 - self.first_key;
-                softmax_row(&s[lo..hi], &mut o[lo..hi], self.scale);
+                softmax_row(&s[lo..hi], &mut o[lo..hi], 1.0);
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
@@ -346,7 +346,6 @@ mod tests {
         let scores = Tensor::from_vec(data, (heads, queries, keys), &dev)?;
         for window in [None, Some(4)] {
             let op = MaskedSoftmax {
-                scale: 0.125,
                 first_query,
                 first_key,
                 window,
@@ -364,10 +363,7 @@ mod tests {
                 })
                 .collect();
             let mask = Tensor::from_vec(mask, (queries, keys), &dev)?;
-            let want = candle_nn::ops::softmax(
-                &(scores.clone() * 0.125)?.broadcast_add(&mask)?,
-                D::Minus1,
-            )?;
+            let want = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
             let diff = max_abs_diff(&got, &want)?;
             assert!(diff < 1e-6, "{window:?}: {diff}");
         }

@@ -576,7 +576,6 @@ impl Attention {
             let qk = qb.matmul(&kb.t()?)?;
             let probs = match &mask {
                 None => as_reference(qk)?.apply_op1_no_bwd(&MaskedSoftmax {
-                    scale: 1.0,
                     first_query: start,
                     first_key: key_start,
                     window: self.window,
