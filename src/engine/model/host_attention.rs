@@ -10,10 +10,10 @@
 //! straight into the `[batch, seq, heads·head_dim]` output; the tasks spread over the threads.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::fast_exp::softmax_row;
+use super::products::{product, product_at, Land, View};
 
 /// Queries per task: a block's keys end at its last query, so smaller blocks skip more of the
 /// masked upper triangle, while larger ones keep each product big enough to run at speed.
@@ -159,32 +159,19 @@ impl CustomOp3 for CausalAttention {
                 let q_at = (b * seq + start) * q_row + h * dim;
                 let kv_at = (b * seq + first_key) * kv_row + kh * dim;
                 let mut scores = vec![0f32; len * keys];
-                // SAFETY: every view stays inside its slice: rows start..end of this batch and head
-                // with row strides of the [batch, seq, heads, dim] layouts; `scores` is len × keys.
-                unsafe {
-                    gemm(
-                        len,
-                        keys,
-                        dim,
-                        scores.as_mut_ptr(),
-                        1,
-                        keys as isize,
-                        false,
-                        q[q_at..].as_ptr(),
-                        1,
-                        q_row as isize,
-                        // kᵀ: element (d, j) is k[j][d].
-                        k[kv_at..].as_ptr(),
-                        kv_row as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    )
-                };
+                let (queries, keys_t) = (
+                    View::rows(&q[q_at..], q_row),
+                    View::transposed(&k[kv_at..], kv_row),
+                );
+                product(
+                    &mut scores,
+                    keys,
+                    (len, keys, dim),
+                    queries,
+                    keys_t,
+                    Land::Set,
+                    1,
+                );
                 let mut probs = vec![0f32; len * keys];
                 for (i, (p, s)) in probs
                     .chunks_exact_mut(keys)
@@ -199,29 +186,19 @@ impl CustomOp3 for CausalAttention {
                     let hi = query + 1 - first_key;
                     softmax_row(&s[lo..hi], &mut p[lo..hi], self.scale);
                 }
-                // SAFETY: as above for `v`; the destination rows start..end of head h are this
-                // task's alone, inside `out`, which lives until every task has finished.
+                let weights = View::rows(&probs, keys);
+                let values = View::rows(&v[kv_at..], kv_row);
+                // SAFETY: rows start..end of head h in `out` are this task's alone, and `out`
+                // lives until every task has finished.
                 unsafe {
-                    gemm(
-                        len,
-                        dim,
-                        keys,
+                    product_at(
                         dst.at(q_at),
+                        q_row,
+                        (len, dim, keys),
+                        weights,
+                        values,
+                        Land::Set,
                         1,
-                        q_row as isize,
-                        false,
-                        probs.as_ptr(),
-                        1,
-                        keys as isize,
-                        v[kv_at..].as_ptr(),
-                        1,
-                        kv_row as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
                     )
                 };
             });

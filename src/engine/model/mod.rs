@@ -14,6 +14,7 @@ pub mod nll;
 pub mod olmo3;
 pub mod olmo_hybrid;
 pub mod path;
+pub mod products;
 pub mod spec;
 pub mod tables;
 pub mod twins;

@@ -3,10 +3,10 @@
 //! reduction on the device ([`score_on_device`]).
 
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor, D};
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::fast_exp::log_sum_exp_and_rank;
+use super::products::{product, Land, View};
 
 /// f32 logits held at once (per slice), in elements.
 const LOGIT_BUDGET: usize = 16 << 20;
@@ -66,38 +66,27 @@ fn logits_into(hidden: &Tensor, lm_head: &Tensor, out: &mut [f32]) -> Result<()>
         (&*h_storage, &*w_storage)
     {
         let (hs, ws) = (h_layout.stride(), w_layout.stride());
+        let hidden = View {
+            data: &h[h_layout.start_offset()..],
+            rs: hs[0],
+            cs: hs[1],
+        };
+        // headᵀ: element (d, j) is head[j][d].
+        let head_t = View {
+            data: &w[w_layout.start_offset()..],
+            rs: ws[1],
+            cs: ws[0],
+        };
         let threads = rayon::current_num_threads();
-        let parallelism = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        // SAFETY: the views follow the tensors' own layouts (offsets and strides), and `out`
-        // holds rows × vocab, checked above.
-        unsafe {
-            gemm(
-                rows,
-                vocab,
-                width,
-                out.as_mut_ptr(),
-                1,
-                vocab as isize,
-                false,
-                h[h_layout.start_offset()..].as_ptr(),
-                hs[1] as isize,
-                hs[0] as isize,
-                // headᵀ: element (d, j) is head[j][d].
-                w[w_layout.start_offset()..].as_ptr(),
-                ws[0] as isize,
-                ws[1] as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            )
-        };
+        product(
+            out,
+            vocab,
+            (rows, vocab, width),
+            hidden,
+            head_t,
+            Land::Set,
+            threads,
+        );
         return Ok(());
     }
     drop((h_storage, w_storage));

@@ -1,8 +1,9 @@
 //! The host path's delta-rule kernel: the chunked (WY) form in plain f32 Rust, parallel over
 //! (batch, value head), fastest on the CPU.
 
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+
+use super::super::products::{product, Land, View};
 
 /// Inputs of the delta-rule kernels, all f32, row-major.
 pub struct GdnInputs<'a> {
@@ -102,85 +103,9 @@ pub(super) fn vec_state(out: &mut [f32], x: &[f32], state: &[f32], dv: usize) {
     }
 }
 
-/// A matrix inside a slice: element `(r, c)` is `data[r · rs + c · cs]`.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-/// Row-major, `width` elements to a row.
-fn rows(data: &[f32], width: usize) -> View<'_> {
-    View {
-        data,
-        rs: width,
-        cs: 1,
-    }
-}
-
-/// The transpose of a row-major matrix `width` elements wide.
-fn transposed(data: &[f32], width: usize) -> View<'_> {
-    View {
-        data,
-        rs: 1,
-        cs: width,
-    }
-}
-
-impl View<'_> {
-    /// Whether every element of an `r × c` matrix lies inside the slice.
-    fn holds(&self, r: usize, c: usize) -> bool {
-        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
-    }
-}
-
-/// `dst = keep · dst + sign · lhs · rhs` for `lhs: m × k`, `rhs: k × n` and `dst` row-major
-/// `m × n` with row stride `dst_rs`; `keep: None` overwrites `dst`. One thread: the heads
-/// already run in parallel.
-#[allow(clippy::too_many_arguments)]
-fn product(
-    dst: &mut [f32],
-    dst_rs: usize,
-    (m, n, k): (usize, usize, usize),
-    lhs: View,
-    rhs: View,
-    keep: Option<f32>,
-    sign: f32,
-) {
-    assert!(
-        lhs.holds(m, k) && rhs.holds(k, n) && rows(dst, dst_rs).holds(m, n),
-        "chunk product out of bounds"
-    );
-    // SAFETY: the views and the destination hold every element the product touches (checked
-    // above), and `dst` is borrowed mutably, so nothing else aliases it.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            keep.is_some(),
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            keep.unwrap_or(0.0),
-            sign,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
-}
-
 /// Chunked delta rule (the WY form of the reference's `torch_chunk_gated_delta_rule`), its
-/// products as single-threaded `gemm`s; only the triangular solve goes row by row.
+/// products on one thread each (the heads already run in parallel); only the triangular solve
+/// goes row by row.
 pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
     let (t, dk, dv) = (inputs.seq, inputs.dk, inputs.dv);
     let chunk = chunk.max(1);
@@ -212,16 +137,21 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
                     decay[i * chunk + j] = (gc[i] - gc[j]).exp() as f32;
                 }
             }
+            // scores[i, j] = x_i · k_j for the rows x_i of `x`.
+            let by_keys = |scores: &mut [f32], x: &[f32]| {
+                let keys = View::transposed(k, dk);
+                product(
+                    scores,
+                    chunk,
+                    (n, n, dk),
+                    View::rows(x, dk),
+                    keys,
+                    Land::Set,
+                    1,
+                )
+            };
             // scores = K Kᵀ (the lower triangle is used by the solve).
-            product(
-                &mut scores,
-                chunk,
-                (n, n, dk),
-                rows(k, dk),
-                transposed(k, dk),
-                None,
-                1.0,
-            );
+            by_keys(&mut scores, k);
             // Solve (I + A) X = [βv | β e^{gc} k] with A[i, j] = β_i (k_i·k_j) e^{gc_i − gc_j}, j < i.
             for i in 0..n {
                 let beta = h.beta[s0 + i];
@@ -243,66 +173,53 @@ pub fn chunked(inputs: &GdnInputs, chunk: usize) -> Vec<f32> {
             for (vn, row) in v_new.chunks_exact_mut(dv).zip(x.chunks_exact(w)).take(n) {
                 vn.copy_from_slice(&row[..dv]);
             }
-            let wy = View {
-                data: &x[dv..],
-                rs: w,
-                cs: 1,
+            let subtract = Land::Add {
+                keep: 1.0,
+                sign: -1.0,
             };
+            let wy = View::rows(&x[dv..], w);
             product(
                 &mut v_new,
                 dv,
                 (n, dv, dk),
                 wy,
-                rows(&state, dv),
-                Some(1.0),
-                -1.0,
+                View::rows(&state, dv),
+                subtract,
+                1,
             );
             // o_i = e^{gc_i} q_i S + Σ_{j≤i} (q_i·k_j) e^{gc_i − gc_j} v_new_j
             let o = &mut out[s0 * dv..(s0 + n) * dv];
-            product(o, dv, (n, dv, dk), rows(q, dk), rows(&state, dv), None, 1.0);
+            let (q_rows, s_rows) = (View::rows(q, dk), View::rows(&state, dv));
+            product(o, dv, (n, dv, dk), q_rows, s_rows, Land::Set, 1);
             for (row, g) in o.chunks_exact_mut(dv).zip(&gc) {
                 let e = g.exp() as f32;
                 row.iter_mut().for_each(|x| *x *= e);
             }
-            product(
-                &mut scores,
-                chunk,
-                (n, n, dk),
-                rows(q, dk),
-                transposed(k, dk),
-                None,
-                1.0,
-            );
+            by_keys(&mut scores, q);
             for i in 0..n {
                 let (row, d) = (&mut scores[i * chunk..(i + 1) * chunk], &decay[i * chunk..]);
                 for j in 0..n {
                     row[j] = if j <= i { row[j] * d[j] } else { 0.0 };
                 }
             }
-            product(
-                o,
-                dv,
-                (n, dv, n),
-                rows(&scores, chunk),
-                rows(&v_new, dv),
-                Some(1.0),
-                1.0,
-            );
+            let add = Land::Add {
+                keep: 1.0,
+                sign: 1.0,
+            };
+            let (a, vn) = (View::rows(&scores, chunk), View::rows(&v_new, dv));
+            product(o, dv, (n, dv, n), a, vn, add, 1);
             // S ← e^{gc_last} S + Σ_j e^{gc_last − gc_j} k_j ⊗ v_new_j
             let last = n - 1;
             for (j, vn) in v_new.chunks_exact_mut(dv).take(n).enumerate() {
                 let e = decay[last * chunk + j];
                 vn.iter_mut().for_each(|x| *x *= e);
             }
-            product(
-                &mut state,
-                dv,
-                (dk, dv, n),
-                transposed(k, dk),
-                rows(&v_new, dv),
-                Some(gc[last].exp() as f32),
-                1.0,
-            );
+            let decayed = Land::Add {
+                keep: gc[last].exp() as f32,
+                sign: 1.0,
+            };
+            let (kt, vn) = (View::transposed(k, dk), View::rows(&v_new, dv));
+            product(&mut state, dv, (dk, dv, n), kt, vn, decayed, 1);
         }
         out
     })

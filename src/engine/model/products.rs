@@ -1,0 +1,126 @@
+//! Matrix products on f32 slices for the host kernels: small products inside their own
+//! parallel tasks (attention blocks, GDN chunks), and the LM head's logits written into a buffer
+//! of their own. `gemm` on strided views, without a candle tensor per product.
+
+use gemm::{gemm, Parallelism};
+
+/// A matrix inside a slice: element `(r, c)` is `data[r · rs + c · cs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// The elements, from the matrix's first.
+    pub data: &'a [f32],
+    /// From one row to the next.
+    pub rs: usize,
+    /// From one column to the next.
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major matrix whose rows are `rs` apart.
+    pub fn rows(data: &'a [f32], rs: usize) -> Self {
+        Self { data, rs, cs: 1 }
+    }
+
+    /// The transpose of a row-major matrix whose rows are `rs` apart.
+    pub fn transposed(data: &'a [f32], rs: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: rs,
+        }
+    }
+
+    /// Whether every element of an `r × c` matrix lies inside the slice.
+    fn holds(&self, r: usize, c: usize) -> bool {
+        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
+    }
+}
+
+/// How a product lands in its destination.
+#[derive(Debug, Clone, Copy)]
+pub enum Land {
+    /// `dst = lhs · rhs`
+    Set,
+    /// `dst = keep · dst + sign · lhs · rhs`
+    Add {
+        /// Factor on what `dst` held.
+        keep: f32,
+        /// Factor on the product.
+        sign: f32,
+    },
+}
+
+/// `lhs · rhs` (`m × k` by `k × n`) into the row-major `m × n` matrix at `dst`, whose rows are
+/// `dst_rs` apart, on `threads` threads.
+///
+/// # Safety
+/// `dst` must be valid for reads and writes at every `i · dst_rs + j` (`i < m`, `j < n`), and
+/// nothing else may access those elements until this returns.
+pub unsafe fn product_at(
+    dst: *mut f32,
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: View,
+    rhs: View,
+    land: Land,
+    threads: usize,
+) {
+    assert!(
+        lhs.holds(m, k) && rhs.holds(k, n),
+        "matrix product: an operand is smaller than its view"
+    );
+    let (read, keep, sign) = match land {
+        Land::Set => (false, 0.0, 1.0),
+        Land::Add { keep, sign } => (true, keep, sign),
+    };
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the operands hold every element the product reads (checked above); the caller
+    // vouches for `dst`.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            read,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            keep,
+            sign,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// [`product_at`] into a slice, which must hold the whole `m × n` destination.
+pub fn product(
+    dst: &mut [f32],
+    dst_rs: usize,
+    shape: (usize, usize, usize),
+    lhs: View,
+    rhs: View,
+    land: Land,
+    threads: usize,
+) {
+    let (m, n, _) = shape;
+    assert!(
+        View::rows(dst, dst_rs).holds(m, n),
+        "matrix product: the destination is smaller than the result"
+    );
+    // SAFETY: `dst` holds the result (checked above) and is borrowed mutably, so nothing else
+    // touches it.
+    unsafe { product_at(dst.as_mut_ptr(), dst_rs, shape, lhs, rhs, land, threads) }
+}
