@@ -1,11 +1,13 @@
 //! Gated DeltaNet (the recurrent layer of Olmo Hybrid), per transformers' `OlmoHybridGatedDeltaNet`.
 //!
-//! Projections, the depthwise causal convolution and the gated output norm are candle ops. The
-//! delta-rule recurrence runs, in its chunked form, either as a plain-Rust f32 kernel parallel
-//! over heads ([`host`], the host path, fastest on the CPU) or as batched tensor ops ([`ops`],
-//! training's autograd and the device path). The token-by-token recurrence ([`recurrent`]) is
+//! Projections and the gated output norm are candle ops; so is the depthwise causal
+//! convolution, but for one f32 pass with its SiLU on the host ([`conv`]). The delta-rule
+//! recurrence runs, in its chunked form, either as a plain-Rust f32 kernel parallel over heads
+//! ([`host`], the host path, fastest on the CPU) or as batched tensor ops ([`ops`], training's
+//! autograd and the device path). The token-by-token recurrence ([`recurrent`]) is
 //! kept as the test oracle.
 
+pub mod conv;
 pub mod host;
 pub mod ops;
 pub mod recurrent;
@@ -122,13 +124,19 @@ impl GatedDeltaNet {
             ],
             2,
         )?;
-        // torch's conv1d accumulates in f32 and rounds once to the model dtype.
-        let mixed = causal_depthwise_conv(
-            &mixed.to_dtype(DType::F32)?,
-            &self.conv.to_dtype(DType::F32)?,
-        )?
-        .to_dtype(x.dtype())?;
-        let mixed = silu(&mixed)?;
+        let host_f32 = x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && matches!(kernel, Kernel::Chunked(_) | Kernel::Recurrent);
+        let mixed = if host_f32 {
+            mixed.apply_op2_no_bwd(&self.conv, &conv::ConvSilu)?
+        } else {
+            // torch's conv1d accumulates in f32 and rounds once to the model dtype.
+            let conv = causal_depthwise_conv(
+                &mixed.to_dtype(DType::F32)?,
+                &self.conv.to_dtype(DType::F32)?,
+            )?;
+            silu(&conv.to_dtype(x.dtype())?)?
+        };
         let mut beta = sigmoid(&linear(x, &self.b)?)?;
         if s.allow_neg_eigval {
             beta = (beta * 2.0)?;

@@ -1,0 +1,88 @@
+//! The host path's short convolution in f32: the causal depthwise convolution over time and its
+//! SiLU in one pass, parallel over positions. As tensor ops it took a padded copy and, per tap,
+//! a full-size product and sum.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
+use rayon::prelude::*;
+
+/// `silu(causal_depthwise_conv(x, w))` for `x: [batch, seq, channels]` and `w: [channels,
+/// taps]`: position t of a channel sums taps j = 0‥taps−1 over the input at t − (taps − 1) + j
+/// (zero before the start), in that order, as the tensor-op version adds them.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSilu;
+
+impl CustomOp2 for ConvSilu {
+    fn name(&self) -> &'static str {
+        "host-conv-silu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) else {
+            candle_core::bail!("conv-silu takes f32 tensors")
+        };
+        let (Some((x0, x1)), Some((w0, w1))) =
+            (x_layout.contiguous_offsets(), w_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("conv-silu takes contiguous tensors")
+        };
+        let (x, w) = (&x[x0..x1], &w[w0..w1]);
+        let (_, seq, channels) = x_layout.shape().dims3()?;
+        let (w_channels, taps) = w_layout.shape().dims2()?;
+        if w_channels != channels || taps == 0 {
+            candle_core::bail!("conv-silu: weight {w_channels}×{taps} for {channels} channels")
+        }
+        // Tap-major, so that each tap's weights run along the channels as the input does.
+        let by_tap: Vec<f32> = (0..taps)
+            .flat_map(|j| (0..channels).map(move |c| w[c * taps + j]))
+            .collect();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(channels)
+            .enumerate()
+            .for_each(|(row, o)| {
+                let (b, t) = (row / seq, row % seq);
+                for (j, weights) in by_tap.chunks_exact(channels).enumerate() {
+                    // Input position t − (taps − 1) + j; taps before the start add zero.
+                    let Some(at) = (t + j).checked_sub(taps - 1) else {
+                        continue;
+                    };
+                    let input = &x[(b * seq + at) * channels..][..channels];
+                    for ((o, &xi), &wi) in o.iter_mut().zip(input).zip(weights) {
+                        *o += xi * wi;
+                    }
+                }
+                // libm's exp, as candle's SiLU: the fast exp's last-ulp differences, passed
+                // through the recurrence, doubled the chunk-length drift of a hybrid's NLL.
+                for v in o.iter_mut() {
+                    *v /= 1.0 + (-*v).exp();
+                }
+            });
+        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::causal_depthwise_conv;
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn matches_the_tensor_op_convolution_and_silu() -> Result<()> {
+        let dev = Device::Cpu;
+        for (seq, taps) in [(1, 4), (3, 4), (50, 4), (20, 1)] {
+            let x = Tensor::randn(0f32, 1.0, (2, seq, 24), &dev)?;
+            let w = Tensor::randn(0f32, 1.0, (24, taps), &dev)?;
+            let got = x.apply_op2_no_bwd(&w, &ConvSilu)?;
+            let want = causal_depthwise_conv(&x, &w)?.silu()?;
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "seq {seq}, taps {taps}: the same sums and SiLU");
+        }
+        Ok(())
+    }
+}
