@@ -11,8 +11,12 @@
 //! over the data fewer. f32 attention runs the softmax row inside its own kernel
 //! (`host_attention`); the masked softmax serves bf16.
 
+use std::ops::Range;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
+
+use super::cpu_slice::contiguous_f32;
 
 /// Below this, e^x is under f32's smallest normal number: it is taken as 0.
 const EXP_MIN: f32 = -87.336_55;
@@ -161,6 +165,17 @@ fn softmax_row_body(row: &[f32], out: &mut [f32], scale: f32) {
     }
 }
 
+/// The first position a query at `query` sees: `window` keys back, its own included.
+pub(super) fn first_seen(query: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| (query + 1).saturating_sub(w))
+}
+
+/// The columns of the keys the query at `query` sees, when column 0 is position `first_key`
+/// (at most [`first_seen`]).
+pub(super) fn seen_keys(query: usize, first_key: usize, window: Option<usize>) -> Range<usize> {
+    first_seen(query, window).saturating_sub(first_key)..query + 1 - first_key
+}
+
 /// Causal attention softmax over f32 scores `[…, queries, keys]` of one query block: query
 /// row `i` is position `first_query + i`, key column `j` is position `first_key + j`. A query
 /// sees the keys at or before it, and within `window` of it when there is one; the rest get
@@ -182,12 +197,7 @@ impl CustomOp1 for MaskedSoftmax {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(all) = storage else {
-            candle_core::bail!("masked softmax takes f32 scores")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("masked softmax takes contiguous scores")
-        };
+        let scores = contiguous_f32(storage, layout, "masked softmax", "scores")?;
         let dims = layout.dims();
         let (queries, keys) = match dims {
             [.., q, k] => (*q, *k),
@@ -197,19 +207,17 @@ impl CustomOp1 for MaskedSoftmax {
         if keys == 0 || self.first_key > self.first_query || last_query > self.first_key + keys {
             candle_core::bail!("masked softmax: keys do not cover the queries' own positions")
         }
-        let scores = &all[start..end];
         let mut out = vec![0f32; scores.len()];
         out.par_chunks_mut(keys)
             .zip(scores.par_chunks(keys))
             .enumerate()
             .for_each(|(row, (o, s))| {
-                let q = self.first_query + row % queries;
-                let lo = self
-                    .window
-                    .map_or(0, |w| (q + 1).saturating_sub(w))
-                    .saturating_sub(self.first_key);
-                let hi = q + 1 - self.first_key;
-                softmax_row(&s[lo..hi], &mut o[lo..hi], 1.0);
+                let seen = seen_keys(
+                    self.first_query + row % queries,
+                    self.first_key,
+                    self.window,
+                );
+                softmax_row(&s[seen.clone()], &mut o[seen], 1.0);
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
@@ -257,19 +265,11 @@ impl CustomOp2 for SwiGlu {
         up: &CpuStorage,
         up_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(gate), CpuStorage::F32(up)) = (gate, up) else {
-            candle_core::bail!("swiglu takes f32 tensors")
-        };
-        let (Some((g0, g1)), Some((u0, u1))) = (
-            gate_layout.contiguous_offsets(),
-            up_layout.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("swiglu takes contiguous tensors")
-        };
+        let gate = contiguous_f32(gate, gate_layout, "swiglu", "gates")?;
+        let up = contiguous_f32(up, up_layout, "swiglu", "up projections")?;
         if gate_layout.shape() != up_layout.shape() {
             candle_core::bail!("swiglu: gate and up differ in shape")
         }
-        let (gate, up) = (&gate[g0..g1], &up[u0..u1]);
         let mut out = vec![0f32; gate.len()];
         out.par_chunks_mut(CHUNK)
             .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))

@@ -12,23 +12,13 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::fast_exp::softmax_row;
+use super::cpu_slice::contiguous_f32;
+use super::fast_exp::{first_seen, seen_keys, softmax_row};
 use super::products::{product, product_at, Land, View};
 
 /// Queries per task: a block's keys end at its last query, so smaller blocks skip more of the
 /// masked upper triangle, while larger ones keep each product big enough to run at speed.
 const QUERY_BLOCK: usize = 64;
-
-/// The f32 slice a contiguous tensor's layout covers.
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(all) = storage else {
-        candle_core::bail!("host attention takes f32 {what}")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("host attention takes contiguous {what}")
-    };
-    Ok(&all[start..end])
-}
 
 /// RoPE (rotate-half) of `x: [batch, seq, heads, head_dim]` with f32 tables
 /// `[≥ seq, head_dim / 2]`, computed as transformers' `x·cos + rotate_half(x)·sin`.
@@ -49,9 +39,9 @@ impl CustomOp3 for Rope {
         sin: &CpuStorage,
         sin_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x_data = contiguous(x, x_layout, "rope input")?;
-        let cos = contiguous(cos, cos_layout, "cos table")?;
-        let sin = contiguous(sin, sin_layout, "sin table")?;
+        let x_data = contiguous_f32(x, x_layout, "host rope", "input")?;
+        let cos = contiguous_f32(cos, cos_layout, "host rope", "cos table")?;
+        let sin = contiguous_f32(sin, sin_layout, "host rope", "sin table")?;
         let (_, seq, heads, dim) = x_layout.shape().dims4()?;
         let half = dim / 2;
         if dim % 2 != 0 || cos.len() < seq * half || sin.len() < seq * half {
@@ -119,9 +109,9 @@ impl CustomOp3 for CausalAttention {
         v_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = (
-            contiguous(q, q_layout, "queries")?,
-            contiguous(k, k_layout, "keys")?,
-            contiguous(v, v_layout, "values")?,
+            contiguous_f32(q, q_layout, "host attention", "queries")?,
+            contiguous_f32(k, k_layout, "host attention", "keys")?,
+            contiguous_f32(v, v_layout, "host attention", "values")?,
         );
         let (batch, seq, heads, dim) = q_layout.shape().dims4()?;
         let (kb, kt, kv_heads, kd) = k_layout.shape().dims4()?;
@@ -154,7 +144,7 @@ impl CustomOp3 for CausalAttention {
                 let len = QUERY_BLOCK.min(seq - start);
                 let end = start + len;
                 // Keys before `first_key` are outside every query's window in this block.
-                let first_key = self.window.map_or(0, |w| (start + 1).saturating_sub(w));
+                let first_key = first_seen(start, self.window);
                 let keys = end - first_key;
                 let q_at = (b * seq + start) * q_row + h * dim;
                 let kv_at = (b * seq + first_key) * kv_row + kh * dim;
@@ -178,13 +168,8 @@ impl CustomOp3 for CausalAttention {
                     .zip(scores.chunks_exact(keys))
                     .enumerate()
                 {
-                    let query = start + i;
-                    let lo = self
-                        .window
-                        .map_or(0, |w| (query + 1).saturating_sub(w))
-                        .saturating_sub(first_key);
-                    let hi = query + 1 - first_key;
-                    softmax_row(&s[lo..hi], &mut p[lo..hi], self.scale);
+                    let seen = seen_keys(start + i, first_key, self.window);
+                    softmax_row(&s[seen.clone()], &mut p[seen], self.scale);
                 }
                 let weights = View::rows(&probs, keys);
                 let values = View::rows(&v[kv_at..], kv_row);

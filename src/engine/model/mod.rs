@@ -6,6 +6,7 @@
 //! only. One stack type serves all three, and OLMo-core's own configs map to the same spec.
 
 pub mod config;
+pub mod cpu_slice;
 pub mod fast_exp;
 pub mod gated_deltanet;
 pub mod host_attention;

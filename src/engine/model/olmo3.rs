@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::config::{layer_types, required, ConfigError};
-use super::fast_exp::MaskedSoftmax;
+use super::fast_exp::{first_seen, MaskedSoftmax};
 use super::host_attention;
 use super::layers::{linear, projection, RmsNorm};
 use super::path::ExecPath;
@@ -569,7 +569,7 @@ impl Attention {
             let len = block.min(t - start);
             let end = start + len;
             // Keys before `key_start` are outside every query's window in this block.
-            let key_start = self.window.map_or(0, |w| (start + 1).saturating_sub(w));
+            let key_start = first_seen(start, self.window);
             let qb = q.narrow(2, start, len)?;
             let kb = k.narrow(2, key_start, end - key_start)?;
             let vb = v.narrow(2, key_start, end - key_start)?;

@@ -5,6 +5,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use super::super::cpu_slice::contiguous_f32;
+
 /// `silu(causal_depthwise_conv(x, w))` for `x: [batch, seq, channels]` and `w: [channels,
 /// taps]`: position t of a channel sums taps j = 0‥taps−1 over the input at t − (taps − 1) + j
 /// (zero before the start), in that order, as the tensor-op version adds them.
@@ -23,15 +25,8 @@ impl CustomOp2 for ConvSilu {
         w: &CpuStorage,
         w_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) else {
-            candle_core::bail!("conv-silu takes f32 tensors")
-        };
-        let (Some((x0, x1)), Some((w0, w1))) =
-            (x_layout.contiguous_offsets(), w_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("conv-silu takes contiguous tensors")
-        };
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
+        let x = contiguous_f32(x, x_layout, "conv-silu", "inputs")?;
+        let w = contiguous_f32(w, w_layout, "conv-silu", "weights")?;
         let (_, seq, channels) = x_layout.shape().dims3()?;
         let (w_channels, taps) = w_layout.shape().dims2()?;
         if w_channels != channels || taps == 0 {
