@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use super::fast_exp::SwiGlu;
 use super::path::ExecPath;
+use super::widened::Bf16Linear;
 
 /// `x @ wᵀ` for weights stored `[out, in]`, over any leading dims of `x`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -13,7 +14,13 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         .split_last()
         .expect("linear input has at least one dim");
     let rows: usize = lead.iter().product();
-    let out = x.reshape((rows, *inner))?.matmul(&w.t()?)?;
+    let x = x.reshape((rows, *inner))?;
+    let bf16_host = x.dtype() == DType::BF16 && w.dtype() == DType::BF16 && x.device().is_cpu();
+    let out = if bf16_host && !x.track_op() && !w.track_op() {
+        x.apply_op2_no_bwd(w, &Bf16Linear)?
+    } else {
+        x.matmul(&w.t()?)?
+    };
     let mut shape = lead.to_vec();
     shape.push(w.dim(0)?);
     out.reshape(shape)

@@ -19,6 +19,7 @@ pub mod products;
 pub mod spec;
 pub mod tables;
 pub mod twins;
+pub mod widened;
 
 use candle_core::{Result as CResult, Tensor};
 use candle_nn::VarBuilder;

@@ -3,10 +3,12 @@
 //! reduction on the device ([`score_on_device`]).
 
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor, D};
+use half::bf16;
 use rayon::prelude::*;
 
 use super::fast_exp::log_sum_exp_and_rank;
 use super::products::{product, Land, View};
+use super::widened::widened_product;
 
 /// f32 logits held at once (per slice), in elements.
 const LOGIT_BUDGET: usize = 16 << 20;
@@ -53,7 +55,8 @@ pub fn score(hidden: &Tensor, lm_head: &Tensor, targets: &[u32]) -> Result<Vec<T
 }
 
 /// `hidden · lm_headᵀ` (`[rows, vocab]`) into `out`, in f32: on f32 CPU tensors one `gemm`
-/// writes it in place; otherwise candle's product, converted and copied.
+/// writes it in place, on bf16 ones [`widened_product`] (rounded to bf16, as candle's product
+/// would be); otherwise candle's product, converted and copied.
 fn logits_into(hidden: &Tensor, lm_head: &Tensor, out: &mut [f32]) -> Result<()> {
     let (rows, width) = hidden.dims2()?;
     let vocab = lm_head.dim(0)?;
@@ -62,32 +65,31 @@ fn logits_into(hidden: &Tensor, lm_head: &Tensor, out: &mut [f32]) -> Result<()>
     }
     let (h_storage, h_layout) = hidden.storage_and_layout();
     let (w_storage, w_layout) = lm_head.storage_and_layout();
-    if let (Storage::Cpu(CpuStorage::F32(h)), Storage::Cpu(CpuStorage::F32(w))) =
-        (&*h_storage, &*w_storage)
-    {
-        let (hs, ws) = (h_layout.stride(), w_layout.stride());
-        let hidden = View {
-            data: &h[h_layout.start_offset()..],
-            rs: hs[0],
-            cs: hs[1],
-        };
-        // headᵀ: element (d, j) is head[j][d].
-        let head_t = View {
-            data: &w[w_layout.start_offset()..],
-            rs: ws[1],
-            cs: ws[0],
-        };
-        let threads = rayon::current_num_threads();
-        product(
-            out,
-            vocab,
-            (rows, vocab, width),
-            hidden,
-            head_t,
-            Land::Set,
-            threads,
-        );
-        return Ok(());
+    let threads = rayon::current_num_threads();
+    match (&*h_storage, &*w_storage) {
+        (Storage::Cpu(CpuStorage::F32(h)), Storage::Cpu(CpuStorage::F32(w))) => {
+            let (hidden, head) = (View::over(h, h_layout), View::over(w, w_layout));
+            product(
+                out,
+                vocab,
+                (rows, vocab, width),
+                hidden,
+                head.t(),
+                Land::Set,
+                threads,
+            );
+            return Ok(());
+        }
+        (Storage::Cpu(CpuStorage::BF16(h)), Storage::Cpu(CpuStorage::BF16(w))) => {
+            let (hidden, head) = (View::over(h, h_layout), View::over(w, w_layout));
+            widened_product(out, hidden, head, (rows, vocab, width), threads);
+            // The reference's logits are bf16, widened for the loss.
+            for v in out.iter_mut() {
+                *v = bf16::from_f32(*v).to_f32();
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     drop((h_storage, w_storage));
     let logits = hidden.matmul(&lm_head.t()?)?.to_dtype(DType::F32)?;

@@ -2,27 +2,37 @@
 //! parallel tasks (attention blocks, GDN chunks), and the LM head's logits written into a buffer
 //! of their own. `gemm` on strided views, without a candle tensor per product.
 
+use candle_core::Layout;
 use gemm::{gemm, Parallelism};
 
 /// A matrix inside a slice: element `(r, c)` is `data[r · rs + c · cs]`.
-#[derive(Debug, Clone, Copy)]
-pub struct View<'a> {
+#[derive(Debug)]
+pub struct View<'a, T = f32> {
     /// The elements, from the matrix's first.
-    pub data: &'a [f32],
+    pub data: &'a [T],
     /// From one row to the next.
     pub rs: usize,
     /// From one column to the next.
     pub cs: usize,
 }
 
-impl<'a> View<'a> {
+// Derived `Clone`/`Copy` would ask the same of `T`; a view only copies its reference.
+impl<T> Clone for View<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for View<'_, T> {}
+
+impl<'a, T> View<'a, T> {
     /// A row-major matrix whose rows are `rs` apart.
-    pub fn rows(data: &'a [f32], rs: usize) -> Self {
+    pub fn rows(data: &'a [T], rs: usize) -> Self {
         Self { data, rs, cs: 1 }
     }
 
     /// The transpose of a row-major matrix whose rows are `rs` apart.
-    pub fn transposed(data: &'a [f32], rs: usize) -> Self {
+    pub fn transposed(data: &'a [T], rs: usize) -> Self {
         Self {
             data,
             rs: 1,
@@ -30,8 +40,27 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The matrix a 2-D layout lays over `data`.
+    pub fn over(data: &'a [T], layout: &Layout) -> Self {
+        let stride = layout.stride();
+        Self {
+            data: &data[layout.start_offset()..],
+            rs: stride[0],
+            cs: stride[1],
+        }
+    }
+
+    /// The transpose of this matrix, on the same elements.
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
     /// Whether every element of an `r × c` matrix lies inside the slice.
-    fn holds(&self, r: usize, c: usize) -> bool {
+    pub fn holds(&self, r: usize, c: usize) -> bool {
         r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
     }
 }
