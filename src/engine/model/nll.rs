@@ -3,12 +3,11 @@
 //! reduction on the device ([`score_on_device`]).
 
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor, D};
-use half::bf16;
 use rayon::prelude::*;
 
 use super::fast_exp::log_sum_exp_and_rank;
 use super::products::{product, Land, View};
-use super::widened::widened_product;
+use super::widened::{round_to_bf16, widened_product};
 
 /// f32 logits held at once (per slice), in elements.
 const LOGIT_BUDGET: usize = 16 << 20;
@@ -84,9 +83,7 @@ fn logits_into(hidden: &Tensor, lm_head: &Tensor, out: &mut [f32]) -> Result<()>
             let (hidden, head) = (View::over(h, h_layout), View::over(w, w_layout));
             widened_product(out, hidden, head, (rows, vocab, width), threads);
             // The reference's logits are bf16, widened for the loss.
-            for v in out.iter_mut() {
-                *v = bf16::from_f32(*v).to_f32();
-            }
+            round_to_bf16(&mut out[..rows * vocab]);
             return Ok(());
         }
         _ => {}

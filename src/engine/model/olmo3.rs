@@ -482,25 +482,36 @@ impl Attention {
         // candle's fused rope and softmax kernels have no backward pass: when autograd is
         // recording (training), use the same formulas as plain tensor ops.
         let differentiable = q.track_op();
-        // The host path in f32 on the CPU outside training: attention in its own kernels, on
-        // the projections' layout (see `host_attention`).
+        // The host path on the CPU outside training: attention in its own f32 kernels, on the
+        // projections' layout (see `host_attention`). bf16 widens q, k and v and rounds where
+        // the reference does, after the rotation and at the output; its scores and
+        // probabilities stay in f32, as sdpa keeps them, where eager attention rounds both
+        // (the bf16 fixtures hold the two within 0.01 nats).
+        let dtype = x.dtype();
         if x.device().is_cpu()
-            && x.dtype() == DType::F32
+            && matches!(dtype, DType::F32 | DType::BF16)
             && !differentiable
             && self.path == ExecPath::Host
         {
+            let wide = |y: Tensor| y.to_dtype(DType::F32);
+            let (q, k, v) = (wide(q)?, wide(k)?, wide(v)?);
             let (q, k) = match self.rope_tables(t, x.device())? {
-                Some((cos, sin)) => (
-                    q.apply_op3_no_bwd(&cos, &sin, &host_attention::Rope)?,
-                    k.apply_op3_no_bwd(&cos, &sin, &host_attention::Rope)?,
-                ),
+                Some((cos, sin)) => {
+                    let rot = |y: Tensor| -> Result<Tensor> {
+                        y.apply_op3_no_bwd(&cos, &sin, &host_attention::Rope)?
+                            .to_dtype(dtype)?
+                            .to_dtype(DType::F32)
+                    };
+                    (rot(q)?, rot(k)?)
+                }
                 None => (q, k),
             };
             let attention = host_attention::CausalAttention {
                 scale: scale as f32,
                 window: self.window,
             };
-            return linear(&q.apply_op3_no_bwd(&k, &v, &attention)?, &self.o);
+            let out = q.apply_op3_no_bwd(&k, &v, &attention)?.to_dtype(dtype)?;
+            return linear(&out, &self.o);
         }
         let heads = |y: Tensor| y.transpose(1, 2)?.contiguous();
         let (mut q, mut k, v) = (heads(q)?, heads(k)?, heads(v)?);
