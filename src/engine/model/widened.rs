@@ -3,9 +3,9 @@
 //! candle's CPU product of two bf16 tensors widens both whole storages to f32 at every call (a
 //! projection's weight, and for the logits the whole LM head), multiplies, and narrows the
 //! result. Here the activations are widened once and the weight one block of output columns at
-//! a time into a scratch of at most 16 MiB, so a bf16 checkpoint keeps its bf16 weights in memory and
-//! is multiplied at the f32 kernels' rate. The numbers are candle's: a product of two bf16
-//! values is exact in f32, the sums run in f32, and the result is rounded once to bf16.
+//! a time into a scratch of at most 16 MiB, so a bf16 checkpoint keeps its bf16 weights in
+//! memory and is multiplied at the f32 kernels' rate. The numbers are candle's: a product of two
+//! bf16 values is exact in f32, the sums run in f32, and the result is rounded once to bf16.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 use half::{bf16, slice::HalfFloatSliceExt};
@@ -164,9 +164,10 @@ mod tests {
     #[test]
     fn matches_the_f32_product_of_the_widened_values() -> Result<()> {
         let dev = Device::Cpu;
-        // k = 1024 makes a block 1024 columns wide, so 1100 outputs take two blocks; the
+        // One block holds BLOCK_ELEMS / k outputs, so these take two, the second partial; the
         // transposed weight takes the strided widening.
-        let (rows, n, k) = (3, 1100, 1024);
+        let (rows, k) = (3, 1024);
+        let n = BLOCK_ELEMS / k + 76;
         let x = Tensor::randn(0f32, 1., (rows, k), &dev)?.to_dtype(DType::BF16)?;
         let stored = Tensor::randn(0f32, 1., (n, k), &dev)?.to_dtype(DType::BF16)?;
         let transposed = stored.t()?.contiguous()?.t()?;
