@@ -14,9 +14,10 @@
 use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
+use half::{bf16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
-use super::cpu_slice::contiguous_f32;
+use super::cpu_slice::contiguous;
 
 /// Below this, e^x is under f32's smallest normal number: it is taken as 0.
 const EXP_MIN: f32 = -87.336_55;
@@ -197,7 +198,7 @@ impl CustomOp1 for MaskedSoftmax {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let scores = contiguous_f32(storage, layout, "masked softmax", "scores")?;
+        let scores = contiguous::<f32>(storage, layout, "masked softmax", "scores")?;
         let dims = layout.dims();
         let (queries, keys) = match dims {
             [.., q, k] => (*q, *k),
@@ -235,6 +236,18 @@ fn swiglu_chunk_body(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+widest! {
+    /// `x = silu(x)`.
+    fn silu_chunk(x: &mut [f32]) = silu_chunk_body;
+}
+
+#[inline(always)]
+fn silu_chunk_body(x: &mut [f32]) {
+    for v in x {
+        *v *= sigmoid(*v);
+    }
+}
+
 /// σ(x), from e^-|x| ≤ 1 so that the exp never overflows.
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
@@ -246,7 +259,9 @@ fn sigmoid(x: f32) -> f32 {
     }
 }
 
-/// `silu(gate) · up` in f32, elementwise over two tensors of one shape.
+/// `silu(gate) · up`, elementwise over two tensors of one shape: in f32, or on bf16 tensors
+/// with the reference's roundings (SiLU computed in f32 and rounded to bf16, then the product
+/// rounded).
 #[derive(Debug, Clone, Copy)]
 pub struct SwiGlu;
 
@@ -265,23 +280,40 @@ impl CustomOp2 for SwiGlu {
         up: &CpuStorage,
         up_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let gate = contiguous_f32(gate, gate_layout, "swiglu", "gates")?;
-        let up = contiguous_f32(up, up_layout, "swiglu", "up projections")?;
         if gate_layout.shape() != up_layout.shape() {
             candle_core::bail!("swiglu: gate and up differ in shape")
         }
+        let shape = gate_layout.shape().clone();
+        if let CpuStorage::BF16(_) = gate {
+            let gate = contiguous::<bf16>(gate, gate_layout, "swiglu", "gates")?;
+            let up = contiguous::<bf16>(up, up_layout, "swiglu", "up projections")?;
+            let mut out = vec![bf16::ZERO; gate.len()];
+            out.par_chunks_mut(CHUNK)
+                .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+                .for_each(|(o, (g, u))| {
+                    let mut silu = vec![0f32; g.len()];
+                    g.convert_to_f32_slice(&mut silu);
+                    silu_chunk(&mut silu);
+                    for ((o, s), u) in o.iter_mut().zip(&silu).zip(u) {
+                        *o = bf16::from_f32(bf16::from_f32(*s).to_f32() * u.to_f32());
+                    }
+                });
+            return Ok((CpuStorage::BF16(out), shape));
+        }
+        let gate = contiguous::<f32>(gate, gate_layout, "swiglu", "gates")?;
+        let up = contiguous::<f32>(up, up_layout, "swiglu", "up projections")?;
         let mut out = vec![0f32; gate.len()];
         out.par_chunks_mut(CHUNK)
             .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
             .for_each(|(o, (g, u))| swiglu_chunk(g, u, o));
-        Ok((CpuStorage::F32(out), gate_layout.shape().clone()))
+        Ok((CpuStorage::F32(out), shape))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Tensor, D};
+    use candle_core::{DType, Device, Tensor, D};
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
         (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
@@ -333,6 +365,21 @@ mod tests {
         let want = (gate.silu()? * &up)?;
         let diff = max_abs_diff(&got, &want)?;
         assert!(diff < 1e-5, "{diff}");
+
+        // bf16: SiLU rounded to bf16, then the product rounded, as the reference computes it;
+        // an exp within two ulp of libm's moves a rounding by at most one bf16 step.
+        let (gate, up) = (gate.to_dtype(DType::BF16)?, up.to_dtype(DType::BF16)?);
+        let got = gate.apply_op2_no_bwd(&up, &SwiGlu)?;
+        assert_eq!(got.dtype(), DType::BF16);
+        let silu = gate.to_dtype(DType::F32)?.silu()?.to_dtype(DType::BF16)?;
+        let want = (silu * &up)?.to_dtype(DType::F32)?;
+        let got = got.to_dtype(DType::F32)?;
+        let step = (want.abs()? / 128.)?;
+        let beyond = ((got - &want)?.abs()? - step)?.flatten_all()?.max(0)?;
+        assert!(
+            beyond.to_scalar::<f32>()? <= 0.,
+            "more than one bf16 step apart"
+        );
         Ok(())
     }
 

@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::cpu_slice::contiguous_f32;
+use super::cpu_slice::contiguous;
 use super::fast_exp::{first_seen, seen_keys, softmax_row};
 use super::products::{product, product_at, Land, View};
 
@@ -39,9 +39,9 @@ impl CustomOp3 for Rope {
         sin: &CpuStorage,
         sin_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x_data = contiguous_f32(x, x_layout, "host rope", "input")?;
-        let cos = contiguous_f32(cos, cos_layout, "host rope", "cos table")?;
-        let sin = contiguous_f32(sin, sin_layout, "host rope", "sin table")?;
+        let x_data = contiguous::<f32>(x, x_layout, "host rope", "input")?;
+        let cos = contiguous::<f32>(cos, cos_layout, "host rope", "cos table")?;
+        let sin = contiguous::<f32>(sin, sin_layout, "host rope", "sin table")?;
         let (_, seq, heads, dim) = x_layout.shape().dims4()?;
         let half = dim / 2;
         if dim % 2 != 0 || cos.len() < seq * half || sin.len() < seq * half {
@@ -109,9 +109,9 @@ impl CustomOp3 for CausalAttention {
         v_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = (
-            contiguous_f32(q, q_layout, "host attention", "queries")?,
-            contiguous_f32(k, k_layout, "host attention", "keys")?,
-            contiguous_f32(v, v_layout, "host attention", "values")?,
+            contiguous::<f32>(q, q_layout, "host attention", "queries")?,
+            contiguous::<f32>(k, k_layout, "host attention", "keys")?,
+            contiguous::<f32>(v, v_layout, "host attention", "values")?,
         );
         let (batch, seq, heads, dim) = q_layout.shape().dims4()?;
         let (kb, kt, kv_heads, kd) = k_layout.shape().dims4()?;

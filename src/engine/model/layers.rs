@@ -129,9 +129,10 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let g = linear(x, &self.gate)?;
         let u = linear(x, &self.up)?;
-        // On the CPU outside training, in f32, one pass with a vectorised exp; bf16 keeps the
+        // On the CPU outside training, one pass with a vectorised exp, in bf16 with the
         // reference's roundings (SiLU rounded once, then the product).
-        let h = if x.device().is_cpu() && !x.track_op() && x.dtype() == DType::F32 {
+        let host = matches!(x.dtype(), DType::F32 | DType::BF16);
+        let h = if x.device().is_cpu() && !x.track_op() && host {
             g.apply_op2_no_bwd(&u, &SwiGlu)?
         } else {
             (silu(&g)? * u)?

@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod cpu_slice;
+#[cfg(target_arch = "x86_64")]
+pub mod dot_bf16;
 pub mod fast_exp;
 pub mod gated_deltanet;
 pub mod host_attention;

@@ -6,6 +6,8 @@
 //! a time into a scratch of at most 16 MiB, so a bf16 checkpoint keeps its bf16 weights in
 //! memory and is multiplied at the f32 kernels' rate. The numbers are candle's: a product of two
 //! bf16 values is exact in f32, the sums run in f32, and the result is rounded once to bf16.
+//! CPUs with AVX512-BF16 skip the widening: [`super::dot_bf16`] multiplies the bf16 values as
+//! they are, at twice the f32 kernels' products per instruction.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 use half::{bf16, slice::HalfFloatSliceExt};
@@ -35,6 +37,28 @@ pub fn widened_product(
         x.holds(rows, k) && w.holds(n, k) && out.len() >= rows * n,
         "bf16 product: an operand is smaller than its view"
     );
+    #[cfg(target_arch = "x86_64")]
+    if dot_applies(x) {
+        return super::dot_bf16::product(out, x, w, (rows, n, k));
+    }
+    on_f32_kernels(out, x, w, (rows, n, k), threads);
+}
+
+/// Whether [`super::dot_bf16`] multiplies `x` on this CPU: it reads rows in place, so their
+/// columns must be adjacent.
+#[cfg(target_arch = "x86_64")]
+fn dot_applies(x: View<bf16>) -> bool {
+    x.cs == 1 && super::dot_bf16::available()
+}
+
+/// [`widened_product`] on `gemm`'s f32 kernels, whatever the CPU.
+fn on_f32_kernels(
+    out: &mut [f32],
+    x: View<bf16>,
+    w: View<bf16>,
+    (rows, n, k): (usize, usize, usize),
+    threads: usize,
+) {
     let mut xs = vec![0f32; rows * k];
     widen(&mut xs, x, rows, k);
     let lhs = View::rows(&xs, k);
@@ -131,14 +155,16 @@ impl CustomOp2 for Bf16Linear {
         if k != wk {
             candle_core::bail!("bf16-linear: {rows}×{k} by a weight of {n}×{wk}")
         }
+        let (x, w) = (View::over(x, xl), View::over(w, wl));
+        #[cfg(target_arch = "x86_64")]
+        if dot_applies(x) {
+            use half::vec::HalfBitsVecExt;
+            let mut out = vec![0u16; rows * n].reinterpret_into::<bf16>();
+            super::dot_bf16::product(&mut out, x, w, (rows, n, k));
+            return Ok((CpuStorage::BF16(out), Shape::from((rows, n))));
+        }
         let mut out = vec![0f32; rows * n];
-        widened_product(
-            &mut out,
-            View::over(x, xl),
-            View::over(w, wl),
-            (rows, n, k),
-            rayon::current_num_threads(),
-        );
+        widened_product(&mut out, x, w, (rows, n, k), rayon::current_num_threads());
         Ok((CpuStorage::BF16(narrow(&out)), Shape::from((rows, n))))
     }
 }
@@ -172,6 +198,7 @@ mod tests {
         let stored = Tensor::randn(0f32, 1., (n, k), &dev)?.to_dtype(DType::BF16)?;
         let transposed = stored.t()?.contiguous()?.t()?;
         let want = reference(&x, &stored);
+        let xs = x.to_vec2::<bf16>()?.concat();
         for w in [&stored, &transposed] {
             let got: Vec<Vec<f32>> = x
                 .apply_op2_no_bwd(w, &Bf16Linear)?
@@ -180,6 +207,22 @@ mod tests {
             for (g, r) in got.iter().flatten().zip(want.iter().flatten()) {
                 // One bf16 rounding of the result, plus f32 sums in another order.
                 assert!((g - r).abs() <= r.abs() / 128. + 1e-3, "{g} vs {r}");
+            }
+            // The f32 kernels' path, whichever path the CPU takes above.
+            let (ws, wl) = w.storage_and_layout();
+            let candle_core::Storage::Cpu(CpuStorage::BF16(wd)) = &*ws else {
+                panic!("a bf16 CPU tensor")
+            };
+            let mut got = vec![f32::NAN; rows * n];
+            on_f32_kernels(
+                &mut got,
+                View::rows(&xs, k),
+                View::over(wd, wl),
+                (rows, n, k),
+                2,
+            );
+            for (g, r) in got.iter().zip(want.iter().flatten()) {
+                assert!((g - r).abs() <= 1e-3 * (1. + r.abs()), "{g} vs {r}");
             }
         }
         Ok(())

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::super::cpu_slice::contiguous_f32;
+use super::super::cpu_slice::contiguous;
 
 /// `silu(causal_depthwise_conv(x, w))` for `x: [batch, seq, channels]` and `w: [channels,
 /// taps]`: position t of a channel sums taps j = 0‥taps−1 over the input at t − (taps − 1) + j
@@ -25,8 +25,8 @@ impl CustomOp2 for ConvSilu {
         w: &CpuStorage,
         w_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(x, x_layout, "conv-silu", "inputs")?;
-        let w = contiguous_f32(w, w_layout, "conv-silu", "weights")?;
+        let x = contiguous::<f32>(x, x_layout, "conv-silu", "inputs")?;
+        let w = contiguous::<f32>(w, w_layout, "conv-silu", "weights")?;
         let (_, seq, channels) = x_layout.shape().dims3()?;
         let (w_channels, taps) = w_layout.shape().dims2()?;
         if w_channels != channels || taps == 0 {
