@@ -97,6 +97,7 @@ macro_rules! widest {
         }
     };
 }
+pub(crate) use widest;
 
 /// Chunks of lanes summed in f32 before they go into the f64 total: few enough that the f32
 /// sums stay within 1e-5 relative, many enough that the f64 adds cost nothing.

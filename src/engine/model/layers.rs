@@ -4,6 +4,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::fast_exp::SwiGlu;
+use super::host_norm::HostRmsNorm;
 use super::path::ExecPath;
 use super::widened::Bf16Linear;
 
@@ -72,7 +73,8 @@ impl RmsNorm {
         let dtype = x.dtype();
         // The fused kernel has no backward pass, so training keeps the plain ops; and candle's
         // CPU version of it rounds the norm and the products to bf16, unlike the GPU kernel
-        // (which `filtermon parity` checks on the GPU), so the CPU keeps them too.
+        // (which `filtermon parity` checks on the GPU), so the CPU keeps the reference's
+        // roundings: in one pass per row outside training (`host_norm`), else the plain ops.
         if self.path == ExecPath::Device && !x.device().is_cpu() && !x.track_op() {
             let alpha = if self.stored.dtype() == dtype {
                 self.stored.clone()
@@ -80,6 +82,13 @@ impl RmsNorm {
                 self.weight.to_dtype(dtype)?
             };
             return candle_nn::ops::rms_norm(&x.contiguous()?, &alpha, self.eps as f32);
+        }
+        let host = matches!(dtype, DType::F32 | DType::BF16);
+        if x.device().is_cpu() && !x.track_op() && !self.weight.track_op() && host {
+            let op = HostRmsNorm {
+                eps: self.eps as f32,
+            };
+            return x.contiguous()?.apply_op2_no_bwd(&self.weight, &op);
         }
         let xf = normalize_f32(x, self.eps)?;
         xf.broadcast_mul(&self.weight)?.to_dtype(dtype)

@@ -12,6 +12,7 @@ pub mod dot_bf16;
 pub mod fast_exp;
 pub mod gated_deltanet;
 pub mod host_attention;
+pub mod host_norm;
 pub mod layers;
 pub mod nll;
 pub mod olmo3;
