@@ -14,10 +14,11 @@
 use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
-use half::{bf16, slice::HalfFloatSliceExt};
+use half::bf16;
 use rayon::prelude::*;
 
 use super::cpu_slice::contiguous;
+use super::widest::{narrow_row, widen_row, widest};
 
 /// Below this, e^x is under f32's smallest normal number: it is taken as 0.
 const EXP_MIN: f32 = -87.336_55;
@@ -75,29 +76,6 @@ fn row_max(row: &[f32]) -> f32 {
         .chain(tail)
         .fold(f32::NEG_INFINITY, f32::max)
 }
-
-/// Runs a row kernel compiled for AVX-512 where the CPU has it: the crate targets baseline
-/// x86-64, whose 4-wide SSE2 is all the compiler may use for these loops otherwise.
-macro_rules! widest {
-    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident;) => {
-        $(#[$doc])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn wide($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F, checked just above.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-pub(crate) use widest;
 
 /// Chunks of lanes summed in f32 before they go into the f64 total: few enough that the f32
 /// sums stay within 1e-5 relative, many enough that the f64 adds cost nothing.
@@ -238,6 +216,18 @@ fn swiglu_chunk_body(gate: &[f32], up: &[f32], out: &mut [f32]) {
 }
 
 widest! {
+    /// `x = x · y`, elementwise.
+    fn product_chunk(x: &mut [f32], y: &[f32]) = product_chunk_body;
+}
+
+#[inline(always)]
+fn product_chunk_body(x: &mut [f32], y: &[f32]) {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x *= y;
+    }
+}
+
+widest! {
     /// `x = silu(x)`.
     fn silu_chunk(x: &mut [f32]) = silu_chunk_body;
 }
@@ -292,12 +282,15 @@ impl CustomOp2 for SwiGlu {
             out.par_chunks_mut(CHUNK)
                 .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
                 .for_each(|(o, (g, u))| {
-                    let mut silu = vec![0f32; g.len()];
-                    g.convert_to_f32_slice(&mut silu);
+                    let (mut silu, mut up) = (vec![0f32; g.len()], vec![0f32; g.len()]);
+                    widen_row(g, &mut silu);
                     silu_chunk(&mut silu);
-                    for ((o, s), u) in o.iter_mut().zip(&silu).zip(u) {
-                        *o = bf16::from_f32(bf16::from_f32(*s).to_f32() * u.to_f32());
-                    }
+                    // SiLU rounded to bf16 on its own, then the product.
+                    narrow_row(&silu, o);
+                    widen_row(o, &mut silu);
+                    widen_row(u, &mut up);
+                    product_chunk(&mut silu, &up);
+                    narrow_row(&silu, o);
                 });
             return Ok((CpuStorage::BF16(out), shape));
         }

@@ -7,11 +7,11 @@
 //! order of the sum of squares differs.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
-use half::{bf16, slice::HalfFloatSliceExt};
+use half::bf16;
 use rayon::prelude::*;
 
 use super::cpu_slice::contiguous;
-use super::fast_exp::widest;
+use super::widest::{narrow_row, widen_row, widest};
 
 /// f32 lanes summed side by side, so that the compiler vectorises the sum of squares.
 const LANES: usize = 16;
@@ -57,9 +57,9 @@ impl CustomOp2 for HostRmsNorm {
                 .for_each(|(o, x)| {
                     let mut row = vec![0f32; width];
                     for (o, x) in o.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-                        x.convert_to_f32_slice(&mut row);
+                        widen_row(x, &mut row);
                         normalize_row(&mut row, weight, eps);
-                        o.convert_from_f32_slice(&row);
+                        narrow_row(&row, o);
                     }
                 });
             return Ok((CpuStorage::BF16(out), shape));

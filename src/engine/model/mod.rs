@@ -23,6 +23,7 @@ pub mod spec;
 pub mod tables;
 pub mod twins;
 pub mod widened;
+pub mod widest;
 
 use candle_core::{Result as CResult, Tensor};
 use candle_nn::VarBuilder;

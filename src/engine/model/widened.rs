@@ -10,10 +10,11 @@
 //! they are, at twice the f32 kernels' products per instruction.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
-use half::{bf16, slice::HalfFloatSliceExt};
+use half::bf16;
 use rayon::prelude::*;
 
 use super::products::{product, Land, View};
+use super::widest::{narrow_row, round_row, widen_row};
 
 /// f32 elements of the widened weight block: 16 MiB, a whole projection at the bench's widths
 /// and the LM head in a few blocks. Each block repacks the activations inside `gemm`, so blocks
@@ -105,7 +106,7 @@ fn widen(dst: &mut [f32], src: View<bf16>, r: usize, c: usize) {
         .for_each(|(i, row)| {
             let at = &src.data[i * src.rs..];
             if src.cs == 1 {
-                at[..c].convert_to_f32_slice(row);
+                widen_row(&at[..c], row);
             } else {
                 for (j, d) in row.iter_mut().enumerate() {
                     *d = at[j * src.cs].to_f32();
@@ -116,19 +117,16 @@ fn widen(dst: &mut [f32], src: View<bf16>, r: usize, c: usize) {
 
 /// `src` rounded to bf16, in parallel.
 fn narrow(src: &[f32]) -> Vec<bf16> {
-    src.par_iter()
-        .with_min_len(CONVERT_GRAIN)
-        .map(|&v| bf16::from_f32(v))
-        .collect()
+    let mut out = vec![bf16::ZERO; src.len()];
+    out.par_chunks_mut(CONVERT_GRAIN)
+        .zip(src.par_chunks(CONVERT_GRAIN))
+        .for_each(|(o, s)| narrow_row(s, o));
+    out
 }
 
 /// Rounds every value to the nearest bf16, in place and in parallel.
 pub fn round_to_bf16(values: &mut [f32]) {
-    values.par_chunks_mut(CONVERT_GRAIN).for_each(|chunk| {
-        for v in chunk {
-            *v = bf16::from_f32(*v).to_f32();
-        }
-    });
+    values.par_chunks_mut(CONVERT_GRAIN).for_each(round_row);
 }
 
 /// `x · wᵀ` for bf16 CPU tensors `x: [rows, k]` and `w: [n, k]` (any strides), as

@@ -1,0 +1,113 @@
+//! Row kernels compiled for AVX-512 where the CPU has it, and the bf16 conversions of the host
+//! kernels built on them.
+
+use half::bf16;
+
+/// Runs a row kernel compiled for AVX-512 where the CPU has it: the crate targets baseline
+/// x86-64, whose 4-wide SSE2 is all the compiler may use for these loops otherwise.
+macro_rules! widest {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident;) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F, checked just above.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use widest;
+
+widest! {
+    /// `dst = src` widened to f32.
+    pub fn widen_row(src: &[bf16], dst: &mut [f32]) = widen_row_body;
+}
+
+#[inline(always)]
+fn widen_row_body(src: &[bf16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+    }
+}
+
+widest! {
+    /// `dst = src` rounded to the nearest bf16 (ties to even), as `bf16::from_f32` rounds.
+    pub fn narrow_row(src: &[f32], dst: &mut [bf16]) = narrow_row_body;
+}
+
+#[inline(always)]
+fn narrow_row_body(src: &[f32], dst: &mut [bf16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = bf16::from_bits(round_bits(s));
+    }
+}
+
+widest! {
+    /// Rounds every value to the nearest bf16, in place.
+    pub fn round_row(values: &mut [f32]) = round_row_body;
+}
+
+#[inline(always)]
+fn round_row_body(values: &mut [f32]) {
+    for v in values {
+        *v = f32::from_bits(u32::from(round_bits(*v)) << 16);
+    }
+}
+
+/// The bits of `v` rounded to bf16: NaN stays NaN (quiet), the rest to nearest, ties to even.
+#[inline(always)]
+fn round_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_match_the_half_crate() {
+        let values: Vec<f32> = (0..20_000u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
+            .chain([
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                0.0,
+                -0.0,
+                f32::MAX,
+            ])
+            .collect();
+        let mut narrow = vec![bf16::ZERO; values.len()];
+        narrow_row(&values, &mut narrow);
+        for (n, v) in narrow.iter().zip(&values) {
+            let want = bf16::from_f32(*v);
+            assert!(
+                n.to_bits() == want.to_bits() || (n.is_nan() && want.is_nan()),
+                "{v}"
+            );
+        }
+        let mut wide = vec![0f32; values.len()];
+        widen_row(&narrow, &mut wide);
+        for (w, n) in wide.iter().zip(&narrow) {
+            assert_eq!(w.to_bits(), n.to_f32().to_bits());
+        }
+        let mut rounded = values.clone();
+        round_row(&mut rounded);
+        for (r, w) in rounded.iter().zip(&wide) {
+            assert!(r.to_bits() == w.to_bits() || (r.is_nan() && w.is_nan()));
+        }
+    }
+}
