@@ -4,14 +4,15 @@
 //!
 //! The numbers are those of [`super::layers::RmsNorm`]'s ops: the row in f32, divided by
 //! `sqrt(mean(x²) + eps)`, times the f32 weight, rounded once to the input's dtype; only the
-//! order of the sum of squares differs.
+//! order of the sum of squares differs. The GDN layer's gated norm ([`GatedRmsNorm`]) likewise
+//! follows its tensor ops, roundings included.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 use half::bf16;
 use rayon::prelude::*;
 
 use super::cpu_slice::contiguous;
-use super::widest::{narrow_row, widen_row, widest};
+use super::widest::{narrow_row, round_row, widen_row, widest};
 
 /// f32 lanes summed side by side, so that the compiler vectorises the sum of squares.
 const LANES: usize = 16;
@@ -75,8 +76,96 @@ impl CustomOp2 for HostRmsNorm {
     }
 }
 
+/// The GDN layer's output norm: `x / sqrt(mean(x²) + eps)`, rounded to the model dtype, times
+/// the f32 weight, rounded again, times `silu(gate)` in f32, rounded once more; for f32 or bf16
+/// `x` and `gate` of one shape and an f32 weight of the last dim's size. (Rounding to f32 is
+/// no rounding.)
+#[derive(Debug, Clone, Copy)]
+pub struct GatedRmsNorm {
+    /// Added to the mean square.
+    pub eps: f32,
+}
+
+impl CustomOp3 for GatedRmsNorm {
+    fn name(&self) -> &'static str {
+        "gated-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let weight = contiguous::<f32>(ws, wl, "gated rms norm", "weights")?;
+        let width = weight.len();
+        if xl.dims().last() != Some(&width) || width == 0 || xl.shape() != gl.shape() {
+            candle_core::bail!(
+                "gated rms norm: rows of {:?} and gates of {:?} against a weight of {width}",
+                xl.dims(),
+                gl.dims()
+            )
+        }
+        let shape = xl.shape().clone();
+        let eps = self.eps;
+        // One row in f32: normalised, weighted and gated, rounding where `round` says.
+        let gated = |row: &mut [f32], gate: &[f32], round: bool| {
+            normalize_row(row, &[], eps);
+            if round {
+                round_row(row);
+            }
+            for (v, w) in row.iter_mut().zip(weight) {
+                *v *= w;
+            }
+            if round {
+                round_row(row);
+            }
+            // libm's exp, as candle's SiLU.
+            for (v, g) in row.iter_mut().zip(gate) {
+                *v *= g / (1.0 + (-g).exp());
+            }
+        };
+        if let CpuStorage::BF16(_) = xs {
+            let x = contiguous::<bf16>(xs, xl, "gated rms norm", "activations")?;
+            let g = contiguous::<bf16>(gs, gl, "gated rms norm", "gates")?;
+            let mut out = vec![bf16::ZERO; x.len()];
+            out.par_chunks_mut(width * ROWS_PER_TASK)
+                .zip(x.par_chunks(width * ROWS_PER_TASK))
+                .zip(g.par_chunks(width * ROWS_PER_TASK))
+                .for_each(|((o, x), g)| {
+                    let (mut row, mut gate) = (vec![0f32; width], vec![0f32; width]);
+                    for ((o, x), g) in o
+                        .chunks_exact_mut(width)
+                        .zip(x.chunks_exact(width))
+                        .zip(g.chunks_exact(width))
+                    {
+                        widen_row(x, &mut row);
+                        widen_row(g, &mut gate);
+                        gated(&mut row, &gate, true);
+                        narrow_row(&row, o);
+                    }
+                });
+            return Ok((CpuStorage::BF16(out), shape));
+        }
+        let x = contiguous::<f32>(xs, xl, "gated rms norm", "activations")?;
+        let g = contiguous::<f32>(gs, gl, "gated rms norm", "gates")?;
+        let mut out = x.to_vec();
+        out.par_chunks_mut(width * ROWS_PER_TASK)
+            .zip(g.par_chunks(width * ROWS_PER_TASK))
+            .for_each(|(rows, g)| {
+                for (row, g) in rows.chunks_exact_mut(width).zip(g.chunks_exact(width)) {
+                    gated(row, g, false);
+                }
+            });
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
 widest! {
-    /// Normalises one row in place.
+    /// Normalises one row in place, then multiplies it by `weight` (none when empty).
     fn normalize_row(row: &mut [f32], weight: &[f32], eps: f32) = normalize_row_body;
 }
 
@@ -92,8 +181,14 @@ fn normalize_row_body(row: &mut [f32], weight: &[f32], eps: f32) {
     let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
     let mean = (sums.iter().sum::<f32>() + tail) / row.len() as f32;
     let root = (mean + eps).sqrt();
-    for (v, w) in row.iter_mut().zip(weight) {
-        *v = *v / root * w;
+    if weight.is_empty() {
+        for v in row.iter_mut() {
+            *v /= root;
+        }
+    } else {
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = *v / root * w;
+        }
     }
 }
 
@@ -133,6 +228,38 @@ mod tests {
             .flatten_all()?
             .max(0)?;
         assert!(beyond.to_scalar::<f32>()? <= 0.);
+        Ok(())
+    }
+
+    #[test]
+    fn gated_norm_matches_the_tensor_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2., (2, 9, 3, 37), &dev)?;
+        let gate = Tensor::randn(0f32, 2., (2, 9, 3, 37), &dev)?;
+        let w = Tensor::randn(1f32, 0.5, 37, &dev)?;
+        let op = GatedRmsNorm { eps: 1e-5 };
+        for dtype in [DType::F32, DType::BF16] {
+            let (x, gate) = (x.to_dtype(dtype)?, gate.to_dtype(dtype)?);
+            let got = x.apply_op3_no_bwd(&gate, &w, &op)?;
+            assert_eq!(got.dtype(), dtype);
+            // The GDN layer's tensor ops.
+            let round = |t: Tensor| t.to_dtype(dtype)?.to_dtype(DType::F32);
+            let normed = round(by_ops(
+                &x.to_dtype(DType::F32)?,
+                &Tensor::ones(37, DType::F32, &dev)?,
+                1e-5,
+            )?)?;
+            let normed = round(normed.broadcast_mul(&w)?)?;
+            let want = (normed * gate.to_dtype(DType::F32)?.silu()?)?.to_dtype(dtype)?;
+            let (got, want) = (got.to_dtype(DType::F32)?, want.to_dtype(DType::F32)?);
+            // Sums of squares in another order: within 1e-5 in f32; in bf16, roundings that
+            // moved by one step through the two products.
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1. / 64. };
+            let beyond = ((got - &want)?.abs()? - (want.abs()? * tol)?)?
+                .flatten_all()?
+                .max(0)?;
+            assert!(beyond.to_scalar::<f32>()? <= 1e-6, "{dtype:?}");
+        }
         Ok(())
     }
 

@@ -2,14 +2,20 @@
 //! SiLU in one pass, parallel over positions. As tensor ops it took a padded copy and, per tap,
 //! a full-size product and sum.
 
+use std::borrow::Cow;
+
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
+use half::bf16;
 use rayon::prelude::*;
 
 use super::super::cpu_slice::contiguous;
+use super::super::widest::{narrow_row, round_row, widen_row};
 
 /// `silu(causal_depthwise_conv(x, w))` for `x: [batch, seq, channels]` and `w: [channels,
 /// taps]`: position t of a channel sums taps j = 0‥taps−1 over the input at t − (taps − 1) + j
-/// (zero before the start), in that order, as the tensor-op version adds them.
+/// (zero before the start), in that order, as the tensor-op version adds them. On bf16 tensors
+/// the sums run in f32 and are rounded to bf16 before the SiLU, whose result is rounded again,
+/// as torch's conv1d and the reference's SiLU round them.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvSilu;
 
@@ -25,8 +31,9 @@ impl CustomOp2 for ConvSilu {
         w: &CpuStorage,
         w_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous::<f32>(x, x_layout, "conv-silu", "inputs")?;
-        let w = contiguous::<f32>(w, w_layout, "conv-silu", "weights")?;
+        let bf16_in = matches!(x, CpuStorage::BF16(_));
+        let x = &*widened(x, x_layout, "inputs")?;
+        let w = &*widened(w, w_layout, "weights")?;
         let (_, seq, channels) = x_layout.shape().dims3()?;
         let (w_channels, taps) = w_layout.shape().dims2()?;
         if w_channels != channels || taps == 0 {
@@ -51,21 +58,44 @@ impl CustomOp2 for ConvSilu {
                         *o += xi * wi;
                     }
                 }
+                if bf16_in {
+                    round_row(o);
+                }
                 // libm's exp, as candle's SiLU: the fast exp's last-ulp differences, passed
                 // through the recurrence, doubled the chunk-length drift of a hybrid's NLL.
                 for v in o.iter_mut() {
                     *v /= 1.0 + (-*v).exp();
                 }
             });
-        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
+        let shape = x_layout.shape().clone();
+        if bf16_in {
+            let mut narrow = vec![bf16::ZERO; out.len()];
+            narrow
+                .par_chunks_mut(channels)
+                .zip(out.par_chunks(channels))
+                .for_each(|(n, o)| narrow_row(o, n));
+            return Ok((CpuStorage::BF16(narrow), shape));
+        }
+        Ok((CpuStorage::F32(out), shape))
     }
+}
+
+/// A contiguous f32 or bf16 operand as f32: borrowed, or widened into a copy.
+fn widened<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<Cow<'a, [f32]>> {
+    if let CpuStorage::BF16(_) = storage {
+        let narrow = contiguous::<bf16>(storage, layout, "conv-silu", what)?;
+        let mut wide = vec![0f32; narrow.len()];
+        widen_row(narrow, &mut wide);
+        return Ok(Cow::Owned(wide));
+    }
+    contiguous::<f32>(storage, layout, "conv-silu", what).map(Cow::Borrowed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::causal_depthwise_conv;
     use super::*;
-    use candle_core::{Device, Tensor};
+    use candle_core::{DType, Device, Tensor};
 
     #[test]
     fn matches_the_tensor_op_convolution_and_silu() -> Result<()> {
@@ -77,6 +107,20 @@ mod tests {
             let want = causal_depthwise_conv(&x, &w)?.silu()?;
             let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert_eq!(diff, 0.0, "seq {seq}, taps {taps}: the same sums and SiLU");
+
+            // bf16: the reference's roundings, after the sums and after the SiLU.
+            let (xb, wb) = (x.to_dtype(DType::BF16)?, w.to_dtype(DType::BF16)?);
+            let got = xb.apply_op2_no_bwd(&wb, &ConvSilu)?;
+            assert_eq!(got.dtype(), DType::BF16);
+            let conv = causal_depthwise_conv(&xb.to_dtype(DType::F32)?, &wb.to_dtype(DType::F32)?)?;
+            let want = conv
+                .to_dtype(DType::BF16)?
+                .to_dtype(DType::F32)?
+                .silu()?
+                .to_dtype(DType::BF16)?;
+            let diff = (got.to_dtype(DType::F32)? - want.to_dtype(DType::F32)?)?;
+            let diff = diff.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "bf16 seq {seq}, taps {taps}");
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod recurrent;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::host_norm::GatedRmsNorm;
 use super::layers::{linear, normalize_f32, pick, projection, sigmoid, silu};
 use super::path::ExecPath;
 use super::spec::GdnSpec;
@@ -124,10 +125,10 @@ impl GatedDeltaNet {
             ],
             2,
         )?;
-        let host_f32 = x.device().is_cpu()
-            && x.dtype() == DType::F32
+        let host = x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::BF16)
             && matches!(kernel, Kernel::Chunked(_) | Kernel::Recurrent);
-        let mixed = if host_f32 {
+        let mixed = if host {
             mixed.apply_op2_no_bwd(&self.conv, &conv::ConvSilu)?
         } else {
             // torch's conv1d accumulates in f32 and rounds once to the model dtype.
@@ -156,6 +157,14 @@ impl GatedDeltaNet {
         let gate = linear(x, &self.g)?.reshape((bsz, t, nv, s.head_v_dim))?;
         // Gated RMSNorm: normalise in f32, round to the model dtype, weight (a model-dtype
         // product in the reference, so rounded again), then the f32 SiLU gate.
+        if host && !x.track_op() {
+            let gated = out.contiguous()?.apply_op3_no_bwd(
+                &gate,
+                &self.o_norm,
+                &GatedRmsNorm { eps: 1e-5 },
+            )?;
+            return linear(&gated.reshape((bsz, t, vd))?, &self.o);
+        }
         let normed = normalize_f32(&out, 1e-5)?
             .to_dtype(x.dtype())?
             .to_dtype(DType::F32)?;
