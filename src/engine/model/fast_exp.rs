@@ -18,7 +18,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::cpu_slice::contiguous;
-use super::widest::{narrow_row, widen_row, widest};
+use super::widest::{narrow_row, round_row, widen_row, widest};
 
 /// Below this, e^x is under f32's smallest normal number: it is taken as 0.
 const EXP_MIN: f32 = -87.336_55;
@@ -286,8 +286,7 @@ impl CustomOp2 for SwiGlu {
                     widen_row(g, &mut silu);
                     silu_chunk(&mut silu);
                     // SiLU rounded to bf16 on its own, then the product.
-                    narrow_row(&silu, o);
-                    widen_row(o, &mut silu);
+                    round_row(&mut silu);
                     widen_row(u, &mut up);
                     product_chunk(&mut silu, &up);
                     narrow_row(&silu, o);

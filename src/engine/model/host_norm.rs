@@ -48,31 +48,11 @@ impl CustomOp2 for HostRmsNorm {
                 xl.dims()
             )
         }
-        let shape = xl.shape().clone();
         let eps = self.eps;
-        if let CpuStorage::BF16(_) = xs {
-            let x = contiguous::<bf16>(xs, xl, "rms norm", "activations")?;
-            let mut out = vec![bf16::ZERO; x.len()];
-            out.par_chunks_mut(width * ROWS_PER_TASK)
-                .zip(x.par_chunks(width * ROWS_PER_TASK))
-                .for_each(|(o, x)| {
-                    let mut row = vec![0f32; width];
-                    for (o, x) in o.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-                        widen_row(x, &mut row);
-                        normalize_row(&mut row, weight, eps);
-                        narrow_row(&row, o);
-                    }
-                });
-            return Ok((CpuStorage::BF16(out), shape));
-        }
-        let x = contiguous::<f32>(xs, xl, "rms norm", "activations")?;
-        let mut out = x.to_vec();
-        out.par_chunks_mut(width * ROWS_PER_TASK).for_each(|rows| {
-            for row in rows.chunks_exact_mut(width) {
-                normalize_row(row, weight, eps);
-            }
-        });
-        Ok((CpuStorage::F32(out), shape))
+        let out = by_rows(xs, xl, None, width, "rms norm", |row, _| {
+            normalize_row(row, weight, eps)
+        })?;
+        Ok((out, xl.shape().clone()))
     }
 }
 
@@ -109,10 +89,10 @@ impl CustomOp3 for GatedRmsNorm {
                 gl.dims()
             )
         }
-        let shape = xl.shape().clone();
         let eps = self.eps;
-        // One row in f32: normalised, weighted and gated, rounding where `round` says.
-        let gated = |row: &mut [f32], gate: &[f32], round: bool| {
+        let round = matches!(xs, CpuStorage::BF16(_));
+        // One row in f32: normalised, weighted and gated, rounded where the reference rounds.
+        let gated = |row: &mut [f32], gate: &[f32]| {
             normalize_row(row, &[], eps);
             if round {
                 round_row(row);
@@ -128,40 +108,66 @@ impl CustomOp3 for GatedRmsNorm {
                 *v *= g / (1.0 + (-g).exp());
             }
         };
-        if let CpuStorage::BF16(_) = xs {
-            let x = contiguous::<bf16>(xs, xl, "gated rms norm", "activations")?;
-            let g = contiguous::<bf16>(gs, gl, "gated rms norm", "gates")?;
-            let mut out = vec![bf16::ZERO; x.len()];
-            out.par_chunks_mut(width * ROWS_PER_TASK)
-                .zip(x.par_chunks(width * ROWS_PER_TASK))
-                .zip(g.par_chunks(width * ROWS_PER_TASK))
-                .for_each(|((o, x), g)| {
-                    let (mut row, mut gate) = (vec![0f32; width], vec![0f32; width]);
-                    for ((o, x), g) in o
-                        .chunks_exact_mut(width)
-                        .zip(x.chunks_exact(width))
-                        .zip(g.chunks_exact(width))
-                    {
-                        widen_row(x, &mut row);
-                        widen_row(g, &mut gate);
-                        gated(&mut row, &gate, true);
-                        narrow_row(&row, o);
-                    }
-                });
-            return Ok((CpuStorage::BF16(out), shape));
-        }
-        let x = contiguous::<f32>(xs, xl, "gated rms norm", "activations")?;
-        let g = contiguous::<f32>(gs, gl, "gated rms norm", "gates")?;
-        let mut out = x.to_vec();
-        out.par_chunks_mut(width * ROWS_PER_TASK)
-            .zip(g.par_chunks(width * ROWS_PER_TASK))
-            .for_each(|(rows, g)| {
-                for (row, g) in rows.chunks_exact_mut(width).zip(g.chunks_exact(width)) {
-                    gated(row, g, false);
+        let out = by_rows(xs, xl, Some((gs, gl)), width, "gated rms norm", gated)?;
+        Ok((out, xl.shape().clone()))
+    }
+}
+
+/// `f(row, gate_row)` on every `width`-long row of `x` (f32 or bf16, contiguous) in f32, with
+/// the matching row of `gate` (of `x`'s shape and dtype) or an empty one; the rows come back in
+/// `x`'s dtype, rounded once.
+fn by_rows(
+    xs: &CpuStorage,
+    xl: &Layout,
+    gate: Option<(&CpuStorage, &Layout)>,
+    width: usize,
+    op: &str,
+    f: impl Fn(&mut [f32], &[f32]) + Sync,
+) -> Result<CpuStorage> {
+    let task = width * ROWS_PER_TASK;
+    // The gate rows of task `i`'s rows, from whichever dtype they are stored in.
+    fn rows<T>(all: Option<&[T]>, i: usize, task: usize) -> &[T] {
+        all.map_or(&[], |g| &g[i * task..((i + 1) * task).min(g.len())])
+    }
+    if let CpuStorage::BF16(_) = xs {
+        let x = contiguous::<bf16>(xs, xl, op, "activations")?;
+        let g = gate
+            .map(|(gs, gl)| contiguous::<bf16>(gs, gl, op, "gates"))
+            .transpose()?;
+        let mut out = vec![bf16::ZERO; x.len()];
+        out.par_chunks_mut(task)
+            .zip(x.par_chunks(task))
+            .enumerate()
+            .for_each(|(i, (o, x))| {
+                let (mut row, mut gate) = (vec![0f32; width], vec![0f32; width]);
+                let mut gates = rows(g, i, task).chunks_exact(width);
+                for (o, x) in o.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+                    widen_row(x, &mut row);
+                    let gate = match gates.next() {
+                        Some(g) => {
+                            widen_row(g, &mut gate);
+                            &gate[..]
+                        }
+                        None => &[],
+                    };
+                    f(&mut row, gate);
+                    narrow_row(&row, o);
                 }
             });
-        Ok((CpuStorage::F32(out), shape))
+        return Ok(CpuStorage::BF16(out));
     }
+    let x = contiguous::<f32>(xs, xl, op, "activations")?;
+    let g = gate
+        .map(|(gs, gl)| contiguous::<f32>(gs, gl, op, "gates"))
+        .transpose()?;
+    let mut out = x.to_vec();
+    out.par_chunks_mut(task).enumerate().for_each(|(i, o)| {
+        let mut gates = rows(g, i, task).chunks_exact(width);
+        for row in o.chunks_exact_mut(width) {
+            f(row, gates.next().unwrap_or(&[]));
+        }
+    });
+    Ok(CpuStorage::F32(out))
 }
 
 widest! {

@@ -7,7 +7,8 @@ use rayon::prelude::*;
 
 use super::fast_exp::log_sum_exp_and_rank;
 use super::products::{product, Land, View};
-use super::widened::{round_to_bf16, widened_product};
+use super::widened::widened_product;
+use super::widest::round_to_bf16;
 
 /// f32 logits held at once (per slice), in elements.
 const LOGIT_BUDGET: usize = 16 << 20;

@@ -14,7 +14,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::products::{product, Land, View};
-use super::widest::{narrow_row, round_row, widen_row};
+use super::widest::{narrow, widen_row};
 
 /// f32 elements of the widened weight block: 16 MiB, a whole projection at the bench's widths
 /// and the LM head in a few blocks. Each block repacks the activations inside `gemm`, so blocks
@@ -115,20 +115,6 @@ fn widen(dst: &mut [f32], src: View<bf16>, r: usize, c: usize) {
         });
 }
 
-/// `src` rounded to bf16, in parallel.
-fn narrow(src: &[f32]) -> Vec<bf16> {
-    let mut out = vec![bf16::ZERO; src.len()];
-    out.par_chunks_mut(CONVERT_GRAIN)
-        .zip(src.par_chunks(CONVERT_GRAIN))
-        .for_each(|(o, s)| narrow_row(s, o));
-    out
-}
-
-/// Rounds every value to the nearest bf16, in place and in parallel.
-pub fn round_to_bf16(values: &mut [f32]) {
-    values.par_chunks_mut(CONVERT_GRAIN).for_each(round_row);
-}
-
 /// `x · wᵀ` for bf16 CPU tensors `x: [rows, k]` and `w: [n, k]` (any strides), as
 /// [`widened_product`], rounded to bf16.
 #[derive(Debug, Clone, Copy)]
@@ -162,7 +148,7 @@ impl CustomOp2 for Bf16Linear {
             return Ok((CpuStorage::BF16(out), Shape::from((rows, n))));
         }
         let mut out = vec![0f32; rows * n];
-        widened_product(&mut out, x, w, (rows, n, k), rayon::current_num_threads());
+        on_f32_kernels(&mut out, x, w, (rows, n, k), rayon::current_num_threads());
         Ok((CpuStorage::BF16(narrow(&out)), Shape::from((rows, n))))
     }
 }

@@ -2,6 +2,7 @@
 //! kernels built on them.
 
 use half::bf16;
+use rayon::prelude::*;
 
 /// Runs a row kernel compiled for AVX-512 where the CPU has it: the crate targets baseline
 /// x86-64, whose 4-wide SSE2 is all the compiler may use for these loops otherwise.
@@ -60,6 +61,23 @@ fn round_row_body(values: &mut [f32]) {
     for v in values {
         *v = f32::from_bits(u32::from(round_bits(*v)) << 16);
     }
+}
+
+/// Elements one task rounds in [`narrow`] and [`round_to_bf16`]: enough to pay for the task.
+const NARROW_GRAIN: usize = 1 << 14;
+
+/// Rounds every value to the nearest bf16, in place and in parallel.
+pub fn round_to_bf16(values: &mut [f32]) {
+    values.par_chunks_mut(NARROW_GRAIN).for_each(round_row);
+}
+
+/// `src` rounded to bf16, in parallel.
+pub fn narrow(src: &[f32]) -> Vec<bf16> {
+    let mut out = vec![bf16::ZERO; src.len()];
+    out.par_chunks_mut(NARROW_GRAIN)
+        .zip(src.par_chunks(NARROW_GRAIN))
+        .for_each(|(o, s)| narrow_row(s, o));
+    out
 }
 
 /// The bits of `v` rounded to bf16: NaN stays NaN (quiet), the rest to nearest, ties to even.

@@ -9,7 +9,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::super::cpu_slice::contiguous;
-use super::super::widest::{narrow_row, round_row, widen_row};
+use super::super::widest::{narrow, round_row, widen_row};
 
 /// `silu(causal_depthwise_conv(x, w))` for `x: [batch, seq, channels]` and `w: [channels,
 /// taps]`: position t of a channel sums taps j = 0‥taps−1 over the input at t − (taps − 1) + j
@@ -69,12 +69,7 @@ impl CustomOp2 for ConvSilu {
             });
         let shape = x_layout.shape().clone();
         if bf16_in {
-            let mut narrow = vec![bf16::ZERO; out.len()];
-            narrow
-                .par_chunks_mut(channels)
-                .zip(out.par_chunks(channels))
-                .for_each(|(n, o)| narrow_row(o, n));
-            return Ok((CpuStorage::BF16(narrow), shape));
+            return Ok((CpuStorage::BF16(narrow(&out)), shape));
         }
         Ok((CpuStorage::F32(out), shape))
     }
