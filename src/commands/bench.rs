@@ -14,7 +14,7 @@ use crate::engine::checkpoint::sources::{self, Random};
 use crate::engine::checkpoint::Checkpoint;
 use crate::engine::device;
 use crate::engine::device::DTypeArg;
-use crate::engine::model::layers::linear;
+use crate::engine::model::layers::Projection;
 use crate::engine::model::twins::{self, Twin, TwinShape};
 use crate::engine::score::{score_windows, Window};
 use crate::error::input_error;
@@ -269,12 +269,13 @@ const PEAK_N: usize = 2048;
 fn matmul_peak(dtype: candle_core::DType, device: &candle_core::Device) -> anyhow::Result<f64> {
     let a = candle_core::Tensor::randn(0f32, 1.0, (PEAK_N, PEAK_N), device)?.to_dtype(dtype)?;
     let b = candle_core::Tensor::randn(0f32, 1.0, (PEAK_N, PEAK_N), device)?.to_dtype(dtype)?;
-    linear(&a, &b)?;
+    let b = Projection::head(b)?;
+    b.forward(&a)?;
     device.synchronize()?;
     let mut best = f64::INFINITY;
     for _ in 0..5 {
         let start = Instant::now();
-        linear(&a, &b)?;
+        b.forward(&a)?;
         device.synchronize()?;
         best = best.min(start.elapsed().as_secs_f64());
     }

@@ -21,9 +21,11 @@ use std::arch::x86_64::{
 
 use std::cell::RefCell;
 
-use half::{bf16, slice::HalfFloatSliceExt};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+use half::{bf16, slice::HalfFloatSliceExt, vec::HalfBitsVecExt};
 use rayon::prelude::*;
 
+use super::cpu_slice::contiguous;
 use super::products::View;
 
 /// f32 lanes of one vector.
@@ -85,7 +87,8 @@ impl Out for bf16 {
 }
 
 /// `x · wᵀ` into the row-major `rows × n` matrix `out`, for bf16 `x` (`rows × k`, rows
-/// contiguous) and `w` (`n × k`, any strides), on rayon's threads.
+/// contiguous) and `w` (`n × k`, any strides), on rayon's threads: each panel packed as it is
+/// needed.
 ///
 /// # Panics
 /// If the CPU lacks AVX512-BF16 (see [`available`]), `x`'s columns are not adjacent, or an
@@ -96,9 +99,35 @@ pub fn product<O: Out>(
     w: View<bf16>,
     (rows, n, k): (usize, usize, usize),
 ) {
+    assert!(
+        w.holds(n, k),
+        "bf16 dot product: the weight is smaller than its view"
+    );
+    by_panels(out, x, Panels::Pack(w), (rows, n, k));
+}
+
+/// [`product`] with a weight packed beforehand.
+///
+/// # Panics
+/// As [`product`].
+pub fn packed_product<O: Out>(out: &mut [O], x: View<bf16>, w: &Packed, rows: usize) {
+    by_panels(out, x, Panels::Packed(w), (rows, w.n, w.k));
+}
+
+/// Where each panel of the weight comes from.
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    /// Packed from this view, panel by panel, as the product needs it.
+    Pack(View<'a, bf16>),
+    /// Packed once, in advance.
+    Packed(&'a Packed),
+}
+
+/// The product on `w`'s panels, one rayon task per panel.
+fn by_panels<O: Out>(out: &mut [O], x: View<bf16>, w: Panels, (rows, n, k): (usize, usize, usize)) {
     assert!(available(), "bf16 dot product: this CPU has no AVX512-BF16");
     assert!(
-        x.cs == 1 && x.holds(rows, k) && w.holds(n, k) && out.len() >= rows * n,
+        x.cs == 1 && x.holds(rows, k) && out.len() >= rows * n,
         "bf16 dot product: an operand is smaller than its view"
     );
     if rows == 0 || n == 0 {
@@ -108,12 +137,9 @@ pub fn product<O: Out>(
     let a = x.data.reinterpret_cast();
     let c = Shared(out.as_mut_ptr());
     (0..n.div_ceil(NR)).into_par_iter().for_each(|p| {
-        PANEL.with_borrow_mut(|panel| {
-            // Kept from product to product: a fresh buffer of this size costs page faults.
-            panel.resize(pairs * NR, 0);
-            let j0 = p * NR;
-            let cols = NR.min(n - j0);
-            pack(panel, w, j0, cols, k);
+        let j0 = p * NR;
+        let cols = NR.min(n - j0);
+        let tiles = |panel: &[u32]| {
             for i0 in (0..rows).step_by(MR) {
                 let tile = Tile {
                     a: &a[i0 * x.rs..],
@@ -137,8 +163,103 @@ pub fn product<O: Out>(
                     }
                 }
             }
-        });
+        };
+        match w {
+            Panels::Packed(w) => tiles(w.panel(p)),
+            Panels::Pack(w) => PANEL.with_borrow_mut(|panel| {
+                // Kept from product to product: a fresh buffer of this size costs page faults.
+                panel.resize(pairs * NR, 0);
+                pack(panel, w, j0, cols, k);
+                tiles(panel)
+            }),
+        }
     });
+}
+
+/// A weight `n × k` packed once into the panels [`product`] packs at every call, for weights
+/// multiplied many times: a loaded checkpoint's projections and LM head. It takes the place of
+/// the weight (the same two bytes an element, but for the last panel's padding).
+pub struct Packed {
+    /// Panel `p` at `p · ⌈k/2⌉ · NR`, laid out as [`pack`] writes it.
+    panels: Vec<u32>,
+    /// Outputs.
+    n: usize,
+    /// Inner width.
+    k: usize,
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packed({}×{} bf16)", self.n, self.k)
+    }
+}
+
+impl Packed {
+    /// Packs `w` (`n × k`, any strides), panels shared between rayon's threads.
+    ///
+    /// # Panics
+    /// If the CPU lacks AVX512-BF16 or `w` is smaller than its view.
+    pub fn new(w: View<bf16>, (n, k): (usize, usize)) -> Self {
+        assert!(available(), "bf16 dot product: this CPU has no AVX512-BF16");
+        assert!(
+            w.holds(n, k),
+            "bf16 dot product: the weight is smaller than its view"
+        );
+        let size = k.div_ceil(2) * NR;
+        let mut panels = vec![0u32; n.div_ceil(NR) * size];
+        panels
+            .par_chunks_mut(size.max(1))
+            .enumerate()
+            .for_each(|(p, panel)| pack(panel, w, p * NR, NR.min(n - p * NR), k));
+        Self { panels, n, k }
+    }
+
+    /// `(n, k)`: outputs and inner width.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// Panel `p`.
+    fn panel(&self, p: usize) -> &[u32] {
+        let size = self.k.div_ceil(2) * NR;
+        &self.panels[p * size..][..size]
+    }
+
+    /// The weight as it was before packing, row-major `n × k`.
+    pub fn unpack(&self) -> Vec<bf16> {
+        let mut w = vec![bf16::ZERO; self.n * self.k];
+        for (j, row) in w.chunks_exact_mut(self.k.max(1)).enumerate() {
+            let panel = self.panel(j / NR);
+            for (i, v) in row.iter_mut().enumerate() {
+                let pair = panel[i / 2 * NR + j % NR];
+                *v = bf16::from_bits((pair >> (16 * (i % 2))) as u16);
+            }
+        }
+        w
+    }
+}
+
+/// `x · wᵀ` for a bf16 CPU tensor `x: [rows, k]` (any layout) and a packed `w` (`n × k`),
+/// rounded to bf16: `[rows, n]`.
+impl CustomOp1 for Packed {
+    fn name(&self) -> &'static str {
+        "bf16-packed-linear"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous::<bf16>(xs, xl, "bf16 packed linear", "activations")?;
+        let (rows, k) = xl.shape().dims2()?;
+        if k != self.k {
+            candle_core::bail!(
+                "bf16 packed linear: {rows}×{k} by a weight of {}×{}",
+                self.n,
+                self.k
+            )
+        }
+        let mut out = vec![0u16; rows * self.n].reinterpret_into::<bf16>();
+        packed_product(&mut out, View::rows(x, k), self, rows);
+        Ok((CpuStorage::BF16(out), Shape::from((rows, self.n))))
+    }
 }
 
 thread_local! {
@@ -409,6 +530,15 @@ mod tests {
                         "{g} vs {r} ({rows}×{n}×{k})"
                     );
                 }
+                // Packed once: the same panels, so the same sums; and the weight comes back.
+                let packed = Packed::new(View::over(wd, wl), (n, k));
+                let mut once = vec![f32::NAN; rows * n];
+                packed_product(&mut once, View::rows(&xs, k), &packed, rows);
+                assert_eq!(
+                    once, got,
+                    "packed once vs at every product ({rows}×{n}×{k})"
+                );
+                assert_eq!(packed.unpack(), w.to_vec2::<bf16>()?.concat());
             }
         }
         Ok(())

@@ -1,21 +1,27 @@
 //! Building blocks shared by the architectures: linear maps, RMSNorm, SwiGLU.
 
+#[cfg(target_arch = "x86_64")]
+use std::sync::Arc;
+
+#[cfg(target_arch = "x86_64")]
+use candle_core::{CpuStorage, Device};
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
+
+#[cfg(target_arch = "x86_64")]
+use super::dot_bf16::Packed;
 
 use super::fast_exp::SwiGlu;
 use super::host_norm::HostRmsNorm;
 use super::path::ExecPath;
+#[cfg(target_arch = "x86_64")]
+use super::products::View;
 use super::widened::Bf16Linear;
 
 /// `x @ wᵀ` for weights stored `[out, in]`, over any leading dims of `x`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dims = x.dims();
-    let (inner, lead) = dims
-        .split_last()
-        .expect("linear input has at least one dim");
-    let rows: usize = lead.iter().product();
-    let x = x.reshape((rows, *inner))?;
+    let (lead, inner) = rows_of(x)?;
+    let x = x.reshape((lead.iter().product::<usize>(), inner))?;
     let bf16_host = x.dtype() == DType::BF16 && w.dtype() == DType::BF16 && x.device().is_cpu();
     let out = if bf16_host && !x.track_op() && !w.track_op() {
         x.apply_op2_no_bwd(w, &Bf16Linear)?
@@ -27,16 +33,105 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     out.reshape(shape)
 }
 
-/// A projection's weight `[out, in]` from `vb`. On the CPU outside training its elements are
-/// laid out `[in, out]` (the same tensor with transposed strides): `gemm` packs `wᵀ` from that
-/// layout with contiguous loads, measured 5–15% faster per product on these shapes than from a
-/// checkpoint's `[out, in]`. Trained weights (variables) stay as they are, so that updates show.
-pub fn projection(vb: &VarBuilder, (out, inp): (usize, usize), name: &str) -> Result<Tensor> {
-    let w = vb.get((out, inp), name)?;
-    if w.device().is_cpu() && !w.is_variable() {
-        w.t()?.contiguous()?.t()
-    } else {
-        Ok(w)
+/// A projection's weight `[out, in]`, held the way the forward pass multiplies it.
+#[derive(Debug, Clone)]
+pub enum Projection {
+    /// A tensor: on the CPU outside training its elements are laid out `[in, out]` (the same
+    /// tensor with transposed strides), as `gemm` packs `wᵀ` from that layout with contiguous
+    /// loads, measured 5–15% faster per product on these shapes than from a checkpoint's
+    /// `[out, in]`. Trained weights (variables) stay as they are, so that updates show.
+    Dense(Tensor),
+    /// bf16 on a CPU with AVX512-BF16, outside training: packed once at load into the panels
+    /// the dot-product kernel reads, in place of the tensor, rather than at every product.
+    #[cfg(target_arch = "x86_64")]
+    Packed(Arc<Packed>),
+}
+
+impl Projection {
+    /// Loads `name` (`[out, in]`) from `vb`.
+    pub fn load(vb: &VarBuilder, (out, inp): (usize, usize), name: &str) -> Result<Self> {
+        let w = vb.get((out, inp), name)?;
+        if let Some(packed) = pack(&w)? {
+            return Ok(packed);
+        }
+        if w.device().is_cpu() && !w.is_variable() {
+            return Ok(Self::Dense(w.t()?.contiguous()?.t()?));
+        }
+        Ok(Self::Dense(w))
+    }
+
+    /// An LM head `[vocab, hidden]` as the checkpoint lays it out (the logits' product reads
+    /// it so), packed where [`Projection::load`] would pack it.
+    pub fn head(w: Tensor) -> Result<Self> {
+        Ok(pack(&w)?.unwrap_or(Self::Dense(w)))
+    }
+
+    /// `x @ wᵀ`, over any leading dims of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(w) => linear(x, w),
+            #[cfg(target_arch = "x86_64")]
+            Self::Packed(w) => {
+                let (lead, inner) = rows_of(x)?;
+                let out = x.reshape((lead.iter().product::<usize>(), inner))?;
+                let out = out.contiguous()?.apply_op1_no_bwd(&**w)?;
+                out.reshape([lead, &[w.dims().0]].concat())
+            }
+        }
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            // Both constructors take 2-D weights.
+            Self::Dense(w) => w.dims2().unwrap_or_default(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Packed(w) => w.dims(),
+        }
+    }
+
+    /// The weight `[out, in]` as a tensor: the dense one, or for a packed one a bf16 copy
+    /// unpacked on the CPU (for kernels that take a tensor: the device path's run on a CPU).
+    pub fn weight(&self) -> Result<Tensor> {
+        match self {
+            Self::Dense(w) => Ok(w.clone()),
+            #[cfg(target_arch = "x86_64")]
+            Self::Packed(w) => Tensor::from_vec(w.unpack(), w.dims(), &Device::Cpu),
+        }
+    }
+}
+
+/// `w` packed for the dot-product kernel where it applies: bf16 on a CPU with AVX512-BF16,
+/// outside training.
+#[cfg(target_arch = "x86_64")]
+fn pack(w: &Tensor) -> Result<Option<Projection>> {
+    let packable = w.dtype() == DType::BF16
+        && w.device().is_cpu()
+        && !w.is_variable()
+        && super::dot_bf16::available();
+    if !packable {
+        return Ok(None);
+    }
+    let dims = w.dims2()?;
+    let (storage, layout) = w.storage_and_layout();
+    let candle_core::Storage::Cpu(CpuStorage::BF16(data)) = &*storage else {
+        candle_core::bail!("a bf16 CPU tensor without bf16 CPU storage")
+    };
+    let packed = Packed::new(View::over(data, layout), dims);
+    Ok(Some(Projection::Packed(Arc::new(packed))))
+}
+
+/// Nothing to pack without the x86 dot-product kernel.
+#[cfg(not(target_arch = "x86_64"))]
+fn pack(_: &Tensor) -> Result<Option<Projection>> {
+    Ok(None)
+}
+
+/// `x`'s leading dims and its last one.
+fn rows_of(x: &Tensor) -> Result<(&[usize], usize)> {
+    match x.dims().split_last() {
+        Some((inner, lead)) => Ok((lead, *inner)),
+        None => candle_core::bail!("a projection's input has at least one dim"),
     }
 }
 
@@ -117,27 +212,27 @@ pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
 #[derive(Debug, Clone)]
 pub struct Mlp {
     /// `[intermediate, hidden]`
-    pub gate: Tensor,
+    pub gate: Projection,
     /// `[intermediate, hidden]`
-    pub up: Tensor,
+    pub up: Projection,
     /// `[hidden, intermediate]`
-    pub down: Tensor,
+    pub down: Projection,
 }
 
 impl Mlp {
     /// Loads `gate_proj`, `up_proj` and `down_proj` from `vb`.
     pub fn new(hidden: usize, intermediate: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            gate: projection(&vb, (intermediate, hidden), "gate_proj.weight")?,
-            up: projection(&vb, (intermediate, hidden), "up_proj.weight")?,
-            down: projection(&vb, (hidden, intermediate), "down_proj.weight")?,
+            gate: Projection::load(&vb, (intermediate, hidden), "gate_proj.weight")?,
+            up: Projection::load(&vb, (intermediate, hidden), "up_proj.weight")?,
+            down: Projection::load(&vb, (hidden, intermediate), "down_proj.weight")?,
         })
     }
 
     /// Applies the MLP.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = linear(x, &self.gate)?;
-        let u = linear(x, &self.up)?;
+        let g = self.gate.forward(x)?;
+        let u = self.up.forward(x)?;
         // On the CPU outside training, one pass with a vectorised exp, in bf16 with the
         // reference's roundings (SiLU rounded once, then the product).
         let host = matches!(x.dtype(), DType::F32 | DType::BF16);
@@ -146,7 +241,7 @@ impl Mlp {
         } else {
             (silu(&g)? * u)?
         };
-        linear(&h, &self.down)
+        self.down.forward(&h)
     }
 }
 

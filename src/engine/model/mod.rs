@@ -29,7 +29,7 @@ use candle_core::{Result as CResult, Tensor};
 use candle_nn::VarBuilder;
 
 use gated_deltanet::GatedDeltaNet;
-use layers::{pick, Mlp, RmsNorm};
+use layers::{pick, Mlp, Projection, RmsNorm};
 use nll::TokenScore;
 use olmo3::Attention;
 use path::ExecPath;
@@ -100,25 +100,17 @@ pub struct Block {
 
 impl Block {
     fn parameter_count(&self) -> usize {
-        let mlp =
-            self.mlp.gate.elem_count() + self.mlp.up.elem_count() + self.mlp.down.elem_count();
-        let norms = 2 * self.mlp.down.dim(0).unwrap_or(0);
+        let count = |ps: &[&Projection]| ps.iter().map(|p| p.dims().0 * p.dims().1).sum::<usize>();
+        let mlp = count(&[&self.mlp.gate, &self.mlp.up, &self.mlp.down]);
+        let norms = 2 * self.mlp.down.dims().0;
         let mixer = match &self.mixer {
-            Mixer::Attention(a) => {
-                [&a.q, &a.k, &a.v, &a.o]
-                    .iter()
-                    .map(|t| t.elem_count())
-                    .sum::<usize>()
-                    + a.q.dim(0).unwrap_or(0)
-                    + a.k.dim(0).unwrap_or(0)
-            }
+            Mixer::Attention(a) => count(&[&a.q, &a.k, &a.v, &a.o]) + a.q.dims().0 + a.k.dims().0,
             Mixer::GatedDeltaNet(g) => {
-                [&g.q, &g.k, &g.v, &g.a, &g.b, &g.g, &g.o, &g.conv, &g.o_norm]
-                    .iter()
-                    .map(|t| t.elem_count())
-                    .sum::<usize>()
-                    + g.a_log.elem_count()
-                    + g.dt_bias.elem_count()
+                count(&[&g.q, &g.k, &g.v, &g.a, &g.b, &g.g, &g.o])
+                    + [&g.conv, &g.o_norm, &g.a_log, &g.dt_bias]
+                        .iter()
+                        .map(|t| t.elem_count())
+                        .sum::<usize>()
             }
         };
         mlp + norms + mixer
@@ -180,7 +172,7 @@ pub struct CausalLm {
     /// Final RMSNorm.
     pub norm: RmsNorm,
     /// `[vocab, hidden]` (the embedding itself when tied).
-    pub lm_head: Tensor,
+    pub lm_head: Projection,
     /// The architecture.
     pub spec: ModelSpec,
     /// Host or device kernels.
@@ -242,7 +234,8 @@ impl CausalLm {
     pub fn parameter_count(&self) -> usize {
         let mut n = self.embed.elem_count() + self.norm_len();
         if !self.spec.tie_word_embeddings {
-            n += self.lm_head.elem_count();
+            let (vocab, hidden) = self.lm_head.dims();
+            n += vocab * hidden;
         }
         n + self
             .blocks
@@ -264,10 +257,11 @@ impl CausalLm {
         // Requested in the order training initialises its parameters in (embedding, head, final
         // norm, then layer by layer), so that a seed gives the same model.
         let embed = m.get((v, h), "embed_tokens.weight")?;
+        // A tied head stays the embedding, which the lookup needs as it is.
         let lm_head = if spec.tie_word_embeddings {
-            embed.clone()
+            Projection::Dense(embed.clone())
         } else {
-            vb.get((v, h), "lm_head.weight")?
+            Projection::head(vb.get((v, h), "lm_head.weight")?)?
         };
         let norm = RmsNorm::load(h, spec.rms_norm_eps, m.pp("norm"))?;
         let layers = m.pp("layers");

@@ -6,6 +6,7 @@ use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor, D};
 use rayon::prelude::*;
 
 use super::fast_exp::log_sum_exp_and_rank;
+use super::layers::Projection;
 use super::products::{product, Land, View};
 use super::widened::widened_product;
 use super::widest::round_to_bf16;
@@ -29,8 +30,8 @@ pub struct TokenScore {
 }
 
 /// Scores `targets[i]` given hidden state `hidden[i]` (`[n, hidden]`), LM head `[vocab, hidden]`.
-pub fn score(hidden: &Tensor, lm_head: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
-    let vocab = lm_head.dim(0)?;
+pub fn score(hidden: &Tensor, lm_head: &Projection, targets: &[u32]) -> Result<Vec<TokenScore>> {
+    let vocab = lm_head.dims().0;
     let n = targets.len();
     let rows = (LOGIT_BUDGET / vocab.max(1)).clamp(1, n.max(1));
     // One buffer for every slice: a fresh one per slice came from its own mmap, whose pages
@@ -55,14 +56,31 @@ pub fn score(hidden: &Tensor, lm_head: &Tensor, targets: &[u32]) -> Result<Vec<T
 }
 
 /// `hidden · lm_headᵀ` (`[rows, vocab]`) into `out`, in f32: on f32 CPU tensors one `gemm`
-/// writes it in place, on bf16 ones [`widened_product`] (rounded to bf16, as candle's product
-/// would be); otherwise candle's product, converted and copied.
-fn logits_into(hidden: &Tensor, lm_head: &Tensor, out: &mut [f32]) -> Result<()> {
+/// writes it in place, on bf16 ones [`widened_product`] or the packed head's product (rounded
+/// to bf16, as candle's product would be); otherwise candle's product, converted and copied.
+fn logits_into(hidden: &Tensor, lm_head: &Projection, out: &mut [f32]) -> Result<()> {
     let (rows, width) = hidden.dims2()?;
-    let vocab = lm_head.dim(0)?;
-    if out.len() != rows * vocab || lm_head.dim(1)? != width {
+    let (vocab, head_width) = lm_head.dims();
+    if out.len() != rows * vocab || head_width != width {
         candle_core::bail!("logits: hidden states {rows}×{width} do not fit the LM head")
     }
+    let lm_head = match lm_head {
+        Projection::Dense(w) => w,
+        #[cfg(target_arch = "x86_64")]
+        Projection::Packed(w) => {
+            let hidden = hidden.contiguous()?;
+            let (h_storage, h_layout) = hidden.storage_and_layout();
+            let Storage::Cpu(CpuStorage::BF16(h)) = &*h_storage else {
+                candle_core::bail!(
+                    "logits: a packed bf16 LM head takes bf16 hidden states on the CPU"
+                )
+            };
+            super::dot_bf16::packed_product(&mut *out, View::over(h, h_layout), w, rows);
+            // The reference's logits are bf16, widened for the loss.
+            round_to_bf16(&mut out[..rows * vocab]);
+            return Ok(());
+        }
+    };
     let (h_storage, h_layout) = hidden.storage_and_layout();
     let (w_storage, w_layout) = lm_head.storage_and_layout();
     let threads = rayon::current_num_threads();
@@ -100,9 +118,10 @@ fn logits_into(hidden: &Tensor, lm_head: &Tensor, out: &mut [f32]) -> Result<()>
 /// copied back.
 pub fn score_on_device(
     hidden: &Tensor,
-    lm_head: &Tensor,
+    lm_head: &Projection,
     targets: &[u32],
 ) -> Result<Vec<TokenScore>> {
+    let lm_head = lm_head.weight()?;
     let vocab = lm_head.dim(0)?;
     if let Some(bad) = targets.iter().find(|&&t| t as usize >= vocab) {
         candle_core::bail!("token id {bad} is outside the vocabulary of {vocab}")

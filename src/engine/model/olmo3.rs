@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::config::{layer_types, required, ConfigError};
 use super::fast_exp::{first_seen, MaskedSoftmax};
 use super::host_attention;
-use super::layers::{linear, projection, RmsNorm};
+use super::layers::{Projection, RmsNorm};
 use super::path::ExecPath;
 use super::spec::{AttentionSpec, Family, LayerSpec, Mixer, ModelSpec, NormPlacement, Rope, Yarn};
 use super::tables::{TableKey, Tables};
@@ -397,13 +397,13 @@ const QUERY_BLOCK: usize = 128;
 #[derive(Debug, Clone)]
 pub struct Attention {
     /// `[heads·head_dim, hidden]`
-    pub q: Tensor,
+    pub q: Projection,
     /// `[kv_heads·head_dim, hidden]`
-    pub k: Tensor,
+    pub k: Projection,
     /// `[kv_heads·head_dim, hidden]`
-    pub v: Tensor,
+    pub v: Projection,
     /// `[hidden, heads·head_dim]`
-    pub o: Tensor,
+    pub o: Projection,
     /// RMSNorm over the whole q projection, before the head split.
     pub q_norm: RmsNorm,
     /// RMSNorm over the whole k projection.
@@ -432,10 +432,10 @@ impl Attention {
         let (h, a) = (spec.hidden_size, &spec.attention);
         let (qd, kvd) = (a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim);
         Ok(Self {
-            q: projection(&vb, (qd, h), "q_proj.weight")?,
-            k: projection(&vb, (kvd, h), "k_proj.weight")?,
-            v: projection(&vb, (kvd, h), "v_proj.weight")?,
-            o: projection(&vb, (h, qd), "o_proj.weight")?,
+            q: Projection::load(&vb, (qd, h), "q_proj.weight")?,
+            k: Projection::load(&vb, (kvd, h), "k_proj.weight")?,
+            v: Projection::load(&vb, (kvd, h), "v_proj.weight")?,
+            o: Projection::load(&vb, (h, qd), "o_proj.weight")?,
             q_norm: RmsNorm::load(qd, spec.rms_norm_eps, vb.pp("q_norm"))?,
             k_norm: RmsNorm::load(kvd, spec.rms_norm_eps, vb.pp("k_norm"))?,
             spec: a.clone(),
@@ -470,9 +470,9 @@ impl Attention {
             self.spec.num_kv_heads,
             self.spec.head_dim,
         );
-        let q = self.q_norm.forward(&linear(x, &self.q)?)?;
-        let k = self.k_norm.forward(&linear(x, &self.k)?)?;
-        let v = linear(x, &self.v)?;
+        let q = self.q_norm.forward(&self.q.forward(x)?)?;
+        let k = self.k_norm.forward(&self.k.forward(x)?)?;
+        let v = self.v.forward(x)?;
         let (q, k, v) = (
             q.reshape((b, t, nh, hd))?,
             k.reshape((b, t, nkv, hd))?,
@@ -511,7 +511,7 @@ impl Attention {
                 window: self.window,
             };
             let out = q.apply_op3_no_bwd(&k, &v, &attention)?.to_dtype(dtype)?;
-            return linear(&out, &self.o);
+            return self.o.forward(&out);
         }
         let heads = |y: Tensor| y.transpose(1, 2)?.contiguous();
         let (mut q, mut k, v) = (heads(q)?, heads(k)?, heads(v)?);
@@ -611,7 +611,7 @@ impl Attention {
         let out = Tensor::cat(&outs, 2)?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
-        linear(&out, &self.o)
+        self.o.forward(&out)
     }
 }
 

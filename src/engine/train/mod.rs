@@ -295,7 +295,9 @@ pub fn lm_loss(model: &CausalLm, batch: &Tensor) -> candle_core::Result<Tensor> 
     let targets = batch.narrow(1, 1, t)?.flatten_all()?;
     let hidden = model.hidden_states(&inputs)?;
     let h = hidden.dim(2)?;
-    let logits = hidden.reshape((b * t, h))?.matmul(&model.lm_head.t()?)?;
+    let logits = hidden
+        .reshape((b * t, h))?
+        .matmul(&model.lm_head.weight()?.t()?)?;
     candle_nn::loss::cross_entropy(&logits, &targets)
 }
 

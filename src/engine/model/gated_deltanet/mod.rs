@@ -16,7 +16,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::host_norm::GatedRmsNorm;
-use super::layers::{linear, normalize_f32, pick, projection, sigmoid, silu};
+use super::layers::{normalize_f32, pick, sigmoid, silu, Projection};
 use super::path::ExecPath;
 use super::spec::GdnSpec;
 use super::tables::Tables;
@@ -34,19 +34,19 @@ pub const AUTOGRAD_CHUNK: usize = 32;
 #[derive(Debug, Clone)]
 pub struct GatedDeltaNet {
     /// `[key_dim, hidden]`
-    pub q: Tensor,
+    pub q: Projection,
     /// `[key_dim, hidden]`
-    pub k: Tensor,
+    pub k: Projection,
     /// `[value_dim, hidden]`
-    pub v: Tensor,
+    pub v: Projection,
     /// `[v_heads, hidden]`: decay input
-    pub a: Tensor,
+    pub a: Projection,
     /// `[v_heads, hidden]`: β input
-    pub b: Tensor,
+    pub b: Projection,
     /// `[value_dim, hidden]`: output gate
-    pub g: Tensor,
+    pub g: Projection,
     /// `[hidden, value_dim]`
-    pub o: Tensor,
+    pub o: Projection,
     /// Depthwise conv weight `[2·key_dim + value_dim, kernel]`, rows q | k | v.
     pub conv: Tensor,
     /// `[v_heads]`, f32
@@ -74,13 +74,13 @@ impl GatedDeltaNet {
         // transformers keeps `A_log` in f32 whatever the load dtype, but `dt_bias` and the o_norm
         // weight in the model dtype: those are rounded through it.
         Ok(Self {
-            q: projection(&vb, (kd, hidden), "q_proj.weight")?,
-            k: projection(&vb, (kd, hidden), "k_proj.weight")?,
-            v: projection(&vb, (vd, hidden), "v_proj.weight")?,
-            a: projection(&vb, (nv, hidden), "a_proj.weight")?,
-            b: projection(&vb, (nv, hidden), "b_proj.weight")?,
-            g: projection(&vb, (vd, hidden), "g_proj.weight")?,
-            o: projection(
+            q: Projection::load(&vb, (kd, hidden), "q_proj.weight")?,
+            k: Projection::load(&vb, (kd, hidden), "k_proj.weight")?,
+            v: Projection::load(&vb, (vd, hidden), "v_proj.weight")?,
+            a: Projection::load(&vb, (nv, hidden), "a_proj.weight")?,
+            b: Projection::load(&vb, (nv, hidden), "b_proj.weight")?,
+            g: Projection::load(&vb, (vd, hidden), "g_proj.weight")?,
+            o: Projection::load(
                 &vb.pp(pick(&vb, &["o_proj", "out_proj"])),
                 (hidden, vd),
                 "weight",
@@ -118,11 +118,7 @@ impl GatedDeltaNet {
         let s = &self.spec;
         let (kd, vd, nv) = (s.key_dim(), s.value_dim(), s.num_v_heads);
         let mixed = Tensor::cat(
-            &[
-                linear(x, &self.q)?,
-                linear(x, &self.k)?,
-                linear(x, &self.v)?,
-            ],
+            &[self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?],
             2,
         )?;
         let host = x.device().is_cpu()
@@ -138,7 +134,7 @@ impl GatedDeltaNet {
             )?;
             silu(&conv.to_dtype(x.dtype())?)?
         };
-        let mut beta = sigmoid(&linear(x, &self.b)?)?;
+        let mut beta = sigmoid(&self.b.forward(x)?)?;
         if s.allow_neg_eigval {
             beta = (beta * 2.0)?;
         }
@@ -146,7 +142,7 @@ impl GatedDeltaNet {
             q: mixed.narrow(2, 0, kd)?,
             k: mixed.narrow(2, kd, kd)?,
             v: mixed.narrow(2, 2 * kd, vd)?,
-            a: linear(x, &self.a)?,
+            a: self.a.forward(x)?,
             beta,
         };
         let out = match kernel {
@@ -154,7 +150,7 @@ impl GatedDeltaNet {
             Kernel::Chunked(_) | Kernel::Recurrent => self.delta_rule_plain(raw, kernel)?,
         }
         .to_dtype(x.dtype())?;
-        let gate = linear(x, &self.g)?.reshape((bsz, t, nv, s.head_v_dim))?;
+        let gate = self.g.forward(x)?.reshape((bsz, t, nv, s.head_v_dim))?;
         // Gated RMSNorm: normalise in f32, round to the model dtype, weight (a model-dtype
         // product in the reference, so rounded again), then the f32 SiLU gate.
         if host && !x.track_op() {
@@ -163,7 +159,7 @@ impl GatedDeltaNet {
                 &self.o_norm,
                 &GatedRmsNorm { eps: 1e-5 },
             )?;
-            return linear(&gated.reshape((bsz, t, vd))?, &self.o);
+            return self.o.forward(&gated.reshape((bsz, t, vd))?);
         }
         let normed = normalize_f32(&out, 1e-5)?
             .to_dtype(x.dtype())?
@@ -173,7 +169,7 @@ impl GatedDeltaNet {
             .to_dtype(x.dtype())?
             .to_dtype(DType::F32)?;
         let gated = (normed * gate.to_dtype(DType::F32)?.silu()?)?.to_dtype(x.dtype())?;
-        linear(&gated.reshape((bsz, t, vd))?, &self.o)
+        self.o.forward(&gated.reshape((bsz, t, vd))?)
     }
 
     /// The plain f32 kernels: `[batch, seq, v_heads, head_v_dim]` in f32.
@@ -355,14 +351,15 @@ mod tests {
         };
         let (h, kd, vd, nv) = (16, spec.key_dim(), spec.value_dim(), 4);
         let mut r = |shape: &[usize], std: f32| seeded(&mut rng, shape, std);
+        let mut p = |shape: &[usize]| r(shape, 0.3).map(Projection::Dense);
         Ok(GatedDeltaNet {
-            q: r(&[kd, h], 0.3)?,
-            k: r(&[kd, h], 0.3)?,
-            v: r(&[vd, h], 0.3)?,
-            a: r(&[nv, h], 0.3)?,
-            b: r(&[nv, h], 0.3)?,
-            g: r(&[vd, h], 0.3)?,
-            o: r(&[h, vd], 0.3)?,
+            q: p(&[kd, h])?,
+            k: p(&[kd, h])?,
+            v: p(&[vd, h])?,
+            a: p(&[nv, h])?,
+            b: p(&[nv, h])?,
+            g: p(&[vd, h])?,
+            o: p(&[h, vd])?,
             conv: r(&[2 * kd + vd, 4], 0.5)?,
             a_log: r(&[nv], 1.0)?,
             dt_bias: r(&[nv], 1.0)?,
