@@ -4,19 +4,23 @@
 use std::sync::Arc;
 
 #[cfg(target_arch = "x86_64")]
-use candle_core::{CpuStorage, Device};
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::Device;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use candle_nn::VarBuilder;
+use half::bf16;
+use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::dot_bf16::Packed;
 
+use super::cpu_slice::contiguous;
 use super::fast_exp::SwiGlu;
 use super::host_norm::HostRmsNorm;
 use super::path::ExecPath;
 #[cfg(target_arch = "x86_64")]
 use super::products::View;
 use super::widened::Bf16Linear;
+use super::widest::add_row;
 
 /// `x @ wᵀ` for weights stored `[out, in]`, over any leading dims of `x`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -208,6 +212,51 @@ pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::sigmoid(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
 }
 
+/// `x + y` for the residual stream. On the CPU outside training, bf16 adds in one AVX-512 pass
+/// on rayon's threads, where candle's bf16 add converts eight lanes at a time on a thread pool
+/// of its own (about 2% of bf16 scoring time); the sums and the rounding are the same.
+pub fn residual_add(x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let host = x.device().is_cpu() && !x.track_op() && !y.track_op();
+    if host && x.dtype() == DType::BF16 && y.dtype() == DType::BF16 {
+        return x
+            .contiguous()?
+            .apply_op2_no_bwd(&y.contiguous()?, &ResidualAdd);
+    }
+    x + y
+}
+
+/// [`residual_add`] on bf16 CPU tensors of one shape, both contiguous.
+#[derive(Debug, Clone, Copy)]
+struct ResidualAdd;
+
+impl CustomOp2 for ResidualAdd {
+    fn name(&self) -> &'static str {
+        "residual-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous::<bf16>(xs, xl, "residual add", "inputs")?;
+        let y = contiguous::<bf16>(ys, yl, "residual add", "inputs")?;
+        if xl.shape() != yl.shape() {
+            candle_core::bail!("residual add: {:?} and {:?}", xl.dims(), yl.dims())
+        }
+        let mut out = vec![bf16::ZERO; x.len()];
+        out.par_chunks_mut(ADD_GRAIN)
+            .zip(x.par_chunks(ADD_GRAIN).zip(y.par_chunks(ADD_GRAIN)))
+            .for_each(|(o, (x, y))| add_row(x, y, o));
+        Ok((CpuStorage::BF16(out), xl.shape().clone()))
+    }
+}
+
+/// Elements one task of [`ResidualAdd`] adds: enough to pay for the task.
+const ADD_GRAIN: usize = 1 << 14;
+
 /// SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
@@ -254,4 +303,26 @@ pub fn pick<'a>(vb: &VarBuilder, prefixes: &[&'a str]) -> &'a str {
         .or(prefixes.first())
         .copied()
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn the_residual_add_is_candles_add() -> Result<()> {
+        let dev = Device::Cpu;
+        // More elements than one task adds, and a tail.
+        let shape = (3, 5, ADD_GRAIN / 4 + 3);
+        let x = Tensor::randn(0f32, 3., shape, &dev)?.to_dtype(DType::BF16)?;
+        let y = Tensor::randn(0f32, 1., shape, &dev)?.to_dtype(DType::BF16)?;
+        let got = residual_add(&x, &y)?;
+        let want = (&x + &y)?;
+        assert_eq!(got.dims(), want.dims());
+        let (got, want) = (got.flatten_all()?, want.flatten_all()?);
+        assert_eq!(got.to_vec1::<bf16>()?, want.to_vec1::<bf16>()?);
+        assert!(residual_add(&x, &y.narrow(2, 1, 10)?).is_err());
+        Ok(())
+    }
 }

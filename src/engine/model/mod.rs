@@ -29,7 +29,7 @@ use candle_core::{Result as CResult, Tensor};
 use candle_nn::VarBuilder;
 
 use gated_deltanet::GatedDeltaNet;
-use layers::{pick, Mlp, Projection, RmsNorm};
+use layers::{pick, residual_add, Mlp, Projection, RmsNorm};
 use nll::TokenScore;
 use olmo3::Attention;
 use path::ExecPath;
@@ -151,12 +151,12 @@ impl Block {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         match self.placement {
             NormPlacement::Post => {
-                let h = (x + self.mixer_norm.forward(&self.mixer.forward(x)?)?)?;
-                &h + self.mlp_norm.forward(&self.mlp.forward(&h)?)?
+                let h = residual_add(x, &self.mixer_norm.forward(&self.mixer.forward(x)?)?)?;
+                residual_add(&h, &self.mlp_norm.forward(&self.mlp.forward(&h)?)?)
             }
             NormPlacement::Pre => {
-                let h = (x + self.mixer.forward(&self.mixer_norm.forward(x)?)?)?;
-                &h + self.mlp.forward(&self.mlp_norm.forward(&h)?)?
+                let h = residual_add(x, &self.mixer.forward(&self.mixer_norm.forward(x)?)?)?;
+                residual_add(&h, &self.mlp.forward(&self.mlp_norm.forward(&h)?)?)
             }
         }
     }

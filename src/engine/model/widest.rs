@@ -63,6 +63,19 @@ fn round_row_body(values: &mut [f32]) {
     }
 }
 
+widest! {
+    /// `out = x + y`, summed in f32 and rounded once to bf16.
+    pub fn add_row(x: &[bf16], y: &[bf16], out: &mut [bf16]) = add_row_body;
+}
+
+#[inline(always)]
+fn add_row_body(x: &[bf16], y: &[bf16], out: &mut [bf16]) {
+    let wide = |v: &bf16| f32::from_bits(u32::from(v.to_bits()) << 16);
+    for ((o, a), b) in out.iter_mut().zip(x).zip(y) {
+        *o = bf16::from_bits(round_bits(wide(a) + wide(b)));
+    }
+}
+
 /// Elements one task rounds in [`narrow`] and [`round_to_bf16`]: enough to pay for the task.
 const NARROW_GRAIN: usize = 1 << 14;
 
@@ -126,6 +139,13 @@ mod tests {
         round_row(&mut rounded);
         for (r, w) in rounded.iter().zip(&wide) {
             assert!(r.to_bits() == w.to_bits() || (r.is_nan() && w.is_nan()));
+        }
+        let mut sums = vec![bf16::ZERO; narrow.len()];
+        let reversed: Vec<bf16> = narrow.iter().rev().copied().collect();
+        add_row(&narrow, &reversed, &mut sums);
+        for ((s, a), b) in sums.iter().zip(&narrow).zip(&reversed) {
+            let want = bf16::from_f32(a.to_f32() + b.to_f32());
+            assert!(s.to_bits() == want.to_bits() || (s.is_nan() && want.is_nan()));
         }
     }
 }
