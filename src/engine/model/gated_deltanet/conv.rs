@@ -9,13 +9,14 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::super::cpu_slice::contiguous;
-use super::super::widest::{narrow, round_row, widen_row};
+use super::super::widest::{round_row, widen_row};
 
 /// `silu(causal_depthwise_conv(x, w))` for `x: [batch, seq, channels]` and `w: [channels,
 /// taps]`: position t of a channel sums taps j = 0‥taps−1 over the input at t − (taps − 1) + j
 /// (zero before the start), in that order, as the tensor-op version adds them. On bf16 tensors
 /// the sums run in f32 and are rounded to bf16 before the SiLU, whose result is rounded again,
-/// as torch's conv1d and the reference's SiLU round them.
+/// as torch's conv1d and the reference's SiLU round them. The result is f32 either way (bf16
+/// values, for bf16 inputs): the delta rule's kernel reads it in f32.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvSilu;
 
@@ -66,12 +67,11 @@ impl CustomOp2 for ConvSilu {
                 for v in o.iter_mut() {
                     *v /= 1.0 + (-*v).exp();
                 }
+                if bf16_in {
+                    round_row(o);
+                }
             });
-        let shape = x_layout.shape().clone();
-        if bf16_in {
-            return Ok((CpuStorage::BF16(narrow(&out)), shape));
-        }
-        Ok((CpuStorage::F32(out), shape))
+        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
     }
 }
 
@@ -106,14 +106,14 @@ mod tests {
             // bf16: the reference's roundings, after the sums and after the SiLU.
             let (xb, wb) = (x.to_dtype(DType::BF16)?, w.to_dtype(DType::BF16)?);
             let got = xb.apply_op2_no_bwd(&wb, &ConvSilu)?;
-            assert_eq!(got.dtype(), DType::BF16);
+            assert_eq!(got.dtype(), DType::F32);
             let conv = causal_depthwise_conv(&xb.to_dtype(DType::F32)?, &wb.to_dtype(DType::F32)?)?;
             let want = conv
                 .to_dtype(DType::BF16)?
                 .to_dtype(DType::F32)?
                 .silu()?
                 .to_dtype(DType::BF16)?;
-            let diff = (got.to_dtype(DType::F32)? - want.to_dtype(DType::F32)?)?;
+            let diff = (&got - want.to_dtype(DType::F32)?)?;
             let diff = diff.abs()?.max_all()?.to_scalar::<f32>()?;
             assert_eq!(diff, 0.0, "bf16 seq {seq}, taps {taps}");
         }

@@ -7,12 +7,10 @@ use super::super::products::{product, Land, View};
 
 /// Inputs of the delta-rule kernels, all f32, row-major.
 pub struct GdnInputs<'a> {
-    /// `[batch, seq, k_heads, dk]`, after conv, before L2 norm.
-    pub q: &'a [f32],
-    /// `[batch, seq, k_heads, dk]`
-    pub k: &'a [f32],
-    /// `[batch, seq, v_heads, dv]`
-    pub v: &'a [f32],
+    /// `[batch, seq, 2·k_heads·dk + v_heads·dv]`: each position's queries and keys
+    /// (`[k_heads, dk]` each) and values (`[v_heads, dv]`), side by side as the convolution
+    /// leaves them; after the convolution, before the L2 norm.
+    pub qkv: &'a [f32],
     /// Log decay `[batch, seq, v_heads]` (≤ 0).
     pub g: &'a [f32],
     /// Write strength `[batch, seq, v_heads]`.
@@ -52,17 +50,19 @@ impl GdnInputs<'_> {
             g: Vec::with_capacity(t),
             beta: Vec::with_capacity(t),
         };
+        let keys = self.k_heads * dk;
+        let row = 2 * keys + self.v_heads * dv;
         for i in 0..t {
-            let qk_at = ((b * t + i) * self.k_heads + kh) * dk;
-            let v_at = ((b * t + i) * self.v_heads + h) * dv;
+            let at = (b * t + i) * row;
+            let (q_at, v_at) = (at + kh * dk, at + 2 * keys + h * dv);
             let gate_at = (b * t + i) * self.v_heads + h;
-            let q = &self.q[qk_at..qk_at + dk];
-            let k = &self.k[qk_at..qk_at + dk];
+            let q = &self.qkv[q_at..q_at + dk];
+            let k = &self.qkv[q_at + keys..q_at + keys + dk];
             let qn = 1.0 / (q.iter().map(|x| x * x).sum::<f32>() + 1e-6).sqrt();
             let kn = 1.0 / (k.iter().map(|x| x * x).sum::<f32>() + 1e-6).sqrt();
             head.q.extend(q.iter().map(|x| x * qn * scale));
             head.k.extend(k.iter().map(|x| x * kn));
-            head.v.extend_from_slice(&self.v[v_at..v_at + dv]);
+            head.v.extend_from_slice(&self.qkv[v_at..v_at + dv]);
             head.g.push(self.g[gate_at]);
             head.beta.push(self.beta[gate_at]);
         }
@@ -234,9 +234,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     struct Owned {
-        q: Vec<f32>,
-        k: Vec<f32>,
-        v: Vec<f32>,
+        qkv: Vec<f32>,
         g: Vec<f32>,
         beta: Vec<f32>,
     }
@@ -248,9 +246,7 @@ mod tests {
             (0..len).map(|_| rng.random_range(lo..hi)).collect()
         };
         Owned {
-            q: n(b * seq * nk * dk, -1.0, 1.0),
-            k: n(b * seq * nk * dk, -1.0, 1.0),
-            v: n(b * seq * nv * dv, -1.0, 1.0),
+            qkv: n(b * seq * (2 * nk * dk + nv * dv), -1.0, 1.0),
             g: n(b * seq * nv, -0.7, 0.0),
             beta: n(b * seq * nv, 0.0, 2.0),
         }
@@ -258,9 +254,7 @@ mod tests {
 
     fn inputs(o: &Owned, seq: usize) -> GdnInputs<'_> {
         GdnInputs {
-            q: &o.q,
-            k: &o.k,
-            v: &o.v,
+            qkv: &o.qkv,
             g: &o.g,
             beta: &o.beta,
             batch: 2,

@@ -12,7 +12,7 @@ pub mod host;
 pub mod ops;
 pub mod recurrent;
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{CpuStorage, DType, Result, Storage, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::host_norm::GatedRmsNorm;
@@ -138,16 +138,21 @@ impl GatedDeltaNet {
         if s.allow_neg_eigval {
             beta = (beta * 2.0)?;
         }
-        let raw = RawInputs {
-            q: mixed.narrow(2, 0, kd)?,
-            k: mixed.narrow(2, kd, kd)?,
-            v: mixed.narrow(2, 2 * kd, vd)?,
-            a: self.a.forward(x)?,
-            beta,
-        };
+        let a = self.a.forward(x)?;
         let out = match kernel {
-            Kernel::Ops(chunk) => self.delta_rule_ops(raw, chunk)?,
-            Kernel::Chunked(_) | Kernel::Recurrent => self.delta_rule_plain(raw, kernel)?,
+            Kernel::Ops(chunk) => {
+                let raw = RawInputs {
+                    q: mixed.narrow(2, 0, kd)?,
+                    k: mixed.narrow(2, kd, kd)?,
+                    v: mixed.narrow(2, 2 * kd, vd)?,
+                    a,
+                    beta,
+                };
+                self.delta_rule_ops(raw, chunk)?
+            }
+            Kernel::Chunked(_) | Kernel::Recurrent => {
+                self.delta_rule_plain(&mixed, &a, &beta, kernel)?
+            }
         }
         .to_dtype(x.dtype())?;
         let gate = self.g.forward(x)?.reshape((bsz, t, nv, s.head_v_dim))?;
@@ -172,15 +177,22 @@ impl GatedDeltaNet {
         self.o.forward(&gated.reshape((bsz, t, vd))?)
     }
 
-    /// The plain f32 kernels: `[batch, seq, v_heads, head_v_dim]` in f32.
-    fn delta_rule_plain(&self, raw: RawInputs, kernel: Kernel) -> Result<Tensor> {
+    /// The plain f32 kernels on the convolution's output `mixed` (`[batch, seq, q | k | v]`)
+    /// and the decay and β inputs `a` and `beta` (`[batch, seq, v_heads]`):
+    /// `[batch, seq, v_heads, head_v_dim]` in f32.
+    fn delta_rule_plain(
+        &self,
+        mixed: &Tensor,
+        a: &Tensor,
+        beta: &Tensor,
+        kernel: Kernel,
+    ) -> Result<Tensor> {
         let s = &self.spec;
-        let (bsz, t, _) = raw.q.dims3()?;
-        let device = raw.q.device().clone();
+        let (bsz, t, _) = mixed.dims3()?;
+        let device = mixed.device().clone();
         let to_f32 =
-            |y: Tensor| -> Result<Vec<f32>> { y.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
-        let (q, k, v) = (to_f32(raw.q)?, to_f32(raw.k)?, to_f32(raw.v)?);
-        let (beta, a) = (to_f32(raw.beta)?, to_f32(raw.a)?);
+            |y: &Tensor| -> Result<Vec<f32>> { y.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
+        let (beta, a) = (to_f32(beta)?, to_f32(a)?);
         let a_log: Vec<f32> = self.a_log.to_vec1()?;
         let dt_bias: Vec<f32> = self.dt_bias.to_vec1()?;
         let nv = s.num_v_heads;
@@ -189,10 +201,21 @@ impl GatedDeltaNet {
             .enumerate()
             .map(|(i, &ai)| -a_log[i % nv].exp() * softplus(ai + dt_bias[i % nv]))
             .collect();
+        // The host path's convolution leaves `mixed` a contiguous f32 CPU tensor: read in place.
+        let mixed = mixed.to_dtype(DType::F32)?.contiguous()?;
+        let (storage, layout) = mixed.storage_and_layout();
+        let copied;
+        let qkv = match &*storage {
+            Storage::Cpu(CpuStorage::F32(all)) => {
+                &all[layout.start_offset()..][..mixed.elem_count()]
+            }
+            _ => {
+                copied = mixed.flatten_all()?.to_vec1::<f32>()?;
+                &copied[..]
+            }
+        };
         let inputs = GdnInputs {
-            q: &q,
-            k: &k,
-            v: &v,
+            qkv,
             g: &g,
             beta: &beta,
             batch: bsz,
