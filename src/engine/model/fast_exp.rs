@@ -216,6 +216,18 @@ fn swiglu_chunk_body(gate: &[f32], up: &[f32], out: &mut [f32]) {
 }
 
 widest! {
+    /// `x = x · silu(gate)`, elementwise.
+    pub(super) fn gate_by_silu(x: &mut [f32], gate: &[f32]) = gate_by_silu_body;
+}
+
+#[inline(always)]
+fn gate_by_silu_body(x: &mut [f32], gate: &[f32]) {
+    for (x, &g) in x.iter_mut().zip(gate) {
+        *x *= g * sigmoid(g);
+    }
+}
+
+widest! {
     /// `x = x · y`, elementwise.
     fn product_chunk(x: &mut [f32], y: &[f32]) = product_chunk_body;
 }
@@ -229,7 +241,7 @@ fn product_chunk_body(x: &mut [f32], y: &[f32]) {
 
 widest! {
     /// `x = silu(x)`.
-    fn silu_chunk(x: &mut [f32]) = silu_chunk_body;
+    pub(super) fn silu_chunk(x: &mut [f32]) = silu_chunk_body;
 }
 
 #[inline(always)]

@@ -12,6 +12,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::cpu_slice::contiguous;
+use super::fast_exp::gate_by_silu;
 use super::widest::{narrow_row, round_row, widen_row, widest};
 
 /// f32 lanes summed side by side, so that the compiler vectorises the sum of squares.
@@ -103,9 +104,16 @@ impl CustomOp3 for GatedRmsNorm {
             if round {
                 round_row(row);
             }
-            // libm's exp, as candle's SiLU.
-            for (v, g) in row.iter_mut().zip(gate) {
-                *v *= g / (1.0 + (-g).exp());
+            if round {
+                // Rounded to bf16 next: the vectorised exp's last-ulp differences from libm's
+                // survive only within them of a rounding boundary.
+                gate_by_silu(row, gate);
+            } else {
+                // libm's exp, as candle's SiLU: the vectorised exp's last-ulp differences made
+                // the f32 NLL of a GDN model drift further between chunk lengths.
+                for (v, g) in row.iter_mut().zip(gate) {
+                    *v *= g / (1.0 + (-g).exp());
+                }
             }
         };
         let out = by_rows(xs, xl, Some((gs, gl)), width, "gated rms norm", gated)?;

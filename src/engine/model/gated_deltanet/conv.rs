@@ -9,6 +9,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::super::cpu_slice::contiguous;
+use super::super::fast_exp::silu_chunk;
 use super::super::widest::{round_row, widen_row};
 
 /// `silu(causal_depthwise_conv(x, w))` for `x: [batch, seq, channels]` and `w: [channels,
@@ -60,15 +61,18 @@ impl CustomOp2 for ConvSilu {
                     }
                 }
                 if bf16_in {
+                    // The vectorised exp: its last-ulp differences from libm's survive the
+                    // rounding to bf16 only within them of a rounding boundary (a few values in
+                    // 10⁵), and libm's exp, one call per value, was ~3% of a GDN layer's time.
                     round_row(o);
-                }
-                // libm's exp, as candle's SiLU: the fast exp's last-ulp differences, passed
-                // through the recurrence, doubled the chunk-length drift of a hybrid's NLL.
-                for v in o.iter_mut() {
-                    *v /= 1.0 + (-*v).exp();
-                }
-                if bf16_in {
+                    silu_chunk(o);
                     round_row(o);
+                } else {
+                    // libm's exp, as candle's SiLU: the fast exp's last-ulp differences, passed
+                    // through the recurrence, doubled the chunk-length drift of a hybrid's NLL.
+                    for v in o.iter_mut() {
+                        *v /= 1.0 + (-*v).exp();
+                    }
                 }
             });
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
@@ -103,7 +107,8 @@ mod tests {
             let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert_eq!(diff, 0.0, "seq {seq}, taps {taps}: the same sums and SiLU");
 
-            // bf16: the reference's roundings, after the sums and after the SiLU.
+            // bf16: the reference's roundings, after the sums and after the SiLU; every value a
+            // bf16 value.
             let (xb, wb) = (x.to_dtype(DType::BF16)?, w.to_dtype(DType::BF16)?);
             let got = xb.apply_op2_no_bwd(&wb, &ConvSilu)?;
             assert_eq!(got.dtype(), DType::F32);
@@ -113,9 +118,16 @@ mod tests {
                 .to_dtype(DType::F32)?
                 .silu()?
                 .to_dtype(DType::BF16)?;
-            let diff = (&got - want.to_dtype(DType::F32)?)?;
-            let diff = diff.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert_eq!(diff, 0.0, "bf16 seq {seq}, taps {taps}");
+            let want = want.to_dtype(DType::F32)?;
+            // The same sums; the SiLU's exp may round to the neighbouring bf16 value.
+            let beyond = ((&got - &want)?.abs()? - (want.abs()? / 128.)?)?;
+            let beyond = beyond.max_all()?.to_scalar::<f32>()?;
+            assert!(beyond <= 0.0, "bf16 seq {seq}, taps {taps}");
+            let narrowed = got.to_dtype(DType::BF16)?.to_dtype(DType::F32)?;
+            assert_eq!(
+                narrowed.flatten_all()?.to_vec1::<f32>()?,
+                got.flatten_all()?.to_vec1::<f32>()?
+            );
         }
         Ok(())
     }
