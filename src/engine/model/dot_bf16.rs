@@ -22,7 +22,7 @@ use std::arch::x86_64::{
 use std::cell::RefCell;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
-use half::{bf16, slice::HalfFloatSliceExt, vec::HalfBitsVecExt};
+use half::{bf16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
 use super::cpu_slice::contiguous;
@@ -100,10 +100,31 @@ pub fn product<O: Out>(
     (rows, n, k): (usize, usize, usize),
 ) {
     assert!(
-        w.holds(n, k),
-        "bf16 dot product: the weight is smaller than its view"
+        out.len() >= rows * n,
+        "bf16 dot product: the output is smaller than the result"
     );
-    by_panels(out, x, Panels::Pack(w), (rows, n, k));
+    // SAFETY: `out` holds the result (checked above) and is borrowed mutably.
+    unsafe { by_panels(out.as_mut_ptr(), n, x, Panels::Pack(w), (rows, n, k), true) }
+}
+
+/// [`product`] on the calling thread alone, into the row-major `rows × n` matrix at `dst`
+/// whose rows are `dst_rs` apart: for small products inside parallel tasks of their own.
+///
+/// # Safety
+/// `dst` must be valid for writes at every `i · dst_rs + j` (`i < rows`, `j < n`), and nothing
+/// else may access those elements until this returns.
+///
+/// # Panics
+/// As [`product`].
+pub unsafe fn product_at<O: Out>(
+    dst: *mut O,
+    dst_rs: usize,
+    x: View<bf16>,
+    w: View<bf16>,
+    shape: (usize, usize, usize),
+) {
+    // SAFETY: the caller vouches for `dst`.
+    unsafe { by_panels(dst, dst_rs, x, Panels::Pack(w), shape, false) }
 }
 
 /// [`product`] with a weight packed beforehand.
@@ -111,7 +132,21 @@ pub fn product<O: Out>(
 /// # Panics
 /// As [`product`].
 pub fn packed_product<O: Out>(out: &mut [O], x: View<bf16>, w: &Packed, rows: usize) {
-    by_panels(out, x, Panels::Packed(w), (rows, w.n, w.k));
+    assert!(
+        out.len() >= rows * w.n,
+        "bf16 dot product: the output is smaller than the result"
+    );
+    // SAFETY: `out` holds the result (checked above) and is borrowed mutably.
+    unsafe {
+        by_panels(
+            out.as_mut_ptr(),
+            w.n,
+            x,
+            Panels::Packed(w),
+            (rows, w.n, w.k),
+            true,
+        )
+    }
 }
 
 /// Where each panel of the weight comes from.
@@ -123,11 +158,27 @@ enum Panels<'a> {
     Packed(&'a Packed),
 }
 
-/// The product on `w`'s panels, one rayon task per panel.
-fn by_panels<O: Out>(out: &mut [O], x: View<bf16>, w: Panels, (rows, n, k): (usize, usize, usize)) {
+/// The product on `w`'s panels into the matrix at `dst` (rows `dst_rs` apart), one task per
+/// panel: on rayon's threads when `parallel`, else on this one. Every output element is
+/// written, none read, so `dst` may be uninitialised.
+///
+/// # Safety
+/// As [`product_at`].
+unsafe fn by_panels<O: Out>(
+    dst: *mut O,
+    dst_rs: usize,
+    x: View<bf16>,
+    w: Panels,
+    (rows, n, k): (usize, usize, usize),
+    parallel: bool,
+) {
     assert!(available(), "bf16 dot product: this CPU has no AVX512-BF16");
+    let w_holds = match w {
+        Panels::Pack(w) => w.holds(n, k),
+        Panels::Packed(w) => w.dims() == (n, k),
+    };
     assert!(
-        x.cs == 1 && x.holds(rows, k) && out.len() >= rows * n,
+        x.cs == 1 && x.holds(rows, k) && w_holds,
         "bf16 dot product: an operand is smaller than its view"
     );
     if rows == 0 || n == 0 {
@@ -135,8 +186,8 @@ fn by_panels<O: Out>(out: &mut [O], x: View<bf16>, w: Panels, (rows, n, k): (usi
     }
     let pairs = k.div_ceil(2);
     let a = x.data.reinterpret_cast();
-    let c = Shared(out.as_mut_ptr());
-    (0..n.div_ceil(NR)).into_par_iter().for_each(|p| {
+    let c = Shared(dst);
+    let panel_task = |p: usize| {
         let j0 = p * NR;
         let cols = NR.min(n - j0);
         let tiles = |panel: &[u32]| {
@@ -146,12 +197,12 @@ fn by_panels<O: Out>(out: &mut [O], x: View<bf16>, w: Panels, (rows, n, k): (usi
                     a_rs: x.rs,
                     k,
                     panel,
-                    c: c.at(i0 * n + j0),
-                    c_rs: n,
+                    c: c.at(i0 * dst_rs + j0),
+                    c_rs: dst_rs,
                     cols,
                 };
                 // SAFETY: the CPU has AVX512-BF16 (checked above); this task alone writes
-                // columns `j0 .. j0 + cols`, which lie inside `out`.
+                // columns `j0 .. j0 + cols`, which the caller vouches for.
                 unsafe {
                     match MR.min(rows - i0) {
                         6 => tile.run::<6>(),
@@ -173,7 +224,13 @@ fn by_panels<O: Out>(out: &mut [O], x: View<bf16>, w: Panels, (rows, n, k): (usi
                 tiles(panel)
             }),
         }
-    });
+    };
+    let panels = 0..n.div_ceil(NR);
+    if parallel {
+        panels.into_par_iter().for_each(panel_task);
+    } else {
+        panels.for_each(panel_task);
+    }
 }
 
 /// A weight `n × k` packed once into the panels [`product`] packs at every call, for weights
@@ -256,8 +313,21 @@ impl CustomOp1 for Packed {
                 self.k
             )
         }
-        let mut out = vec![0u16; rows * self.n].reinterpret_into::<bf16>();
-        packed_product(&mut out, View::rows(x, k), self, rows);
+        let mut out = Vec::with_capacity(rows * self.n);
+        // SAFETY: the spare capacity holds `rows × n` elements, which the product writes,
+        // every one, so they are initialised when the length covers them.
+        unsafe {
+            let dst = out.spare_capacity_mut().as_mut_ptr().cast::<bf16>();
+            by_panels(
+                dst,
+                self.n,
+                View::rows(x, k),
+                Panels::Packed(self),
+                (rows, self.n, k),
+                true,
+            );
+            out.set_len(rows * self.n);
+        }
         Ok((CpuStorage::BF16(out), Shape::from((rows, self.n))))
     }
 }

@@ -482,26 +482,18 @@ impl Attention {
         // candle's fused rope and softmax kernels have no backward pass: when autograd is
         // recording (training), use the same formulas as plain tensor ops.
         let differentiable = q.track_op();
-        // The host path on the CPU outside training: attention in its own f32 kernels, on the
-        // projections' layout (see `host_attention`). bf16 widens q, k and v and rounds where
-        // the reference does, after the rotation and at the output; its scores and
-        // probabilities stay in f32, as sdpa keeps them, where eager attention rounds both
-        // (the bf16 fixtures hold the two within 0.01 nats).
+        // The host path on the CPU outside training: attention in its own kernels, on the
+        // projections' layout (see `host_attention`), in f32 or in bf16 with the reference's
+        // roundings (after the rotation, of the probabilities, at the output).
         let dtype = x.dtype();
         if x.device().is_cpu()
             && matches!(dtype, DType::F32 | DType::BF16)
             && !differentiable
             && self.path == ExecPath::Host
         {
-            let wide = |y: Tensor| y.to_dtype(DType::F32);
-            let (q, k, v) = (wide(q)?, wide(k)?, wide(v)?);
             let (q, k) = match self.rope_tables(t, x.device())? {
                 Some((cos, sin)) => {
-                    let rot = |y: Tensor| -> Result<Tensor> {
-                        y.apply_op3_no_bwd(&cos, &sin, &host_attention::Rope)?
-                            .to_dtype(dtype)?
-                            .to_dtype(DType::F32)
-                    };
+                    let rot = |y: Tensor| y.apply_op3_no_bwd(&cos, &sin, &host_attention::Rope);
                     (rot(q)?, rot(k)?)
                 }
                 None => (q, k),
@@ -510,7 +502,7 @@ impl Attention {
                 scale: scale as f32,
                 window: self.window,
             };
-            let out = q.apply_op3_no_bwd(&k, &v, &attention)?.to_dtype(dtype)?;
+            let out = q.apply_op3_no_bwd(&k, &v, &attention)?;
             return self.o.forward(&out);
         }
         let heads = |y: Tensor| y.transpose(1, 2)?.contiguous();
