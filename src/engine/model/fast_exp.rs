@@ -18,7 +18,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::cpu_slice::contiguous;
-use super::widest::{narrow_row, round_row, widen_row, widest};
+use super::widest::{to_bf16, to_f32, widest};
 
 /// Below this, e^x is under f32's smallest normal number: it is taken as 0.
 const EXP_MIN: f32 = -87.336_55;
@@ -228,14 +228,16 @@ fn gate_by_silu_body(x: &mut [f32], gate: &[f32]) {
 }
 
 widest! {
-    /// `x = x · y`, elementwise.
-    fn product_chunk(x: &mut [f32], y: &[f32]) = product_chunk_body;
+    /// `out = silu(gate) · up` on bf16 values: the SiLU in f32, rounded to bf16 on its own,
+    /// then the product, rounded again.
+    fn swiglu_bf16_chunk(gate: &[bf16], up: &[bf16], out: &mut [bf16]) = swiglu_bf16_body;
 }
 
 #[inline(always)]
-fn product_chunk_body(x: &mut [f32], y: &[f32]) {
-    for (x, y) in x.iter_mut().zip(y) {
-        *x *= y;
+fn swiglu_bf16_body(gate: &[bf16], up: &[bf16], out: &mut [bf16]) {
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        let g = to_f32(*g);
+        *o = to_bf16(to_f32(to_bf16(g * sigmoid(g))) * to_f32(*u));
     }
 }
 
@@ -293,16 +295,7 @@ impl CustomOp2 for SwiGlu {
             let mut out = vec![bf16::ZERO; gate.len()];
             out.par_chunks_mut(CHUNK)
                 .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-                .for_each(|(o, (g, u))| {
-                    let (mut silu, mut up) = (vec![0f32; g.len()], vec![0f32; g.len()]);
-                    widen_row(g, &mut silu);
-                    silu_chunk(&mut silu);
-                    // SiLU rounded to bf16 on its own, then the product.
-                    round_row(&mut silu);
-                    widen_row(u, &mut up);
-                    product_chunk(&mut silu, &up);
-                    narrow_row(&silu, o);
-                });
+                .for_each(|(o, (g, u))| swiglu_bf16_chunk(g, u, o));
             return Ok((CpuStorage::BF16(out), shape));
         }
         let gate = contiguous::<f32>(gate, gate_layout, "swiglu", "gates")?;

@@ -35,7 +35,7 @@ widest! {
 #[inline(always)]
 fn widen_row_body(src: &[bf16], dst: &mut [f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
-        *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+        *d = to_f32(*s);
     }
 }
 
@@ -47,7 +47,7 @@ widest! {
 #[inline(always)]
 fn narrow_row_body(src: &[f32], dst: &mut [bf16]) {
     for (d, &s) in dst.iter_mut().zip(src) {
-        *d = bf16::from_bits(round_bits(s));
+        *d = to_bf16(s);
     }
 }
 
@@ -59,7 +59,7 @@ widest! {
 #[inline(always)]
 fn round_row_body(values: &mut [f32]) {
     for v in values {
-        *v = f32::from_bits(u32::from(round_bits(*v)) << 16);
+        *v = to_f32(to_bf16(*v));
     }
 }
 
@@ -70,9 +70,8 @@ widest! {
 
 #[inline(always)]
 fn add_row_body(x: &[bf16], y: &[bf16], out: &mut [bf16]) {
-    let wide = |v: &bf16| f32::from_bits(u32::from(v.to_bits()) << 16);
     for ((o, a), b) in out.iter_mut().zip(x).zip(y) {
-        *o = bf16::from_bits(round_bits(wide(a) + wide(b)));
+        *o = to_bf16(to_f32(*a) + to_f32(*b));
     }
 }
 
@@ -93,15 +92,23 @@ pub fn narrow(src: &[f32]) -> Vec<bf16> {
     out
 }
 
-/// The bits of `v` rounded to bf16: NaN stays NaN (quiet), the rest to nearest, ties to even.
+/// `v` widened to f32 (exactly), in a form the compiler vectorises in a loop.
 #[inline(always)]
-fn round_bits(v: f32) -> u16 {
+pub fn to_f32(v: bf16) -> f32 {
+    f32::from_bits(u32::from(v.to_bits()) << 16)
+}
+
+/// `v` rounded to bf16, in a form the compiler vectorises in a loop: NaN stays NaN (quiet),
+/// the rest to nearest, ties to even.
+#[inline(always)]
+pub fn to_bf16(v: f32) -> bf16 {
     let b = v.to_bits();
-    if v.is_nan() {
+    let bits = if v.is_nan() {
         ((b >> 16) | 0x40) as u16
     } else {
         (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
-    }
+    };
+    bf16::from_bits(bits)
 }
 
 #[cfg(test)]

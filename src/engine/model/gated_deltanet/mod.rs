@@ -20,6 +20,7 @@ use super::layers::{normalize_f32, pick, sigmoid, silu, Projection};
 use super::path::ExecPath;
 use super::spec::GdnSpec;
 use super::tables::Tables;
+use super::widest::narrow;
 use super::LoadError;
 use host::GdnInputs;
 
@@ -148,13 +149,12 @@ impl GatedDeltaNet {
                     a,
                     beta,
                 };
-                self.delta_rule_ops(raw, chunk)?
+                self.delta_rule_ops(raw, chunk)?.to_dtype(x.dtype())?
             }
             Kernel::Chunked(_) | Kernel::Recurrent => {
-                self.delta_rule_plain(&mixed, &a, &beta, kernel)?
+                self.delta_rule_plain(&mixed, &a, &beta, kernel, x.dtype())?
             }
-        }
-        .to_dtype(x.dtype())?;
+        };
         let gate = self.g.forward(x)?.reshape((bsz, t, nv, s.head_v_dim))?;
         // Gated RMSNorm: normalise in f32, round to the model dtype, weight (a model-dtype
         // product in the reference, so rounded again), then the f32 SiLU gate.
@@ -179,13 +179,14 @@ impl GatedDeltaNet {
 
     /// The plain f32 kernels on the convolution's output `mixed` (`[batch, seq, q | k | v]`)
     /// and the decay and β inputs `a` and `beta` (`[batch, seq, v_heads]`):
-    /// `[batch, seq, v_heads, head_v_dim]` in f32.
+    /// `[batch, seq, v_heads, head_v_dim]`, rounded once to `dtype`.
     fn delta_rule_plain(
         &self,
         mixed: &Tensor,
         a: &Tensor,
         beta: &Tensor,
         kernel: Kernel,
+        dtype: DType,
     ) -> Result<Tensor> {
         let s = &self.spec;
         let (bsz, t, _) = mixed.dims3()?;
@@ -230,7 +231,11 @@ impl GatedDeltaNet {
             Kernel::Chunked(c) => host::chunked(&inputs, c),
             Kernel::Ops(_) => candle_core::bail!("the tensor-op kernel is not a plain kernel"),
         };
-        Tensor::from_vec(out, (bsz, t, nv, s.head_v_dim), &device)
+        let shape = (bsz, t, nv, s.head_v_dim);
+        if dtype == DType::BF16 {
+            return Tensor::from_vec(narrow(&out), shape, &device);
+        }
+        Tensor::from_vec(out, shape, &device)?.to_dtype(dtype)
     }
 
     /// The delta rule as candle tensor ops (differentiable, device-resident),
