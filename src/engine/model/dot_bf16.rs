@@ -26,7 +26,7 @@ use half::{bf16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
 use super::cpu_slice::contiguous;
-use super::products::View;
+use super::products::{Shared, View};
 
 /// f32 lanes of one vector.
 const LANES: usize = 16;
@@ -336,29 +336,6 @@ thread_local! {
     /// Each thread's packed panel.
     static PANEL: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
-
-/// The output's first element, written by every task at columns of its own.
-struct Shared<O>(*mut O);
-
-impl<O> Clone for Shared<O> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<O> Copy for Shared<O> {}
-
-impl<O> Shared<O> {
-    /// The output's element `offset`, which the caller keeps inside the output.
-    fn at(self, offset: usize) -> *mut O {
-        self.0.wrapping_add(offset)
-    }
-}
-
-// SAFETY: tasks write disjoint columns of the output, which outlives them all.
-unsafe impl<O: Send> Send for Shared<O> {}
-// SAFETY: as above.
-unsafe impl<O: Sync> Sync for Shared<O> {}
 
 /// Columns `j0 .. j0 + cols` of `w` (`n × k`) into `panel` as bf16 pairs: element `kp · NR + j`
 /// holds `w[j0 + j][2 kp]` in its low half and `w[j0 + j][2 kp + 1]` in its high half. Columns

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::cpu_slice::contiguous;
 use super::fast_exp::{first_seen, seen_keys, softmax_row};
-use super::products::{product, product_at, Land, View};
+use super::products::{product, product_at, Land, Shared, View};
 use super::widest::{narrow, narrow_row, widen_row};
 
 /// Queries per task: a block's keys end at its last query, so smaller blocks skip more of the
@@ -99,29 +99,6 @@ pub struct CausalAttention {
     pub window: Option<usize>,
 }
 
-/// The output buffer, shared by tasks that each write rows no other task writes.
-struct Out<T>(*mut T);
-
-impl<T> Clone for Out<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for Out<T> {}
-
-// SAFETY: tasks write disjoint (row, head) blocks of the buffer, which outlives them.
-unsafe impl<T: Send> Send for Out<T> {}
-unsafe impl<T: Sync> Sync for Out<T> {}
-
-impl<T> Out<T> {
-    /// The element at `offset`; a method, so that closures capture the whole (`Sync`) wrapper
-    /// rather than its raw pointer.
-    fn at(self, offset: usize) -> *mut T {
-        self.0.wrapping_add(offset)
-    }
-}
-
 /// One task's share of the attention: a block of one head's queries and the keys they see.
 #[derive(Debug, Clone, Copy)]
 struct Block {
@@ -189,7 +166,7 @@ impl CausalAttention {
     /// The attention on f32 q, k and v.
     fn on_f32(&self, s: Shape4, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; s.batch * s.seq * s.heads * s.dim];
-        let dst = Out(out.as_mut_ptr());
+        let dst = Shared(out.as_mut_ptr());
         let (q_row, kv_row, dim) = (s.heads * s.dim, s.kv_heads * s.dim, s.dim);
         self.for_each_block(s, |b| {
             let mut scores = vec![0f32; b.len * b.keys];
@@ -222,7 +199,7 @@ impl CausalAttention {
     fn on_bf16_dot(&self, s: Shape4, q: &[bf16], k: &[bf16], v: &[bf16]) -> Vec<bf16> {
         use super::dot_bf16::product_at as dot_at;
         let mut out = vec![bf16::ZERO; s.batch * s.seq * s.heads * s.dim];
-        let dst = Out(out.as_mut_ptr());
+        let dst = Shared(out.as_mut_ptr());
         let (q_row, kv_row, dim) = (s.heads * s.dim, s.kv_heads * s.dim, s.dim);
         self.for_each_block(s, |b| {
             let mut scores = vec![0f32; b.len * b.keys];

@@ -65,6 +65,32 @@ impl<'a, T> View<'a, T> {
     }
 }
 
+/// An output buffer shared by parallel tasks, each of which writes elements no other task
+/// accesses, while the buffer outlives them all.
+pub struct Shared<T>(pub *mut T);
+
+// Derived `Clone`/`Copy` would ask the same of `T`; the wrapper only copies its pointer.
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Shared<T> {}
+
+// SAFETY: the tasks sharing the buffer write disjoint elements of it (its users' contract).
+unsafe impl<T: Send> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The element at `offset`, which the caller keeps inside the buffer; a method, so that
+    /// closures capture the whole (`Sync`) wrapper rather than its raw pointer.
+    pub fn at(self, offset: usize) -> *mut T {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// How a product lands in its destination.
 #[derive(Debug, Clone, Copy)]
 pub enum Land {
