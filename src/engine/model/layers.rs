@@ -1,4 +1,4 @@
-//! Building blocks shared by the architectures: linear maps, RMSNorm, SwiGLU.
+//! Building blocks shared by the architectures: projections, RMSNorm, SwiGLU, residual adds.
 
 #[cfg(target_arch = "x86_64")]
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use super::widened::Bf16Linear;
 use super::widest::add_row;
 
 /// `x @ wᵀ` for weights stored `[out, in]`, over any leading dims of `x`.
-pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (lead, inner) = rows_of(x)?;
     let x = x.reshape((lead.iter().product::<usize>(), inner))?;
     let bf16_host = x.dtype() == DType::BF16 && w.dtype() == DType::BF16 && x.device().is_cpu();
@@ -40,10 +40,11 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// A projection's weight `[out, in]`, held the way the forward pass multiplies it.
 #[derive(Debug, Clone)]
 pub enum Projection {
-    /// A tensor: on the CPU outside training its elements are laid out `[in, out]` (the same
-    /// tensor with transposed strides), as `gemm` packs `wᵀ` from that layout with contiguous
-    /// loads, measured 5–15% faster per product on these shapes than from a checkpoint's
-    /// `[out, in]`. Trained weights (variables) stay as they are, so that updates show.
+    /// A tensor. A projection's, on the CPU outside training, has its elements laid out
+    /// `[in, out]` (the same tensor with transposed strides), as `gemm` packs `wᵀ` from that
+    /// layout with contiguous loads, measured 5–15% faster per product on these shapes than
+    /// from a checkpoint's `[out, in]`; an LM head keeps the checkpoint's layout. Trained
+    /// weights (variables) stay as they are, so that updates show.
     Dense(Tensor),
     /// bf16 on a CPU with AVX512-BF16, outside training: packed once at load into the panels
     /// the dot-product kernel reads, in place of the tensor, rather than at every product.
