@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::cpu_slice::contiguous;
 use super::fast_exp::{first_seen, seen_keys, softmax_row};
 use super::products::{product, product_at, Land, Shared, View};
-use super::widest::{narrow, narrow_row, widen_row};
+use super::widest::{narrow, narrow_row, widen, widen_row};
 
 /// Queries per task: a block's keys end at its last query, so smaller blocks skip more of the
 /// masked upper triangle, while larger ones keep each product big enough to run at speed.
@@ -245,11 +245,7 @@ impl CausalAttention {
     /// The attention on bf16 q, k and v without the dot product: the f32 kernels on the
     /// widened values, the output rounded once.
     fn on_bf16_widened(&self, s: Shape4, q: &[bf16], k: &[bf16], v: &[bf16]) -> Vec<bf16> {
-        let [q, k, v] = [q, k, v].map(|x| {
-            let mut wide = vec![0f32; x.len()];
-            widen_row(x, &mut wide);
-            wide
-        });
+        let [q, k, v] = [q, k, v].map(widen);
         narrow(&self.on_f32(s, &q, &k, &v))
     }
 }

@@ -8,7 +8,6 @@ use candle_core::Device;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use candle_nn::VarBuilder;
 use half::bf16;
-use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::dot_bf16::Packed;
@@ -20,7 +19,7 @@ use super::path::ExecPath;
 #[cfg(target_arch = "x86_64")]
 use super::products::View;
 use super::widened::Bf16Linear;
-use super::widest::add_row;
+use super::widest::add;
 
 /// `x @ wᵀ` for weights stored `[out, in]`, over any leading dims of `x`.
 fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -247,16 +246,9 @@ impl CustomOp2 for ResidualAdd {
         if xl.shape() != yl.shape() {
             candle_core::bail!("residual add: {:?} and {:?}", xl.dims(), yl.dims())
         }
-        let mut out = vec![bf16::ZERO; x.len()];
-        out.par_chunks_mut(ADD_GRAIN)
-            .zip(x.par_chunks(ADD_GRAIN).zip(y.par_chunks(ADD_GRAIN)))
-            .for_each(|(o, (x, y))| add_row(x, y, o));
-        Ok((CpuStorage::BF16(out), xl.shape().clone()))
+        Ok((CpuStorage::BF16(add(x, y)), xl.shape().clone()))
     }
 }
-
-/// Elements one task of [`ResidualAdd`] adds: enough to pay for the task.
-const ADD_GRAIN: usize = 1 << 14;
 
 /// SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
@@ -308,6 +300,7 @@ pub fn pick<'a>(vb: &VarBuilder, prefixes: &[&'a str]) -> &'a str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::widest::GRAIN;
     use super::*;
     use candle_core::Device;
 
@@ -315,7 +308,7 @@ mod tests {
     fn the_residual_add_is_candles_add() -> Result<()> {
         let dev = Device::Cpu;
         // More elements than one task adds, and a tail.
-        let shape = (3, 5, ADD_GRAIN / 4 + 3);
+        let shape = (3, 5, GRAIN / 4 + 3);
         let x = Tensor::randn(0f32, 3., shape, &dev)?.to_dtype(DType::BF16)?;
         let y = Tensor::randn(0f32, 1., shape, &dev)?.to_dtype(DType::BF16)?;
         let got = residual_add(&x, &y)?;

@@ -75,20 +75,39 @@ fn add_row_body(x: &[bf16], y: &[bf16], out: &mut [bf16]) {
     }
 }
 
-/// Elements one task rounds in [`narrow`] and [`round_to_bf16`]: enough to pay for the task.
-const NARROW_GRAIN: usize = 1 << 14;
+/// Elements one task converts or adds in [`narrow`], [`widen`], [`round_to_bf16`] and [`add`]:
+/// enough to pay for the task.
+pub const GRAIN: usize = 1 << 14;
 
 /// Rounds every value to the nearest bf16, in place and in parallel.
 pub fn round_to_bf16(values: &mut [f32]) {
-    values.par_chunks_mut(NARROW_GRAIN).for_each(round_row);
+    values.par_chunks_mut(GRAIN).for_each(round_row);
 }
 
 /// `src` rounded to bf16, in parallel.
 pub fn narrow(src: &[f32]) -> Vec<bf16> {
     let mut out = vec![bf16::ZERO; src.len()];
-    out.par_chunks_mut(NARROW_GRAIN)
-        .zip(src.par_chunks(NARROW_GRAIN))
+    out.par_chunks_mut(GRAIN)
+        .zip(src.par_chunks(GRAIN))
         .for_each(|(o, s)| narrow_row(s, o));
+    out
+}
+
+/// `src` widened to f32, in parallel.
+pub fn widen(src: &[bf16]) -> Vec<f32> {
+    let mut out = vec![0f32; src.len()];
+    out.par_chunks_mut(GRAIN)
+        .zip(src.par_chunks(GRAIN))
+        .for_each(|(o, s)| widen_row(s, o));
+    out
+}
+
+/// `x + y` elementwise, summed in f32 and rounded once to bf16, in parallel.
+pub fn add(x: &[bf16], y: &[bf16]) -> Vec<bf16> {
+    let mut out = vec![bf16::ZERO; x.len().min(y.len())];
+    out.par_chunks_mut(GRAIN)
+        .zip(x.par_chunks(GRAIN).zip(y.par_chunks(GRAIN)))
+        .for_each(|(o, (x, y))| add_row(x, y, o));
     out
 }
 

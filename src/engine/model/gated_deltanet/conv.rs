@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::super::cpu_slice::contiguous;
 use super::super::fast_exp::silu_chunk;
-use super::super::widest::{round_row, widen_row};
+use super::super::widest::{round_row, widen};
 
 /// `silu(causal_depthwise_conv(x, w))` for `x: [batch, seq, channels]` and `w: [channels,
 /// taps]`: position t of a channel sums taps j = 0‥taps−1 over the input at t − (taps − 1) + j
@@ -83,9 +83,7 @@ impl CustomOp2 for ConvSilu {
 fn widened<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<Cow<'a, [f32]>> {
     if let CpuStorage::BF16(_) = storage {
         let narrow = contiguous::<bf16>(storage, layout, "conv-silu", what)?;
-        let mut wide = vec![0f32; narrow.len()];
-        widen_row(narrow, &mut wide);
-        return Ok(Cow::Owned(wide));
+        return Ok(Cow::Owned(widen(narrow)));
     }
     contiguous::<f32>(storage, layout, "conv-silu", what).map(Cow::Borrowed)
 }
