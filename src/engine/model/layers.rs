@@ -21,19 +21,13 @@ use super::products::View;
 use super::widened::Bf16Linear;
 use super::widest::add;
 
-/// `x @ wᵀ` for weights stored `[out, in]`, over any leading dims of `x`.
-fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (lead, inner) = rows_of(x)?;
-    let x = x.reshape((lead.iter().product::<usize>(), inner))?;
+/// `x @ wᵀ` for `x: [rows, in]` and a weight stored `[out, in]`.
+fn dense_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let bf16_host = x.dtype() == DType::BF16 && w.dtype() == DType::BF16 && x.device().is_cpu();
-    let out = if bf16_host && !x.track_op() && !w.track_op() {
-        x.apply_op2_no_bwd(w, &Bf16Linear)?
-    } else {
-        x.matmul(&w.t()?)?
-    };
-    let mut shape = lead.to_vec();
-    shape.push(w.dim(0)?);
-    out.reshape(shape)
+    if bf16_host && !x.track_op() && !w.track_op() {
+        return x.apply_op2_no_bwd(w, &Bf16Linear);
+    }
+    x.matmul(&w.t()?)
 }
 
 /// A projection's weight `[out, in]`, held the way the forward pass multiplies it.
@@ -72,16 +66,16 @@ impl Projection {
 
     /// `x @ wᵀ`, over any leading dims of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::Dense(w) => linear(x, w),
+        let Some((&inner, lead)) = x.dims().split_last() else {
+            candle_core::bail!("a projection's input has at least one dim")
+        };
+        let rows = x.reshape((lead.iter().product::<usize>(), inner))?;
+        let out = match self {
+            Self::Dense(w) => dense_product(&rows, w)?,
             #[cfg(target_arch = "x86_64")]
-            Self::Packed(w) => {
-                let (lead, inner) = rows_of(x)?;
-                let out = x.reshape((lead.iter().product::<usize>(), inner))?;
-                let out = out.contiguous()?.apply_op1_no_bwd(&**w)?;
-                out.reshape([lead, &[w.dims().0]].concat())
-            }
-        }
+            Self::Packed(w) => rows.contiguous()?.apply_op1_no_bwd(&**w)?,
+        };
+        out.reshape([lead, &[self.dims().0]].concat())
     }
 
     /// `(out, in)`.
@@ -129,14 +123,6 @@ fn pack(w: &Tensor) -> Result<Option<Projection>> {
 #[cfg(not(target_arch = "x86_64"))]
 fn pack(_: &Tensor) -> Result<Option<Projection>> {
     Ok(None)
-}
-
-/// `x`'s leading dims and its last one.
-fn rows_of(x: &Tensor) -> Result<(&[usize], usize)> {
-    match x.dims().split_last() {
-        Some((inner, lead)) => Ok((lead, *inner)),
-        None => candle_core::bail!("a projection's input has at least one dim"),
-    }
 }
 
 /// RMSNorm as transformers computes it: normalise in f32, multiply the weight in f32, cast back.

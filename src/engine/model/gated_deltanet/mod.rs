@@ -12,9 +12,10 @@ pub mod host;
 pub mod ops;
 pub mod recurrent;
 
-use candle_core::{CpuStorage, DType, Result, Storage, Tensor, D};
+use candle_core::{DType, Result, Storage, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::cpu_slice::contiguous;
 use super::host_norm::GatedRmsNorm;
 use super::layers::{normalize_f32, pick, sigmoid, silu, Projection};
 use super::path::ExecPath;
@@ -207,9 +208,7 @@ impl GatedDeltaNet {
         let (storage, layout) = mixed.storage_and_layout();
         let copied;
         let qkv = match &*storage {
-            Storage::Cpu(CpuStorage::F32(all)) => {
-                &all[layout.start_offset()..][..mixed.elem_count()]
-            }
+            Storage::Cpu(cpu) => contiguous::<f32>(cpu, layout, "gated deltanet", "inputs")?,
             _ => {
                 copied = mixed.flatten_all()?.to_vec1::<f32>()?;
                 &copied[..]
