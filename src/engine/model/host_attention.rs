@@ -67,14 +67,15 @@ impl CustomOp3 for Rope {
             // In f32 from the bf16 values, rounded once to bf16, as the reference rotates.
             let x = contiguous::<bf16>(x, x_layout, "host rope", "input")?;
             let mut out = vec![bf16::ZERO; x.len()];
+            // Row buffers per task, not per position.
+            let buffers = || (vec![0f32; row], vec![0f32; row]);
             out.par_chunks_mut(row)
                 .zip(x.par_chunks(row))
                 .enumerate()
-                .for_each(|(at, (o, x))| {
-                    let (mut wide, mut rotated) = (vec![0f32; row], vec![0f32; row]);
-                    widen_row(x, &mut wide);
-                    rotate(at, &mut rotated, &wide);
-                    narrow_row(&rotated, o);
+                .for_each_init(buffers, |(wide, rotated), (at, (o, x))| {
+                    widen_row(x, wide);
+                    rotate(at, rotated, wide);
+                    narrow_row(rotated, o);
                 });
             return Ok((CpuStorage::BF16(out), shape));
         }
@@ -239,9 +240,7 @@ impl CausalAttention {
         });
         out
     }
-}
 
-impl CausalAttention {
     /// The attention on bf16 q, k and v without the dot product: the f32 kernels on the
     /// widened values, the output rounded once.
     fn on_bf16_widened(&self, s: Shape4, q: &[bf16], k: &[bf16], v: &[bf16]) -> Vec<bf16> {
